@@ -1,0 +1,3 @@
+from mracq.cli import main
+
+raise SystemExit(main())

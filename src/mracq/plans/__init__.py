@@ -1,0 +1,1 @@
+"""mracq.plans."""
