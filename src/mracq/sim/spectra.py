@@ -199,16 +199,16 @@ def lorentzian_parts(spectrum: Spectrum) -> np.ndarray | None:
     return None
 
 
-def default_nv_spectrum() -> Spectrum:
-    """The default simulated NV environment: a near-surface NV at 0.1 T.
+def default_nv_spectrum(field: float = 0.05) -> Spectrum:
+    """The default simulated NV environment: a near-surface NV in ``field`` (T).
 
     A slow bath (13C/paramagnetic spin bath, correlation time ~20 us), a faster surface
-    term and a 1H Larmor peak at 4.26 MHz. Gives T2* ~ 2 us, T2(SE) ~ 50 us.
+    term and a 1H Larmor peak (2.13 MHz at 0.05 T). Gives T2* ~ 3 us, T2(SE) ~ 50 us.
     """
     bath = Lorentzians(
         amplitude=[(2 * np.pi * 80e3) ** 2, (2 * np.pi * 30e3) ** 2],
         width=[2 * np.pi * 8e3, 2 * np.pi * 400e3],
         centre=[0.0, 0.0],
     )
-    return bath + larmor_peak(0.1, "1H", amplitude=(2 * np.pi * 15e3) ** 2,
+    return bath + larmor_peak(field, "1H", amplitude=(2 * np.pi * 15e3) ** 2,
                               width=2 * np.pi * 50e3)
