@@ -42,21 +42,22 @@ def plot_timing(program: PulseProgram, ax=None, *, max_labels=40):
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=(9, 1.0 + 0.5 * max(1, len(program.channels))))
+        fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * max(1, len(program.channels))))
+        fig.subplots_adjust(bottom=0.25, top=0.85)
     channels = program.channels
     for row, ch in enumerate(reversed(channels)):
         pulses = program.pulses_on(ch)
         ax.broken_barh([(p.start * 1e6, p.duration * 1e6) for p in pulses], (row - 0.35, 0.7),
                        facecolors=_COLOURS[ch], edgecolors="black", linewidth=0.5)
         if len(pulses) <= max_labels:
-            for p in pulses:
+            for i, p in enumerate(pulses):
                 text = _label(p)
-                if text:
-                    ax.text(p.centre * 1e6, row + 0.45, text, ha="center", va="bottom",
-                            fontsize=7)
+                if text:  # alternate heights so neighbouring labels do not collide
+                    ax.text(p.centre * 1e6, row + 0.38 + 0.22 * (i % 2), text, ha="center",
+                            va="bottom", fontsize=7)
     ax.set_yticks(range(len(channels)))
     ax.set_yticklabels(list(reversed(channels)))
-    ax.set_ylim(-0.6, len(channels) - 0.1 + 0.4)
+    ax.set_ylim(-0.5, len(channels) - 0.1)
     ax.set_xlim(0, program.duration * 1e6)
     ax.set_xlabel("time (µs)")
     seq = program.metadata.get("sequence")
