@@ -287,10 +287,23 @@ def chi(spectrum: Spectrum, t, pulse_times=None, *, n: int | None = None) -> np.
 
     Parameters are those of :func:`chi_quadrature`.
     """
+    if n is None and pulse_times is not None and not callable(pulse_times):
+        n = _equal_spacing(np.asarray(t, float), np.asarray(pulse_times, float))
+        if n is not None:
+            pulse_times = None
     params = lorentzian_parts(spectrum)
     if params is not None and (n is not None or pulse_times is None):
         return chi_lorentzian(t, n or 0, params)
     return chi_quadrature(spectrum, t, pulse_times, n=n)
+
+
+def _equal_spacing(t: np.ndarray, times: np.ndarray) -> int | None:
+    """N if ``times`` are the CPMG-N times ``(k - 1/2) t / N`` of a single t, else None."""
+    if t.size != 1:
+        return None
+    n = times.size
+    ref = equally_spaced(float(t.ravel()[0]), n)
+    return n if np.allclose(times, ref, rtol=0, atol=1e-9 * float(t.ravel()[0])) else None
 
 
 def coherence(spectrum: Spectrum, t, pulse_times=None, *, n: int | None = None) -> np.ndarray:

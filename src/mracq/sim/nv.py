@@ -45,11 +45,15 @@ class Drive:
     rabi_scale : float
         Actual over nominal Rabi frequency (1 at the calibrated power; amplitude, so
         ``10 ** ((P - P_cal) / 20)`` for powers in dBm).
+    rabi_frequency : float
+        Nominal Rabi frequency at the calibrated power, Hz; sets the rotation of pulses
+        that carry no nominal ``rotation`` (Rabi programs). 12.5 MHz: a 40 ns pi pulse.
     """
 
     on: bool = True
     detuning: float = 0.0
     rabi_scale: float = 1.0
+    rabi_frequency: float = 12.5e6
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -81,12 +85,22 @@ def bloch_population(mw_pulses, drive: Drive, coherence: float = 1.0) -> float:
             v = _rotation(np.array([0.0, 0.0, 1.0]), d_omega * (p.start - t_prev)) @ v
         if i == len(mw_pulses) - 1 and len(mw_pulses) > 1:
             v = v * np.array([coherence, coherence, 1.0])
-        rot = p.rotation if p.rotation is not None else np.pi
-        omega_r = drive.rabi_scale * rot / p.duration
+        if p.rotation is not None:
+            omega_r = drive.rabi_scale * p.rotation / p.duration
+        else:
+            omega_r = drive.rabi_scale * 2 * np.pi * drive.rabi_frequency
         axis = np.array([omega_r * np.cos(p.phase), omega_r * np.sin(p.phase), d_omega])
         v = _rotation(axis, np.linalg.norm(axis) * p.duration) @ v
         t_prev = p.start + p.duration
     return float(np.clip(0.5 * (1 + v[2]), 0.0, 1.0))
+
+
+def ideal_population(program) -> float:
+    """P(ms = 0) of ``program`` on resonance without dephasing (C = 1).
+
+    The coherence of a measured population ``p`` is ``(2 p - 1) / (2 p_ideal - 1)``.
+    """
+    return bloch_population(program.pulses_on("mw"), Drive(), 1.0)
 
 
 @dataclass
