@@ -23,7 +23,20 @@ from mracq.sim.nv import normalize
 log = logging.getLogger(__name__)
 
 
-class TransportSignal(Signal):
+class CheckedSignal(Signal):
+    """A Signal that validates in ``set`` itself, before ophyd's set thread starts.
+
+    Ophyd's ``Signal.set`` runs ``put`` in a thread and wraps its exception in a
+    ``FailedStatus``; checking first gives the plan the clear error directly, and nothing
+    is sent to the instrument.
+    """
+
+    def set(self, value, **kwargs):
+        self.check_value(value)
+        return super().set(value, **kwargs)
+
+
+class TransportSignal(CheckedSignal):
     """A Signal whose value lives in the parent's transport.
 
     Parameters
@@ -110,19 +123,24 @@ class Laser(Device):
         super().__init__(*args, **kwargs)
 
 
-class ProgramSignal(Signal):
-    """Holds the :class:`~mracq.pulses.PulseProgram` to play; validated on put."""
+class ProgramSignal(CheckedSignal):
+    """Holds the :class:`~mracq.pulses.PulseProgram` to play; validated on set/put."""
 
-    def put(self, value, **kwargs):
+    def check_value(self, value):
         if isinstance(value, dict):
             value = PulseProgram.from_dict(value)
         if not isinstance(value, PulseProgram):
             raise TypeError(f"{self.name} takes a PulseProgram, got {type(value).__name__}")
         value.validate(self.parent.timing_limits)
+
+    def put(self, value, **kwargs):
+        if isinstance(value, dict):
+            value = PulseProgram.from_dict(value)
+        self.check_value(value)
         super().put(value, **kwargs)
 
 
-class ShotsSignal(Signal):
+class ShotsSignal(CheckedSignal):
     """Number of repetitions per point, checked against ``max_shots``."""
 
     def check_value(self, value):

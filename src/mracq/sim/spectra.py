@@ -34,6 +34,10 @@ class Spectrum:
         """A typical frequency scale in rad/s (for quadrature grids)."""
         return 0.0
 
+    def low_frequency_exponent(self) -> float:
+        """alpha in ``S ~ omega^-alpha`` as omega -> 0 (0 for a finite S(0))."""
+        return 0.0
+
     def __add__(self, other: Spectrum) -> SumSpectrum:
         return SumSpectrum((self, other))
 
@@ -146,6 +150,9 @@ class PowerLaw(Spectrum):
     def scale(self):
         return float(self.omega_ref)
 
+    def low_frequency_exponent(self):
+        return float(self.alpha)
+
 
 def larmor_peak(field: float, nucleus: str = "1H", *, amplitude: float,
                 width: float) -> Lorentzians:
@@ -183,6 +190,9 @@ class SumSpectrum(Spectrum):
 
     def scale(self):
         return max(p.scale() for p in self.parts)
+
+    def low_frequency_exponent(self):
+        return max(p.low_frequency_exponent() for p in self.parts)
 
     def __add__(self, other):
         return SumSpectrum((*self.parts, other))
