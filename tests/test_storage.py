@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
+import jsonschema
 import numpy as np
 import pytest
 from bluesky import RunEngine
@@ -66,6 +68,75 @@ def test_small_and_large_arrays_and_scalars_read_back_exactly(RE, tmp_catalog):
         np.testing.assert_array_equal(table[name], expect)
     np.testing.assert_array_equal(table["seq_num"], [1, 2, 3, 4])
     assert np.all(np.diff(table["time"]) >= 0)
+
+
+class DeclaredSignal(Signal):
+    """A Signal whose describe() carries ``dtype_numpy`` in event-model's form (``<i8``).
+
+    (ophyd 1.11's ``Signal(dtype=...)`` writes ``'int64'``, which event-model rejects.)
+    """
+
+    def describe(self):
+        desc = super().describe()
+        desc[self.name]["dtype_numpy"] = np.asarray(self.get()).dtype.str
+        return desc
+
+
+def test_ophyd_dtype_argument_is_rejected_by_event_model(RE):
+    bad = Signal(name="n_bad", value=np.zeros(3, dtype=np.int64), dtype="int64", shape=(3,))
+    assert bad.describe()["n_bad"]["dtype_numpy"] == "int64"
+    with pytest.raises(jsonschema.ValidationError, match="'int64' is not valid"):
+        RE(set_and_read([bad], [(np.arange(3),)]))
+
+
+def test_integer_arrays_keep_their_dtype_when_declared(RE, tmp_catalog):
+    declared = DeclaredSignal(name="n_decl", value=np.zeros(3, dtype=np.int64))
+    plain = Signal(name="n_plain", value=np.zeros(3, dtype=np.int64))
+    rows = [(np.arange(3) + 10 * k, np.arange(3) + 10 * k) for k in range(2)]
+    run = get_run(tmp_catalog, RE(set_and_read([declared, plain], rows)).run_start_uids[0])
+    table = run_table(run)
+    np.testing.assert_array_equal(table["n_decl"], [[0, 1, 2], [10, 11, 12]])
+    assert table["n_decl"].dtype == np.int64
+    # Without dtype_numpy in describe() the stored array is float64 (values still exact).
+    np.testing.assert_array_equal(table["n_plain"], [[0, 1, 2], [10, 11, 12]])
+    assert table["n_plain"].dtype == np.float64
+
+
+def test_paused_and_resumed_run_stores_every_point_once(RE, tmp_catalog):
+    from bluesky.utils import RunEngineInterrupted
+
+    sig = Signal(name="z", value=0.0)
+    acknowledged = threading.Event()
+
+    def pause_from_another_thread():
+        RE.request_pause(defer=True)  # blocks until the RunEngine's loop takes it
+        acknowledged.set()
+
+    @bpp.run_decorator(md={"plan_name": "pausable"})
+    def plan():
+        for k in range(5):
+            yield from bps.checkpoint()
+            yield from bps.mv(sig, float(k))
+            yield from bps.trigger_and_read([sig])
+            if k == 1:  # as Ctrl-C would, from outside the RunEngine's thread
+                threading.Thread(target=pause_from_another_thread, daemon=True).start()
+                for _ in range(200):
+                    if acknowledged.is_set():
+                        break
+                    yield from bps.sleep(0.05)
+
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            RE(plan())
+        assert acknowledged.is_set() and RE.state == "paused"
+        result = RE.resume()
+    finally:
+        if RE.state == "paused":  # leave the shared RunEngine usable
+            RE.abort()
+    assert result.exit_status == "success"
+    table = run_table(get_run(tmp_catalog, result.run_start_uids[0]))
+    assert table["seq_num"].tolist() == [1, 2, 3, 4, 5]
+    assert table["z"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_list_and_get_runs(RE, tmp_catalog):
@@ -147,24 +218,23 @@ def test_scan_id_continues_after_reopening(tmp_path):
 
 
 def test_busy_folder_and_clean_exit(tmp_path, tmp_catalog, tmp_catalog_dir):
-    """A process that opens a catalog, writes a run and exits without closing anything
-    terminates promptly; a second process on a folder in use gets a clear error."""
+    """A process that opens a session, writes a run and exits without closing anything
+    terminates promptly and keeps its scan_id; a second process on a folder in use gets
+    a clear error."""
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {SRC!r})
-        from bluesky import RunEngine
         from bluesky.plans import count
         from ophyd.sim import det
-        from mracq.storage import StorageBusyError, open_catalog, subscribe_writer
+        from mracq.session import make_session
+        from mracq.storage import StorageBusyError, open_catalog
         try:
             open_catalog({str(tmp_catalog_dir)!r})
         except StorageBusyError as exc:
             print("BUSY", exc)
-        client = open_catalog({str(tmp_path)!r})
-        RE = RunEngine(call_returns_result=True)
-        subscribe_writer(RE, client)
-        RE(count([det], 2))
-        print("RUNS", len(client))
+        s = make_session(data_dir={str(tmp_path)!r}, devices={{}})
+        s.RE(count([det], 2))
+        print("RUNS", len(s.catalog))
     """)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -174,3 +244,9 @@ def test_busy_folder_and_clean_exit(tmp_path, tmp_catalog, tmp_catalog_dir):
     assert "RUNS 1" in proc.stdout
     assert "BUSY the data folder" in proc.stdout and "in use by another process" in proc.stdout
     assert elapsed < 60, elapsed
+
+    from mracq.session import make_session
+
+    with make_session(data_dir=tmp_path, devices={}) as s:
+        assert s.RE.md["scan_id"] == 1
+        assert list_runs(s.catalog)[0]["num_events"] == 2
