@@ -30,6 +30,10 @@ class CLIError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
+#: library errors that mean "fix your input", printed like CLIError
+USER_ERRORS = ("ConfigError", "RunNotFoundError", "StorageBusyError", "LimitError")
+
+
 def _modules(prefix: str) -> list[str]:
     import mracq.cli as pkg
 
@@ -85,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except CLIError as exc:
+        print(f"mracq: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if type(exc).__name__ not in USER_ERRORS:
+            raise
         print(f"mracq: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

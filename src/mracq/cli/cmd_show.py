@@ -22,8 +22,7 @@ def run(args) -> int:
 
     from mracq.cli import CLIError
     from mracq.cli.common import figure_dir, human_time, open_catalog_from_args
-    from mracq.storage import RunNotFoundError, close_catalog, get_run, run_table, \
-        default_data_dir
+    from mracq.storage import RunNotFoundError, close_catalog, default_data_dir, get_run, run_table
 
     client = open_catalog_from_args(args)
     try:
