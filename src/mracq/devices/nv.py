@@ -257,6 +257,13 @@ class CoherenceDetector(Device):
                   self.bright_counts, self.dark_counts):
             c.name = c.attr_name
 
+    def describe(self):
+        out = super().describe()
+        out["t"].update(units="s", precision=9)  # microseconds visible in live tables
+        out["coherence"]["precision"] = 4
+        out["coherence_error"]["precision"] = 4
+        return out
+
     def trigger(self):
         if self._ideal is None:
             raise RuntimeError(f"{self.name}: no program loaded (set {self.program.name})")
