@@ -187,6 +187,11 @@ def open_catalog(data_dir: str | os.PathLike | None = None, *, url: str | None =
     from tiled.client.context import Context
     from tiled.server.app import build_app
 
+    # tiled.server.app sets its own logger to INFO with its own handler at import, which
+    # prints a version banner on every embedded start; keep it unless we log at DEBUG
+    if not logger.isEnabledFor(logging.DEBUG):
+        logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
+
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     root = root.absolute()
     (root / ARRAY_DIR).mkdir(parents=True, exist_ok=True)

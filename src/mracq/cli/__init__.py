@@ -81,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if args.verbose < 2:  # tiled's app logger has its own INFO level and handler
-        for name in ("tiled", "tiled.server.app"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    if args.verbose < 2:
+        logging.getLogger("tiled").setLevel(logging.WARNING)
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2
