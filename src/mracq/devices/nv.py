@@ -24,16 +24,21 @@ log = logging.getLogger(__name__)
 
 
 class CheckedSignal(Signal):
-    """A Signal that validates in ``set`` itself, before ophyd's set thread starts.
+    """A Signal whose ``set`` validates, writes and returns a finished status.
 
-    Ophyd's ``Signal.set`` runs ``put`` in a thread and wraps its exception in a
-    ``FailedStatus``; checking first gives the plan the clear error directly, and nothing
-    is sent to the instrument.
+    Ophyd's ``Signal.set`` runs ``put`` in a thread, wraps its exception in a
+    ``FailedStatus`` and then polls until the readback equals the setpoint, with no
+    timeout: an instrument that rounds (a source that stores 1.46875e9 Hz as
+    1468750000.01) would hang ``bps.mv`` forever. Here ``check_value`` raises the clear
+    error before anything is sent, and a set is done once the instrument took the value.
     """
 
     def set(self, value, **kwargs):
         self.check_value(value)
-        return super().set(value, **kwargs)
+        self.put(value)
+        st = StatusBase()
+        st.set_finished()
+        return st
 
 
 class TransportSignal(CheckedSignal):
