@@ -17,28 +17,22 @@ from ophyd import Device, Signal
 from ophyd.status import StatusBase
 from ophyd.utils import LimitError
 
+from mracq.devices.soft import SoftSignal
 from mracq.pulses import PulseProgram, TimingLimits
 from mracq.sim.nv import normalize
 
 log = logging.getLogger(__name__)
 
 
-class CheckedSignal(Signal):
+class CheckedSignal(SoftSignal):
     """A Signal whose ``set`` validates, writes and returns a finished status.
 
-    Ophyd's ``Signal.set`` runs ``put`` in a thread, wraps its exception in a
-    ``FailedStatus`` and then polls until the readback equals the setpoint, with no
+    Ophyd's ``Signal.set`` would put in a thread, wrap a validation error in a
+    ``FailedStatus`` and then poll until the readback equals the setpoint, with no
     timeout: an instrument that rounds (a source that stores 1.46875e9 Hz as
     1468750000.01) would hang ``bps.mv`` forever. Here ``check_value`` raises the clear
     error before anything is sent, and a set is done once the instrument took the value.
     """
-
-    def set(self, value, **kwargs):
-        self.check_value(value)
-        self.put(value)
-        st = StatusBase()
-        st.set_finished()
-        return st
 
 
 class TransportSignal(CheckedSignal):
