@@ -16,9 +16,9 @@ from mracq.sim.cosy import (
 )
 from mracq.sim.cosy_couplings import (
     GAMMA_13C,
+    GAMMA_E,
     HBAR,
     MU0_OVER_4PI,
-    GAMMA_E,
     dipolar_tensors,
     hyperfine_from_positions,
     random_clusters,

@@ -245,7 +245,8 @@ def simulate_map(
     a = np.asarray(hyperfine, dtype=float)
     lead = a.shape[:-2]
     a = a.reshape((-1,) + a.shape[-2:])
-    dp = None if dipolar is None else np.asarray(dipolar).reshape((-1,) + a.shape[-2:-1] * 2 + (3, 3))
+    m = a.shape[-2]
+    dp = None if dipolar is None else np.asarray(dipolar).reshape((-1, m, m, 3, 3))
     out = np.empty((a.shape[0], t1.size, t2.size))
     for s in range(0, a.shape[0], batch):
         sl = slice(s, s + batch)
