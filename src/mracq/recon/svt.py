@@ -8,7 +8,8 @@ Iteration (seed 000, Fig. 3)::
 stopped when ``||P_Omega(X - M)||_F / ||P_Omega(M)||_F < eps``. Scaling (physics.md
 section 3): the observed mean is removed first (it is added back), ``tau`` defaults to
 ``5 sqrt(n1 n2)`` times the RMS of the centred observed entries, ``delta = 1.2 / p`` (p the
-sampled fraction) capped below 2, and the step is halved (down to 0.1) whenever the residual grows by more than 5%.
+sampled fraction) capped below 2, and the step is halved (down to 0.1) whenever the residual
+grows by more than 5%.
 """
 
 from __future__ import annotations
