@@ -167,3 +167,24 @@ def test_batched_equals_single_and_shot_noise():
     assert noisy.std() == pytest.approx(expect, rel=0.05)
     with pytest.raises(ValueError):
         simulate_map(np.array([[0.0, 0.0, 0.0]]))
+
+
+def test_cosy_program_and_simulated_nv():
+    from mracq.pulses import PulseProgram
+    from mracq.pulses.cosy import cosy_program
+    from mracq.sim.nv import SimulatedNV
+
+    p = cosy_program(T_GRID[2], T_GRID[5])
+    assert PulseProgram.from_dict(p.to_dict()) == p
+    mw = p.pulses_on("mw")
+    assert len(mw) == 2 * (40 + 2)
+    # pi pulses of a block are tau apart; the rf pulse centre sits t1 after block 1 ends
+    assert mw[2].centre - mw[1].centre == pytest.approx(2045e-9)
+    rf = p.pulses_on("rf")[0]
+    assert rf.centre - mw[41].end == pytest.approx(T_GRID[2])
+    assert mw[42].start - rf.centre == pytest.approx(T_GRID[5])
+    model = CosyModel()
+    nv = SimulatedNV([model], rng=np.random.default_rng(0))
+    assert nv.population(p) == pytest.approx(model.map()[2, 5], abs=1e-12)
+    with pytest.raises(ValueError, match="t1"):
+        cosy_program(1e-6, 1e-5)
