@@ -375,3 +375,9 @@ def default_pair() -> np.ndarray:
     c = np.array([0.25e-9, 0.0, 0.95e-9])
     half = 0.5 * 0.154e-9 * np.array([0.6, 0.0, 0.8])
     return np.stack([c - half, c + half])
+
+
+def default_cosy_model() -> CosyModel:
+    """The COSY model of the default simulated NV (`mracq.devices.nv_physics_models`): the
+    `default_pair` 13C dimer at B = 158 mT, independent of the device's ``field`` setting."""
+    return CosyModel()
