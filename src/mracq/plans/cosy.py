@@ -4,15 +4,16 @@ Both plans measure (t1, t2) points of the COSY map with `mracq.pulses.cosy.cosy_
 on the NV sequencer, reconstruct with `mracq.recon.dlmc.reconstruct` while they go, and
 store every measured point (``primary``: ``i``, ``j``, ``t1``, ``t2`` and the sequencer's
 ``nv_value``, ``nv_error``, ``nv_counts``) plus one ``reconstruction`` event at the end
-(the mask, the measured map with NaN where missing, the reconstruction and its 2D
+(the mask, the measured map with 0 where missing, the reconstruction and its 2D
 spectrum). They return a dict with the same arrays and the simulated hardware time.
 
 Adaptive strategy (`EnsembleDisagreement`, ``suggest``/``ingest`` as bluesky-adaptive):
 the ensemble is K DLMC reconstructions, each from a random 80% subset of the measured
 points (bootstrap-like subsampling: a point the data pin down comes out the same in
-all, a poorly constrained one varies); the next batch is the unmeasured points with the
-largest ensemble standard deviation, at most one per 3 x 3 neighbourhood so a batch
-spreads over the map.
+all, a poorly constrained one varies); the score of an unmeasured point is its ensemble
+standard deviation plus a row/column sparsity term (each normalized to its maximum)
+(rows and columns with few data, where all low-rank completions guess alike); the next
+batch is the highest-scoring points, at most one per 3 x 3 neighbourhood.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ class EnsembleDisagreement:
         Fraction of the measured points each member sees.
     method : str
         Reconstruction method of the members.
+    gap_weight : float
+        Weight of the row/column sparsity term (`gap`) against the normalized ensemble
+        standard deviation in the score.
     """
 
     def __init__(self, shape, rng, *, members: int = 4, keep: float = 0.8,
-                 method: str = "dlmc") -> None:
+                 method: str = "dlmc", gap_weight: float = 1.0) -> None:
         if members < 2 or not 0 < keep < 1:
             raise ValueError(f"need members >= 2 and 0 < keep < 1, got {members}, {keep}")
         self.shape = tuple(shape)
@@ -58,6 +62,7 @@ class EnsembleDisagreement:
         self.members = members
         self.keep = keep
         self.method = method
+        self.gap_weight = float(gap_weight)
         self.values = np.full(self.shape, np.nan)
         self.mask = np.zeros(self.shape, bool)
 
@@ -82,6 +87,14 @@ class EnsembleDisagreement:
         std[self.mask] = 0.0
         return std
 
+    def gap(self) -> np.ndarray:
+        """Row/column sparsity in [0, 1]: high where the entry's row and column hold few
+        measured points (there every low-rank completion agrees on a guess, so the
+        ensemble alone would not ask for data)."""
+        rows = self.mask.sum(axis=1, keepdims=True)
+        cols = self.mask.sum(axis=0, keepdims=True)
+        return 0.5 * (1.0 / (1.0 + rows) + 1.0 / (1.0 + cols))
+
     def suggest(self, n: int) -> list[tuple[int, int]]:
         """Up to ``n`` unmeasured points (i, j), largest disagreement first, spread out."""
         free = ~self.mask
@@ -91,6 +104,9 @@ class EnsembleDisagreement:
             flat = self.rng.choice(np.flatnonzero(free), min(n, free.sum()), replace=False)
             return [tuple(int(v) for v in np.unravel_index(k, self.shape)) for k in flat]
         d = self.disagreement()
+        g = self.gap()
+        d = d / (d.max() or 1.0) + self.gap_weight * g / g.max()
+        d[self.mask] = -1.0
         order = np.argsort(d, axis=None)[::-1]
         blocked = self.mask.copy()
         out = []
@@ -143,8 +159,10 @@ def _finish(rec, values, mask, method):
     measured = np.where(mask, values, np.nan)
     recon = reconstruct(measured, mask, method)
     spec = np.fft.fftshift(spectrum2d(recon))
-    yield from bps.mv(rec.mask, mask.astype(np.uint8), rec.measured, measured, rec.recon,
-                      recon, rec.spectrum, spec)
+    # stored with 0 where missing (the mask says which entries are data): a NaN would never
+    # compare equal to itself and the soft signal's set would not finish
+    yield from bps.mv(rec.mask, mask.astype(np.uint8), rec.measured, np.where(mask, values, 0.0),
+                      rec.recon, recon, rec.spectrum, spec)
     yield from bps.trigger_and_read([rec.mask, rec.measured, rec.recon, rec.spectrum],
                                     name="reconstruction")
     return measured, recon, spec
