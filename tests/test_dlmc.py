@@ -111,3 +111,19 @@ def test_training_batch_normalization():
     # the target is the truth under the same affine map as the input
     xn, lo, span = normalize_observed(truth, mask)
     assert np.allclose(xn[mask], ((truth - lo) / span)[mask])
+
+
+def test_analyze_cosy_cli(tmp_path):
+    from mracq.cli import main
+
+    truth, noisy, mask = _case(coverage=0.3)
+    path = tmp_path / "map.csv"
+    np.savetxt(path, np.where(mask, noisy, np.nan), delimiter=",")
+    assert main(["analyze", "cosy", str(path), "--method", "svt"]) == 0
+    rec = np.load(tmp_path / "map_recon.npy")
+    np.testing.assert_allclose(rec, reconstruct(np.where(mask, noisy, np.nan), mask, "svt"),
+                               atol=1e-12)
+    assert (tmp_path / "map_cosy.png").stat().st_size > 1000
+    assert np.load(tmp_path / "map_spectrum.npy").shape == (50, 50)
+    np.save(tmp_path / "bad.npy", np.zeros(5))
+    assert main(["analyze", "cosy", str(tmp_path / "bad.npy")]) == 2
