@@ -11,9 +11,14 @@ Adaptive strategy (`EnsembleDisagreement`, ``suggest``/``ingest`` as bluesky-ada
 the ensemble is K DLMC reconstructions, each from a random 80% subset of the measured
 points (bootstrap-like subsampling: a point the data pin down comes out the same in
 all, a poorly constrained one varies); the score of an unmeasured point is its ensemble
-standard deviation plus a row/column sparsity term (each normalized to its maximum)
+standard deviation plus ``gap_weight`` (default 10) times a row/column sparsity term (each
+normalized to its maximum)
 (rows and columns with few data, where all low-rank completions guess alike); the next
-batch is the highest-scoring points, at most one per 3 x 3 neighbourhood.
+batch is the highest-scoring points, at most one per 3 x 3 neighbourhood. Points to reach
+the random 10% DLMC error on 5 held-out maps (benchmarks/cosy.py; random: 250): ensemble
+alone 390, gap_weight 1: 325, 3: 265, 10: 210. So most of the gain comes from balancing
+rows and columns (what a low-rank completion needs); the ensemble orders points within
+equally sparse rows and columns.
 """
 
 from __future__ import annotations
@@ -50,11 +55,11 @@ class EnsembleDisagreement:
         Reconstruction method of the members.
     gap_weight : float
         Weight of the row/column sparsity term (`gap`) against the normalized ensemble
-        standard deviation in the score.
+        standard deviation in the score (module docstring for the measured effect).
     """
 
     def __init__(self, shape, rng, *, members: int = 4, keep: float = 0.8,
-                 method: str = "dlmc", gap_weight: float = 1.0) -> None:
+                 method: str = "dlmc", gap_weight: float = 10.0) -> None:
         if members < 2 or not 0 < keep < 1:
             raise ValueError(f"need members >= 2 and 0 < keep < 1, got {members}, {keep}")
         self.shape = tuple(shape)
