@@ -124,9 +124,20 @@ def default_net() -> DLNet:
     return load_weights()
 
 
-def predict(net: DLNet, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Run ``net`` on normalized maps (B, n1, n2) with masks; returns (B, n1, n2)."""
+def predict(net: DLNet, x: np.ndarray, mask: np.ndarray, threads: int | None = 1) -> np.ndarray:
+    """Run ``net`` on normalized maps (B, n1, n2) with masks; returns (B, n1, n2).
+
+    ``threads``: torch intra-op threads during the call (restored after). One thread is
+    the default: a 64 x 64 map takes ~10 ms, while two threads on a loaded 2-core machine
+    took 0.7 s (thread synchronization under oversubscription). None keeps the setting.
+    """
     n1, n2 = x.shape[-2:]
-    with torch.no_grad():
-        y = net(pad_input(x, mask))
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            y = net(pad_input(x, mask))
+    finally:
+        torch.set_num_threads(old)
     return y[:, 0, :n1, :n2].double().numpy()
