@@ -27,8 +27,8 @@ import logging
 
 import numpy as np
 from bluesky import plan_stubs as bps
-from ophyd import Signal
 
+from mracq.devices.soft import SoftSignal
 from mracq.pulses.cosy import cosy_program
 from mracq.recon.dlmc import reconstruct
 from mracq.recon.metrics import spectrum2d
@@ -142,14 +142,14 @@ class _Recorder:
     """Soft signals for per-point coordinates and the final reconstruction."""
 
     def __init__(self):
-        self.i = Signal(name="i", value=0)
-        self.j = Signal(name="j", value=0)
-        self.t1 = Signal(name="t1", value=0.0)
-        self.t2 = Signal(name="t2", value=0.0)
-        self.mask = Signal(name="mask", value=np.zeros((1, 1), np.uint8))
-        self.measured = Signal(name="measured", value=np.zeros((1, 1)))
-        self.recon = Signal(name="reconstruction", value=np.zeros((1, 1)))
-        self.spectrum = Signal(name="spectrum", value=np.zeros((1, 1)))
+        self.i = SoftSignal(name="i", value=0)
+        self.j = SoftSignal(name="j", value=0)
+        self.t1 = SoftSignal(name="t1", value=0.0)
+        self.t2 = SoftSignal(name="t2", value=0.0)
+        self.mask = SoftSignal(name="mask", value=np.zeros((1, 1), np.uint8))
+        self.measured = SoftSignal(name="measured", value=np.zeros((1, 1)))
+        self.recon = SoftSignal(name="reconstruction", value=np.zeros((1, 1)))
+        self.spectrum = SoftSignal(name="spectrum", value=np.zeros((1, 1)))
 
 
 def _measure(nv, rec, prog, i, j, t1, t2):
