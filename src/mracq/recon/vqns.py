@@ -495,3 +495,79 @@ def _optimize(prob, init, r, thr, history, adapt, lr, betas, eps, max_iter, wd,
     else:
         samples, losses, iters = np.zeros((0, init.k, 3)), np.zeros(0), np.zeros(0, int)
     return samples, losses, iters, n_failed, steps, thr
+
+
+def _coherence_fn(result: VQNSResult):
+    def fn(n, t):
+        return result.coherence(canonical_name(n), t)
+    return fn
+
+
+def candidate_scores(result: VQNSResult, measurements, candidates, *, omega=None,
+                     rel_floor: float = 0.05) -> dict:
+    """Eq. 7 score of each candidate sequence: how well it covers the widest band.
+
+    ``u(w) = std / (mean + rel_floor * max(mean))`` is the relative width of the band;
+    the score of candidate p is ``Int u(w) s_p(w) dln w`` with ``s_p`` its sensitivity
+    (:func:`mracq.recon.sensitivity.sensitivity`) normalized to a peak of 1, divided by
+    ``1 + Sens_measured(w) / Sens_p(w)`` so that frequencies the data already cover
+    count less. Sequences already measured score 0.
+
+    Returns
+    -------
+    dict
+        name -> score (dimensionless, larger is better).
+    """
+    from mracq.recon.sensitivity import coverage, sensitivity
+
+    lo, hi = result.band
+    w = np.geomspace(lo / 4, hi * 4, 300) if omega is None else np.asarray(omega, float)
+    mean = result.spectrum(w)
+    u = result.spectrum_std(w) / (mean + rel_floor * mean.max())
+    fn = _coherence_fn(result)
+    measured = {m.sequence for m in measurements}
+    have = coverage(w, sorted(measured), fn) if measured else np.zeros_like(w)
+    scores = {}
+    dlw = np.gradient(np.log(w))
+    for c in candidates:
+        name = canonical_name(pulse_number(c)) if not str(c).lower().startswith("xy8") else c
+        if name in measured:
+            scores[c] = 0.0
+            continue
+        s = sensitivity(w, name, fn)
+        peak = s.max()
+        if not np.isfinite(peak) or peak <= 0:
+            scores[c] = 0.0
+            continue
+        gain = (s / peak) / (1 + have / np.maximum(s, 1e-300))
+        scores[c] = float(np.sum(u * gain * dlw))
+    return scores
+
+
+def suggest_next_sequence(result: VQNSResult, measurements, candidates) -> str:
+    """The candidate sequence whose Eq. 7 sensitivity best covers the widest band.
+
+    Parameters
+    ----------
+    result : VQNSResult
+        Current reconstruction (its mean spectrum predicts the coherences in Eq. 7).
+    measurements : sequence of Measurement
+        What has been measured (those sequences are not suggested again).
+    candidates : sequence of str
+        Sequence names to choose from, e.g. ``["cpmg-2", "cpmg-4", ..., "cpmg-64"]``.
+
+    Returns
+    -------
+    str
+        The best candidate (as given in ``candidates``).
+    """
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("no candidate sequences")
+    scores = candidate_scores(result, list(measurements), candidates)
+    best = max(candidates, key=lambda c: scores[c])
+    if scores[best] <= 0:
+        raise ValueError("every candidate has been measured already")
+    log.info("VQNS next sequence: %s (scores %s)", best,
+             {k: round(v, 4) for k, v in scores.items()})
+    return best
