@@ -94,3 +94,26 @@ def test_pointset_rejects_bad_input():
         PointSet([0.0, 1e-6], [0, 0])
     with pytest.raises(ValueError, match="same length"):
         PointSet([1e-6], [0, 1])
+
+
+def test_numba_kernel_matches_torch():
+    from mracq.recon import vqns_numba
+    from mracq.recon.vqns import _Init, _Problem
+    from mracq.recon.vqns_data import simulate_measurements
+    from mracq.recon.vqns_torch import SERIES_SWITCH
+
+    if not vqns_numba.available():
+        pytest.skip("numba not installed")
+    spec = Lorentzians(*PARAMS[:2].T)
+    ms = simulate_measurements(spec, ["fid", "se", "cpmg-8"], n_points=12, noise=0.01,
+                               rng=np.random.default_rng(0))
+    prob = _Problem(ms, True, "torch")
+    init = _Init(prob, 3, torch.Generator().manual_seed(0))
+    amp, g, w0 = init.physical(init.draw(5))
+    g[0, 0] = 1e-3  # |lam t| << 1: the series branch
+    w0[0, 0] = 1e-3
+    l1, g1 = prob.loss_and_grad(amp, g, w0)
+    l2, g2 = vqns_numba.loss_and_grad(amp.numpy(), g.numpy(), w0.numpy(), prob.pts,
+                                      prob.y_np, prob.wt_np, SERIES_SWITCH)
+    assert np.allclose(l1.numpy(), l2, rtol=1e-12)
+    assert np.allclose(g1.numpy(), g2, rtol=1e-9, atol=1e-12 * np.abs(g2).max())
