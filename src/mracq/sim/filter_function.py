@@ -17,6 +17,8 @@ Three ways to get chi, checked against each other in the tests:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import integrate
 
@@ -148,6 +150,7 @@ def chi_lorentzian(t, n: int, params) -> np.ndarray:
 SERIES_SWITCH = 1.0
 
 
+@functools.lru_cache(maxsize=512)
 def _segment_moments(n: int, kmax: int) -> np.ndarray:
     """m_k = (1/2) Integral Integral s(u1) s(u2) |u1 - u2|^k du1 du2 on [0, 1], k < kmax."""
     e = np.concatenate([[0.0], equally_spaced(1.0, n), [1.0]])
@@ -242,6 +245,13 @@ def chi_quadrature(spectrum: Spectrum, t, pulse_times=None, *, n: int | None = N
 
 def _chi_one(spectrum, t, times, n, panels_per_period, cutoff_periods) -> float:
     n_pulses = len(times)
+    alpha = spectrum.low_frequency_exponent()
+    # near 0, F / w^2 -> (Integral s)^2 / 2: nonzero for FID, O(w^2) for balanced echoes
+    balanced = abs(float(np.real(_switching_transform(np.array([0.0]), t, times)[0]))) < 1e-9 * t
+    if alpha >= (3 if balanced else 1):
+        raise ValueError(f"chi diverges: the spectrum falls as omega^-{alpha:g} at 0, not "
+                         "integrable against this filter (FID needs alpha < 1, balanced "
+                         "echoes alpha < 3); use echo sequences")
     h = np.pi / t / panels_per_period
     w_cut = cutoff_periods * np.pi * (n_pulses + 1) / t
     feats = spectrum.features()
@@ -267,19 +277,10 @@ def _chi_one(spectrum, t, times, n, panels_per_period, cutoff_periods) -> float:
     if not np.all(np.isfinite(s)):
         raise ValueError("spectrum is not finite on the quadrature grid")
     body = np.sum(wts * s * fw2)
-    tail, _ = integrate.quad(lambda x: spectrum(np.array([x]))[0] / x**2, w_cut, np.inf,
+    # Integral_{w_cut}^inf S(w) / w^2 dw = Integral_0^{1/w_cut} S(1/u) du (finite interval)
+    tail, _ = integrate.quad(lambda u: spectrum(np.array([1.0 / u]))[0], 0.0, 1.0 / w_cut,
                              limit=200)
-    val = (body + (2 * n_pulses + 1) * tail) / np.pi
-    if n_pulses == 0 and _diverges_at_zero(spectrum, h):
-        raise ValueError("chi diverges for FID: the spectrum is not integrable at omega = 0 "
-                         "(1/f^alpha with alpha >= 1); use echo sequences")
-    return float(val)
-
-
-def _diverges_at_zero(spectrum, h) -> bool:
-    w = np.array([h * 1e-9, h * 1e-8])
-    s = spectrum(w)
-    return bool(s[0] * w[0] > 2 * s[1] * w[1] or not np.all(np.isfinite(s)))
+    return float((body + (2 * n_pulses + 1) * tail) / np.pi)
 
 
 def chi(spectrum: Spectrum, t, pulse_times=None, *, n: int | None = None) -> np.ndarray:
@@ -287,10 +288,23 @@ def chi(spectrum: Spectrum, t, pulse_times=None, *, n: int | None = None) -> np.
 
     Parameters are those of :func:`chi_quadrature`.
     """
+    if n is None and pulse_times is not None and not callable(pulse_times):
+        n = _equal_spacing(np.asarray(t, float), np.asarray(pulse_times, float))
+        if n is not None:
+            pulse_times = None
     params = lorentzian_parts(spectrum)
     if params is not None and (n is not None or pulse_times is None):
         return chi_lorentzian(t, n or 0, params)
     return chi_quadrature(spectrum, t, pulse_times, n=n)
+
+
+def _equal_spacing(t: np.ndarray, times: np.ndarray) -> int | None:
+    """N if ``times`` are the CPMG-N times ``(k - 1/2) t / N`` of a single t, else None."""
+    if t.size != 1:
+        return None
+    n = times.size
+    ref = equally_spaced(float(t.ravel()[0]), n)
+    return n if np.allclose(times, ref, rtol=0, atol=1e-9 * float(t.ravel()[0])) else None
 
 
 def coherence(spectrum: Spectrum, t, pulse_times=None, *, n: int | None = None) -> np.ndarray:

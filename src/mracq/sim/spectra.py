@@ -34,6 +34,10 @@ class Spectrum:
         """A typical frequency scale in rad/s (for quadrature grids)."""
         return 0.0
 
+    def low_frequency_exponent(self) -> float:
+        """alpha in ``S ~ omega^-alpha`` as omega -> 0 (0 for a finite S(0))."""
+        return 0.0
+
     def __add__(self, other: Spectrum) -> SumSpectrum:
         return SumSpectrum((self, other))
 
@@ -146,6 +150,9 @@ class PowerLaw(Spectrum):
     def scale(self):
         return float(self.omega_ref)
 
+    def low_frequency_exponent(self):
+        return float(self.alpha)
+
 
 def larmor_peak(field: float, nucleus: str = "1H", *, amplitude: float,
                 width: float) -> Lorentzians:
@@ -184,6 +191,9 @@ class SumSpectrum(Spectrum):
     def scale(self):
         return max(p.scale() for p in self.parts)
 
+    def low_frequency_exponent(self):
+        return max(p.low_frequency_exponent() for p in self.parts)
+
     def __add__(self, other):
         return SumSpectrum((*self.parts, other))
 
@@ -199,16 +209,16 @@ def lorentzian_parts(spectrum: Spectrum) -> np.ndarray | None:
     return None
 
 
-def default_nv_spectrum() -> Spectrum:
-    """The default simulated NV environment: a near-surface NV at 0.1 T.
+def default_nv_spectrum(field: float = 0.05) -> Spectrum:
+    """The default simulated NV environment: a near-surface NV in ``field`` (T).
 
     A slow bath (13C/paramagnetic spin bath, correlation time ~20 us), a faster surface
-    term and a 1H Larmor peak at 4.26 MHz. Gives T2* ~ 2 us, T2(SE) ~ 50 us.
+    term and a 1H Larmor peak (2.13 MHz at 0.05 T). Gives T2* ~ 3 us, T2(SE) ~ 50 us.
     """
     bath = Lorentzians(
         amplitude=[(2 * np.pi * 80e3) ** 2, (2 * np.pi * 30e3) ** 2],
         width=[2 * np.pi * 8e3, 2 * np.pi * 400e3],
         centre=[0.0, 0.0],
     )
-    return bath + larmor_peak(0.1, "1H", amplitude=(2 * np.pi * 15e3) ** 2,
+    return bath + larmor_peak(field, "1H", amplitude=(2 * np.pi * 15e3) ** 2,
                               width=2 * np.pi * 50e3)
