@@ -188,11 +188,13 @@ class ShotNoiseNV:
     """Coherence measurement with Poisson photon counts (physics.md section 2).
 
     Signal counts ~ Poisson(N (a1 + (a0 - a1) P0)) with ``P0 = (1 + C) / 2``; bright and
-    dark references with N shots each; hardware time N (t + overhead) per point.
+    dark references with N shots each; hardware time N (t + overhead) per point, with the
+    overhead of the simulated sequencer (7.02 us of laser and pulses in the program plus
+    two 4 us reference shots: ``program.duration + 2 * reference_duration``).
     """
 
     def __init__(self, spectrum, rng, a0=0.03, contrast=0.3, shots=2_000_000,
-                 overhead=2e-6):
+                 overhead=15e-6):
         self.spectrum, self.rng = spectrum, rng
         self.a0, self.a1 = a0, a0 * (1 - contrast)
         self.shots, self.overhead = shots, overhead
@@ -213,7 +215,12 @@ class ShotNoiseNV:
         return Measurement(sequence, t, ch, sig)
 
 
-def loop(quick, restarts):
+def loop(quick, restarts, n_adaptive=20):
+    """Ladder (30 points per sequence, oracle time ranges) against the strategy.
+
+    The strategy measures FID and SE like the ladder, then its own choices with
+    ``n_adaptive`` points up to the decay time its current estimate predicts.
+    """
     spec = THREE
     lo_hi = None
     kw = dict(n_lorentzians=6, restarts=restarts, max_iter=800)
@@ -240,8 +247,8 @@ def loop(quick, restarts):
     # adaptive: FID and SE over the same times, then the strategy's choices
     nv = ShotNoiseNV(spec, np.random.default_rng(11))
     strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
-                                 n_points=30, target=0.0, max_measurements=7,
-                                 reconstruct_kw=kw, seed=1)
+                                 n_points=n_adaptive, target=0.0, max_measurements=7,
+                                 overhead=15e-6, reconstruct_kw=kw, seed=1)
     ada = []
     reached = None
     while True:
@@ -260,6 +267,7 @@ def loop(quick, restarts):
             reached = nv.time
             break
     out = {"ladder": lad, "adaptive": ada, "target_rel_l2": target,
+           "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
            "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
     if reached is not None:
         out["time_ratio"] = reached / out["ladder_time_s"]
