@@ -215,7 +215,7 @@ class ShotNoiseNV:
         return Measurement(sequence, t, ch, sig)
 
 
-def loop(quick, restarts, n_adaptive=20):
+def loop(quick, restarts, n_adaptive=20, noise_seed=11):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -228,7 +228,7 @@ def loop(quick, restarts, n_adaptive=20):
     truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
                               decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
     # fixed ladder, oracle time ranges (favourable to the ladder)
-    nv = ShotNoiseNV(spec, np.random.default_rng(11))
+    nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
     ms = []
     lad = []
     for s in ladder_seqs:
@@ -245,7 +245,7 @@ def loop(quick, restarts, n_adaptive=20):
     target = lad[-1]["rel_l2"]
     w = np.geomspace(*lo_hi, 400)
     # adaptive: FID and SE over the same times, then the strategy's choices
-    nv = ShotNoiseNV(spec, np.random.default_rng(11))
+    nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
     strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
                                  n_points=n_adaptive, target=0.0, max_measurements=7,
                                  overhead=15e-6, reconstruct_kw=kw, seed=1)
@@ -266,7 +266,7 @@ def loop(quick, restarts, n_adaptive=20):
         if err <= target and reached is None:
             reached = nv.time
             break
-    out = {"ladder": lad, "adaptive": ada, "target_rel_l2": target,
+    out = {"noise_seed": noise_seed, "ladder": lad, "adaptive": ada, "target_rel_l2": target,
            "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
            "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
     if reached is not None:
@@ -285,6 +285,8 @@ def main():
     ap.add_argument("--restarts", type=int, default=None)
     ap.add_argument("--ref-restarts", type=int, default=None,
                     help="restarts the literal reference runs (extrapolated to 100)")
+    ap.add_argument("--loop-seeds", type=int, nargs="+", default=[11, 12, 13],
+                    help="noise seeds of the closed-loop comparison (one run each)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("vqns.json"))
     a = ap.parse_args()
     restarts = a.restarts or (30 if a.quick else 100)
@@ -292,9 +294,14 @@ def main():
     if "accuracy" in a.parts:
         out["accuracy"] = accuracy(a.quick, restarts)
     if "speed" in a.parts:
-        out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 10))
+        out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
     if "loop" in a.parts:
-        out["loop"] = loop(a.quick, min(restarts, 40))
+        runs = [loop(a.quick, min(restarts, 40), noise_seed=s) for s in a.loop_seeds]
+        ratios = [r.get("time_ratio", float("inf")) for r in runs]
+        out["loop"] = {"runs": runs, "time_ratios": ratios,
+                       "median_time_ratio": float(np.median(ratios))}
+        print(f"loop: time ratios {[round(x, 2) for x in ratios]}, median "
+              f"{np.median(ratios):.2f}", flush=True)
     out["load_end"] = load()
     a.out.write_text(json.dumps(out, indent=1, default=float))
     print(f"wrote {a.out}")

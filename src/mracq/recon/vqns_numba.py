@@ -59,15 +59,14 @@ if _HAVE:
                - 2.0 * d4 - d5)
         return br, dbr
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, parallel=True)
     def _kernel(amp, g, w0, t, n, sgn, mom, y, wt, switch, loss, grad):
         r_, k_ = amp.shape
         p_ = t.size
         ns = mom.shape[1]
-        val = np.empty((k_, 3, p_))
-        chi = np.empty(p_)
-        for r in range(r_):
-            chi[:] = 0.0
+        for r in numba.prange(r_):
+            val = np.empty((k_, 3, p_))
+            chi = np.zeros(p_)
             for k in range(k_):
                 a = amp[r, k]
                 lam = complex(g[r, k], w0[r, k])
