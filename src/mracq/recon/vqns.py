@@ -459,7 +459,7 @@ def _optimize(prob, init, r, thr, history, adapt, lr, betas, eps, max_iter, wd,
     done_p, done_l, done_i = [], [], []
     n_failed, steps, gen0_checked = 0, 0, not adapt
     shrink = np.log1p(-lr * wd) if wd > 0 else 0.0
-    bar = _progress(progress, r)
+    bar = _progress(progress, want)
     n_ok = 0
     while bool(active.any()) and n_ok < want:
         idx = active.nonzero(as_tuple=True)[0]
@@ -475,7 +475,7 @@ def _optimize(prob, init, r, thr, history, adapt, lr, betas, eps, max_iter, wd,
             active[sel] = False
             n_ok += len(sel)
             if bar is not None:
-                bar.update(int(ok.sum()))
+                bar.update(min(int(ok.sum()), want - bar.n))
         # chain rule to the free parameters
         dth = gphys * torch.stack([amp, g - init.g_min, w0], 2)
         live = ~ok
