@@ -239,8 +239,9 @@ class _Problem:
 class _Init:
     """Random initial parameters (seed Sec. II step 1, on a log scale)."""
 
-    def __init__(self, prob: _Problem, k: int, gen: torch.Generator):
+    def __init__(self, prob: _Problem, k: int, gen: torch.Generator, candidates: int = 1):
         self.prob, self.k, self.gen = prob, k, gen
+        self.candidates = max(1, int(candidates))
         self.w_lo = np.pi / prob.t_max / 3
         self.w_hi = prob.band[1] * 2
         self.w_scale = float(np.sqrt(self.w_lo * self.w_hi))
@@ -251,6 +252,17 @@ class _Init:
         return np.log(lo) + u * (np.log(hi) - np.log(lo))
 
     def draw(self, r: int) -> torch.Tensor:
+        """Free parameters (r, K, 3); each the best of ``candidates`` random draws."""
+        m = self.candidates
+        th = self._draw(r * m)
+        if m == 1:
+            return th
+        amp, g, w0 = self.physical(th)
+        loss, _ = self.prob.loss_and_grad(amp, g, w0)
+        best = torch.nan_to_num(loss, nan=float("inf")).reshape(r, m).argmin(1)
+        return th.reshape(r, m, self.k, 3)[torch.arange(r), best]
+
+    def _draw(self, r: int) -> torch.Tensor:
         """Free parameters (r, K, 3): log(A / 1), log((g - g_min)/w_s), log(w0/w_s)."""
         k = self.k
         lg = self._loguniform((r, k), self.w_lo, self.w_hi)
@@ -337,6 +349,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 threshold_factor: float = 1.1, threshold_floor: float = 1.5e-6,
                 adapt_threshold: bool = True, max_failures: int | None = None,
                 oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
+                init_candidates: int = 4,
                 omega=None, progress: bool | None = False) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
@@ -377,6 +390,9 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         Every ``patience`` iterations a restart whose loss improved by less than 3% and is
         still above three times the threshold counts as failed (stuck in a local minimum)
         and is drawn again; 0 disables this and leaves only ``max_iter``.
+    init_candidates : int
+        Each (re)start is the lowest-loss of this many random draws (1: the seed's plain
+        random start; more raises the success rate at the cost of sample diversity).
     backend : str
         Loss and gradient evaluation: "torch" (vectorized closed form,
         :mod:`mracq.recon.vqns_torch`), "numba" (the same formulas fused in one compiled
@@ -407,7 +423,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     prob = _Problem(ms, use_sigma, backend)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    init = _Init(prob, k, gen)
+    init = _Init(prob, k, gen, init_candidates)
     auto = loss_threshold is None
     thr = _auto_threshold(prob, threshold_factor, threshold_floor) if auto else float(
         loss_threshold)
