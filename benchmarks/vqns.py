@@ -223,7 +223,7 @@ class ShotNoiseNV:
         return Measurement(sequence, t, ch, sig)
 
 
-def loop(quick, restarts, n_adaptive=20, noise_seed=11):
+def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=True):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -256,7 +256,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11):
     nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
     strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
                                  n_points=n_adaptive, target=0.0, max_measurements=7,
-                                 overhead=15e-6, reconstruct_kw=kw, seed=1)
+                                 overhead=15e-6, cost_aware=cost_aware,
+                                 reconstruct_kw=kw, seed=1)
     ada = []
     reached = None
     while True:
@@ -295,6 +296,8 @@ def main():
                     help="restarts the literal reference runs (extrapolated to 100)")
     ap.add_argument("--loop-seeds", type=int, nargs="+", default=[11, 12, 13],
                     help="noise seeds of the closed-loop comparison (one run each)")
+    ap.add_argument("--no-cost", action="store_true",
+                    help="closed loop: rank candidates by Eq. 7 score alone, not per second")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("vqns.json"))
     a = ap.parse_args()
     restarts = a.restarts or (30 if a.quick else 100)
@@ -304,9 +307,10 @@ def main():
     if "speed" in a.parts:
         out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
     if "loop" in a.parts:
-        runs = [loop(a.quick, min(restarts, 40), noise_seed=s) for s in a.loop_seeds]
+        runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=not a.no_cost)
+                for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
-        out["loop"] = {"runs": runs, "time_ratios": ratios,
+        out["loop"] = {"runs": runs, "time_ratios": ratios, "cost_aware": not a.no_cost,
                        "median_time_ratio": float(np.median(ratios))}
         print(f"loop: time ratios {[round(x, 2) for x in ratios]}, median "
               f"{np.median(ratios):.2f}", flush=True)

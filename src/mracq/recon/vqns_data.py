@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Measurement", "pulse_number", "COHERENCE_RANGE"]
+__all__ = ["Measurement", "pulse_number", "sensitive_band", "COHERENCE_RANGE"]
 
 #: measured coherences outside this range are rejected as malformed
 COHERENCE_RANGE = (-0.05, 1.05)
@@ -194,3 +194,17 @@ def simulate_measurements(spectrum, sequences, *, n_points: int = 40, noise: flo
             sigma = np.full(c.shape, noise / np.sqrt(3))
         out.append(Measurement(name, t, c, sigma))
     return out
+
+
+def sensitive_band(measurements) -> tuple[float, float]:
+    """Frequencies (rad/s) the measurements constrain: ``pi max(n,1) / t`` over decaying points.
+
+    A point counts when its coherence lies in (0.03, 0.97); falls back to all points.
+    """
+    w = []
+    for m in measurements:
+        sel = (m.coherence > 0.03) & (m.coherence < 0.97)
+        t = m.t[sel] if np.any(sel) else m.t
+        w.append(np.pi * max(m.n, 1) / t)
+    w = np.concatenate(w)
+    return float(w.min()), float(w.max())
