@@ -296,8 +296,8 @@ def main():
                     help="restarts the literal reference runs (extrapolated to 100)")
     ap.add_argument("--loop-seeds", type=int, nargs="+", default=[11, 12, 13],
                     help="noise seeds of the closed-loop comparison (one run each)")
-    ap.add_argument("--no-cost", action="store_true",
-                    help="closed loop: rank candidates by Eq. 7 score alone, not per second")
+    ap.add_argument("--cost-aware", action="store_true",
+                    help="closed loop: rank candidates by Eq. 7 score per second of time")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("vqns.json"))
     a = ap.parse_args()
     restarts = a.restarts or (30 if a.quick else 100)
@@ -307,10 +307,10 @@ def main():
     if "speed" in a.parts:
         out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
     if "loop" in a.parts:
-        runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=not a.no_cost)
+        runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware)
                 for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
-        out["loop"] = {"runs": runs, "time_ratios": ratios, "cost_aware": not a.no_cost,
+        out["loop"] = {"runs": runs, "time_ratios": ratios, "cost_aware": a.cost_aware,
                        "median_time_ratio": float(np.median(ratios))}
         print(f"loop: time ratios {[round(x, 2) for x in ratios]}, median "
               f"{np.median(ratios):.2f}", flush=True)
