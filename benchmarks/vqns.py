@@ -223,7 +223,7 @@ class ShotNoiseNV:
         return Measurement(sequence, t, ch, sig)
 
 
-def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=True):
+def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with

@@ -58,7 +58,8 @@ class NextSequenceStrategy:
         ``t + overhead`` each) instead of by the Eq. 7 score alone. Off by default: in the
         benchmark it favoured cheap low-n sequences and did worse.
     overhead : float
-        Per-shot time besides the evolution (initialization, readout) in s, for the cost.
+        Per-shot time besides the evolution in s, for the cost (15 us: the simulated
+        sequencer's 7 us of laser and pulses plus two 4 us reference shots).
     reconstruct_kw : dict, optional
         Keyword arguments for :func:`mracq.recon.vqns.reconstruct`.
     seed : int, optional
@@ -67,7 +68,7 @@ class NextSequenceStrategy:
 
     def __init__(self, candidates=DEFAULT_CANDIDATES, *, initial, n_points: int = 30,
                  chi_end: float = 4.0, target: float = 0.1, max_measurements: int = 8,
-                 cost_aware: bool = False, overhead: float = 2e-6, reconstruct_kw=None,
+                 cost_aware: bool = False, overhead: float = 15e-6, reconstruct_kw=None,
                  seed=None):
         self.candidates = [str(c) for c in candidates]
         for c in self.candidates:
