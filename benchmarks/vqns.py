@@ -1,0 +1,323 @@
+"""VQNS benchmark: accuracy against DDNS/FTNS, speed against a literal reference, closed loop.
+
+Run from the worktree root::
+
+    PYTHONPATH=src python benchmarks/vqns.py [--quick] [--parts accuracy speed loop]
+        [--out benchmarks/vqns.json]
+
+Parts (side by side in one run, ratios printed and written to JSON):
+
+- ``accuracy``: the seed's test spectra (three Lorentzians noise-free, 1% and 3% uniform
+  error, 7 sequences; Ohmic with CPMG-0..6; 1/f with CPMG-1,2,3,4,8,16,32; a 1H Larmor
+  peak on a broad background with CPMG-1 ... 256). Relative L2 error of the mean spectrum
+  over the band the sequences are sensitive to, for VQNS, DDNS and FTNS on the same data;
+  fraction of that band where the truth lies within the VQNS band (mean +- 2 std).
+- ``speed``: 100 restarts batched against the literal reference (one restart at a time,
+  per-restart ``torch.optim.Adam`` loop, autograd through the closed form per sequence),
+  same data, threshold, initialization and iteration cap.
+- ``loop``: simulated NV measurements (Poisson counts, physics.md section 2); hardware time
+  (shots x (t + overhead)) for the adaptive choice to reach the final error of the fixed
+  ladder FID + CPMG 1, 2, 4, 8, 16, 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mracq.recon.ddns import ddns
+from mracq.recon.ftns import ftns
+from mracq.recon.vqns import Measurement, reconstruct, sensitive_band
+from mracq.recon.vqns_data import decay_time, pulse_number, simulate_measurements
+from mracq.recon.vqns_strategy import NextSequenceStrategy
+from mracq.recon.vqns_torch import PointSet, chi_batch
+from mracq.sim.filter_function import coherence
+from mracq.sim.spectra import Lorentzians, Ohmic, PowerLaw, larmor_peak
+
+TP = 2 * np.pi
+THREE = Lorentzians([(TP * 60e3) ** 2, (TP * 40e3) ** 2, (TP * 50e3) ** 2],
+                    [TP * 30e3, TP * 150e3, TP * 100e3], [0.0, TP * 0.6e6, TP * 2e6])
+SEVEN = ["fid", "se", "cpmg-2", "cpmg-3", "cpmg-8", "cpmg-16", "cpmg-32"]
+
+
+def load():
+    return os.getloadavg()[0]
+
+
+def rel_err(est, true):
+    return float(np.linalg.norm(est - true) / np.linalg.norm(true))
+
+
+# ------------------------------------------------------------------ accuracy
+
+def cases(quick):
+    larmor = (larmor_peak(0.0454, "1H", amplitude=(TP * 25e3) ** 2, width=TP * 40e3)
+              + Lorentzians([(TP * 40e3) ** 2], [TP * 300e3], [0.0]))
+    ladder = ["se"] + [f"cpmg-{n}" for n in (2, 4, 8, 16, 32, 64, 96, 128, 256)]
+    out = [
+        ("three_lorentzians_noise_free", THREE, SEVEN, 0.0, 4),
+        ("three_lorentzians_1pct", THREE, SEVEN, 0.01, 6),
+        ("three_lorentzians_3pct", THREE, SEVEN, 0.03, 6),
+        ("ohmic_cpmg0-6", Ohmic(2e4, TP * 1e6), ["fid", "se"] + [f"cpmg-{n}" for n in range(2, 7)],
+         0.0, 8),
+        ("one_over_f", PowerLaw(2e3, 1.0, TP * 1e6),
+         ["se"] + [f"cpmg-{n}" for n in (2, 3, 4, 8, 16, 32)], 0.0, 8),
+        ("larmor_1H_on_background", larmor, ladder, 0.0, 8),
+    ]
+    return out[:2] if quick else out
+
+
+def accuracy(quick, restarts):
+    rows = []
+    for name, spec, seqs, noise, k in cases(quick):
+        ms = simulate_measurements(spec, seqs, n_points=40, noise=noise,
+                                   rng=np.random.default_rng(7))
+        lo, hi = sensitive_band(ms)
+        w = np.geomspace(lo, hi, 400)
+        t0 = load()
+        res = reconstruct(ms, n_lorentzians=k, restarts=restarts, seed=0)
+        est, sd, true = res.spectrum(w), res.spectrum_std(w), spec(w)
+        d = ddns(ms)
+        sel = (d.omega >= lo) & (d.omega <= hi)
+        row = {
+            "case": name, "sequences": seqs, "noise": noise, "n_lorentzians": k,
+            "band_rad_s": [lo, hi],
+            "vqns_rel_l2": rel_err(est, true),
+            "vqns_truth_in_band": float(np.mean(np.abs(est - true) <= 2 * sd)),
+            "vqns_truth_in_1sd": float(np.mean(np.abs(est - true) <= sd)),
+            "ddns_rel_l2_at_ddns_points": rel_err(d.spectrum[sel], spec(d.omega[sel])),
+            "vqns_rel_l2_at_ddns_points": rel_err(res.spectrum(d.omega[sel]),
+                                                   spec(d.omega[sel])),
+            "vqns_runtime_s": res.runtime_s, "vqns_failures": res.n_failed,
+            "vqns_threshold": res.loss_threshold, "load_1min": [t0, load()],
+        }
+        row["ddns_over_vqns"] = row["ddns_rel_l2_at_ddns_points"] / row[
+            "vqns_rel_l2_at_ddns_points"]
+        for m in ms:
+            if m.n in (0, 1):
+                f = ftns(m)
+                ok = (f.omega >= lo) & (f.omega <= min(hi, f.omega_max)) & np.isfinite(
+                    f.spectrum)
+                if ok.sum() > 3:
+                    row[f"ftns_{m.sequence}_rel_l2"] = rel_err(f.spectrum[ok], spec(f.omega[ok]))
+                    row[f"vqns_rel_l2_on_ftns_{m.sequence}_grid"] = rel_err(
+                        res.spectrum(f.omega[ok]), spec(f.omega[ok]))
+        rows.append(row)
+        print(f"{name:32s} VQNS {row['vqns_rel_l2']:.3f} (in band {row['vqns_truth_in_band']:.2f})"
+              f"  DDNS {row['ddns_rel_l2_at_ddns_points']:.3f} vs VQNS@DDNS "
+              f"{row['vqns_rel_l2_at_ddns_points']:.3f} (x{row['ddns_over_vqns']:.1f})  "
+              + " ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith("ftns"))
+              + f"  [{res.runtime_s:.1f} s, load {t0:.1f}]", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------ speed
+
+def literal_reference(ms, *, n_lorentzians, restarts, threshold, lr=0.05, max_iter=1000,
+                      seed=0):
+    """The seed's procedure literally: one restart at a time, torch.optim.Adam, autograd.
+
+    Uses the same initialization (:class:`mracq.recon.vqns._Init`) and parameterization
+    as the batched code, the closed form per sequence (one PointSet per sequence), and
+    the same threshold and iteration cap; a failed restart is drawn again.
+    """
+    from mracq.recon.vqns import _Init, _Problem
+
+    prob = _Problem(ms, True)
+    init = _Init(prob, n_lorentzians, torch.Generator().manual_seed(seed))
+    per_seq = [(PointSet(m.t, np.full(len(m), m.n)), torch.as_tensor(m.coherence))
+               for m in ms]
+    wts = [1.0 / len(m) for m in ms]
+    ok, failed, iters = 0, 0, 0
+    torch.set_num_threads(1)
+    while ok < restarts:
+        th = init.draw(1).clone().requires_grad_(True)
+        opt = torch.optim.Adam([th], lr=lr, betas=(0.9, 0.99), eps=1e-12)
+        for _ in range(max_iter):
+            opt.zero_grad()
+            amp, g, w0 = init.physical(th)
+            loss = 0.0
+            for (pts, y), wt in zip(per_seq, wts, strict=True):
+                c = torch.exp(-chi_batch(amp, torch.complex(g, w0), pts))[0]
+                loss = loss + wt * ((c - y[pts.order]) ** 2).sum()
+            iters += 1
+            if float(loss) < threshold:
+                ok += 1
+                break
+            loss.backward()
+            opt.step()
+        else:
+            failed += 1
+    return {"successes": ok, "failures": failed, "iterations": iters}
+
+
+def speed(quick, n_ref):
+    ms = simulate_measurements(THREE, SEVEN, n_points=40, noise=0.01,
+                               rng=np.random.default_rng(7))
+    reconstruct(ms[:2], n_lorentzians=2, restarts=2, seed=0)  # JIT compile / warm caches
+    l0 = load()
+    c0 = time.process_time()
+    res = reconstruct(ms, n_lorentzians=6, restarts=100, seed=0)
+    cpu = time.process_time() - c0
+    l1 = load()
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    ref = literal_reference(ms, n_lorentzians=6, restarts=n_ref,
+                            threshold=res.loss_threshold)
+    t_ref = time.perf_counter() - t0
+    cpu_ref = time.process_time() - c0
+    per = t_ref / n_ref
+    out = {"batched_100_restarts_s": res.runtime_s, "batched_steps": res.n_steps,
+           "batched_failures": res.n_failed, "threshold": res.loss_threshold,
+           "reference_restarts_measured": n_ref, "reference_time_s": t_ref,
+           "reference_per_restart_s": per, "reference_100_extrapolated_s": 100 * per,
+           "reference_failures": ref["failures"], "reference_iterations": ref["iterations"],
+           "speedup": 100 * per / res.runtime_s, "load_1min": [l0, l1, load()],
+           "batched_cpu_s": cpu, "reference_cpu_per_restart_s": cpu_ref / n_ref,
+           "speedup_cpu": 100 * cpu_ref / n_ref / cpu,
+           "cpu_count": os.cpu_count()}
+    print(f"speed: batched 100 restarts {res.runtime_s:.1f} s ({res.n_steps} steps, "
+          f"{res.n_failed} redraws); literal reference {n_ref} restarts {t_ref:.1f} s "
+          f"-> {100 * per:.0f} s per 100 -> speedup x{out['speedup']:.0f}; CPU time "
+          f"{cpu:.1f} s vs {100 * cpu_ref / n_ref:.0f} s (x{out['speedup_cpu']:.0f}) "
+          f"[load {l0:.1f}/{l1:.1f}/{load():.1f}]", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------ closed loop
+
+class ShotNoiseNV:
+    """Coherence measurement with Poisson photon counts (physics.md section 2).
+
+    Signal counts ~ Poisson(N (a1 + (a0 - a1) P0)) with ``P0 = (1 + C) / 2``; bright and
+    dark references with N shots each; hardware time N (t + overhead) per point, with the
+    overhead of the simulated sequencer (7.02 us of laser and pulses in the program plus
+    two 4 us reference shots: ``program.duration + 2 * reference_duration``).
+    """
+
+    def __init__(self, spectrum, rng, a0=0.03, contrast=0.3, shots=2_000_000,
+                 overhead=15e-6):
+        self.spectrum, self.rng = spectrum, rng
+        self.a0, self.a1 = a0, a0 * (1 - contrast)
+        self.shots, self.overhead = shots, overhead
+        self.time = 0.0
+
+    def measure(self, sequence, t):
+        t = np.asarray(t, float)
+        c = coherence(self.spectrum, t, n=pulse_number(sequence))
+        n = self.shots
+        p0 = (1 + c) / 2
+        s = self.rng.poisson(n * (self.a1 + (self.a0 - self.a1) * p0))
+        b = self.rng.poisson(n * self.a0, t.shape)
+        d = self.rng.poisson(n * self.a1, t.shape)
+        pop = (s - d) / (b - d)
+        ch = np.clip(2 * pop - 1, -0.05, 1.05)
+        sig = 2 * np.sqrt(s + d * (1 - pop) ** 2 + b * pop**2) / (b - d)
+        self.time += float(np.sum(n * (t + self.overhead)))
+        return Measurement(sequence, t, ch, sig)
+
+
+def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
+    """Ladder (30 points per sequence, oracle time ranges) against the strategy.
+
+    The strategy measures FID and SE like the ladder, then its own choices with
+    ``n_adaptive`` points up to the decay time its current estimate predicts.
+    """
+    spec = THREE
+    lo_hi = None
+    kw = dict(n_lorentzians=6, restarts=restarts, max_iter=800)
+    ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
+    truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
+                              decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
+    # fixed ladder, oracle time ranges (favourable to the ladder)
+    nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
+    ms = []
+    lad = []
+    for s in ladder_seqs:
+        ms.append(nv.measure(s, truth_t[s]))
+        if len(ms) >= 2:
+            res = reconstruct(ms, seed=1, **kw)
+            lo_hi = sensitive_band([simulate_measurements(spec, [x])[0]
+                                    for x in ladder_seqs])
+            w = np.geomspace(*lo_hi, 400)
+            lad.append({"sequence": s, "hardware_time_s": nv.time,
+                        "rel_l2": rel_err(res.spectrum(w), spec(w))})
+            print(f"  ladder {s:8s} t_hw {nv.time:9.1f} s  err {lad[-1]['rel_l2']:.3f}",
+                  flush=True)
+    target = lad[-1]["rel_l2"]
+    w = np.geomspace(*lo_hi, 400)
+    # adaptive: FID and SE over the same times, then the strategy's choices
+    nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
+    strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
+                                 n_points=n_adaptive, target=0.0, max_measurements=7,
+                                 overhead=15e-6, cost_aware=cost_aware,
+                                 reconstruct_kw=kw, seed=1)
+    ada = []
+    reached = None
+    while True:
+        sug = strat.suggest(1)
+        if not sug:
+            break
+        strat.ingest(nv.measure(sug[0]["sequence"], sug[0]["t"]))
+        if strat.result is None:
+            continue
+        err = rel_err(strat.result.spectrum(w), spec(w))
+        ada.append({"sequence": sug[0]["sequence"], "hardware_time_s": nv.time,
+                    "rel_l2": err, "band_width": strat.history[-1]["band_width"]})
+        print(f"  adaptive {sug[0]['sequence']:8s} t_hw {nv.time:9.1f} s  err {err:.3f}",
+              flush=True)
+        if err <= target and reached is None:
+            reached = nv.time
+            break
+    out = {"noise_seed": noise_seed, "ladder": lad, "adaptive": ada, "target_rel_l2": target,
+           "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
+           "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
+    if reached is not None:
+        out["time_ratio"] = reached / out["ladder_time_s"]
+        print(f"loop: adaptive reached the ladder's error {target:.3f} in "
+              f"{out['time_ratio']:.2f} of its hardware time", flush=True)
+    else:
+        print("loop: adaptive did not reach the ladder's error", flush=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer cases and restarts")
+    ap.add_argument("--parts", nargs="+", default=["accuracy", "speed", "loop"])
+    ap.add_argument("--restarts", type=int, default=None)
+    ap.add_argument("--ref-restarts", type=int, default=None,
+                    help="restarts the literal reference runs (extrapolated to 100)")
+    ap.add_argument("--loop-seeds", type=int, nargs="+", default=[11, 12, 13],
+                    help="noise seeds of the closed-loop comparison (one run each)")
+    ap.add_argument("--cost-aware", action="store_true",
+                    help="closed loop: rank candidates by Eq. 7 score per second of time")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("vqns.json"))
+    a = ap.parse_args()
+    restarts = a.restarts or (30 if a.quick else 100)
+    out = {"load_start": load(), "quick": a.quick}
+    if "accuracy" in a.parts:
+        out["accuracy"] = accuracy(a.quick, restarts)
+    if "speed" in a.parts:
+        out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
+    if "loop" in a.parts:
+        runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware)
+                for s in a.loop_seeds]
+        ratios = [r.get("time_ratio", float("inf")) for r in runs]
+        out["loop"] = {"runs": runs, "time_ratios": ratios, "cost_aware": a.cost_aware,
+                       "median_time_ratio": float(np.median(ratios))}
+        print(f"loop: time ratios {[round(x, 2) for x in ratios]}, median "
+              f"{np.median(ratios):.2f}", flush=True)
+    out["load_end"] = load()
+    a.out.write_text(json.dumps(out, indent=1, default=float))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

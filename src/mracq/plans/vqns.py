@@ -1,0 +1,193 @@
+"""Closed-loop noise spectroscopy: measure, reconstruct (VQNS), choose the next sequence.
+
+The plan asks a strategy (:class:`mracq.recon.vqns_strategy.NextSequenceStrategy`, or any
+object with ``suggest(n)`` / ``ingest(points)``) what to measure, measures it with
+:func:`mracq.plans.coherence.coherence_scan` (one stored run per measurement), hands the
+decay to the strategy, and stores the spectrum estimate after each step as its own run
+(``plan_name = "vqns_estimate"``; one event with ``omega``, ``mean`` and ``std``; the uids
+of the measurement runs it used in the start document). It stops when the strategy has
+nothing more to suggest (band narrow enough, sequences exhausted) or the hardware-time
+budget would be exceeded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from ophyd import Signal
+
+from mracq.plans.coherence import coherence_scan
+from mracq.recon.vqns_data import COHERENCE_RANGE, pulse_number
+
+__all__ = ["vqns_loop", "store_estimate", "family_of", "LiveSpectrumPlot"]
+
+log = logging.getLogger(__name__)
+
+
+def family_of(sequence: str) -> tuple[str, int | None]:
+    """(family, n) for :func:`coherence_scan` from "fid", "se", "cpmg-N" or "xy8-N"."""
+    s = sequence.lower().strip()
+    n = pulse_number(s)
+    if s.startswith("xy8"):
+        return "xy8", n // 8
+    if n == 0:
+        return "fid", None
+    if n == 1:
+        return "hahn", None
+    return "cpmg", n
+
+
+def store_estimate(result, measurement_uids, *, step: int, md: dict | None = None):
+    """Store one spectrum estimate as its own run; returns its uid.
+
+    Parameters
+    ----------
+    result : mracq.recon.vqns.VQNSResult
+        The estimate.
+    measurement_uids : list of str
+        Runs whose data it used (recorded in the start document).
+    step : int
+        Loop step (number of measurements so far).
+    """
+    sigs = [Signal(name="omega", value=np.asarray(result.omega, float)),
+            Signal(name="mean", value=np.asarray(result.mean, float)),
+            Signal(name="std", value=np.asarray(result.std, float))]
+    _md = {
+        "plan_name": "vqns_estimate",
+        "plan_args": {"step": step},
+        "measurement_uids": list(measurement_uids),
+        "sequences": list(result.settings.get("sequences", [])),
+        "step": step,
+        "units": {"omega": "rad/s", "mean": "rad^2/s", "std": "rad^2/s"},
+        "band_rad_s": [float(x) for x in result.band],
+        "loss_threshold": float(result.loss_threshold),
+        "n_success": int(result.n_success),
+        "n_failed": int(result.n_failed),
+        "runtime_s": float(result.runtime_s),
+        "samples": np.asarray(result.samples).tolist(),
+        **(md or {}),
+    }
+    uid = yield from bps.open_run(md=_md)
+    yield from bps.trigger_and_read(sigs)
+    yield from bps.close_run()
+    return uid
+
+
+def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None = None,
+              on_estimate=None, md: dict | None = None):
+    """Adaptive noise spectroscopy: measure, reconstruct, ask for the next sequence.
+
+    Parameters
+    ----------
+    nv : mracq.devices.nv.PulseSequencer
+        Sequencer + counter (simulated or real).
+    strategy : object
+        ``suggest(n) -> [{"sequence": str, "t": array}]`` ([] to stop),
+        ``ingest(points)`` taking dicts with ``sequence``, ``t``, ``coherence``, ``sigma``,
+        and a ``result`` attribute (the current VQNS result or None), as
+        :class:`~mracq.recon.vqns_strategy.NextSequenceStrategy`.
+    shots : int
+        Repetitions per point.
+    time_budget : float, optional
+        Hardware time in s; a measurement whose estimated time would exceed what is left
+        is not started.
+    on_estimate : callable, optional
+        ``on_estimate(result, step)`` after each reconstruction (e.g.
+        :class:`LiveSpectrumPlot`); None in tests and scripts.
+    md : dict, optional
+        Extra metadata for every run.
+
+    Returns
+    -------
+    dict
+        ``measurement_uids``, ``estimate_uids``, ``sequences``, ``hardware_time`` (s),
+        ``result`` (the final VQNS result or None) and ``stopped`` (why the loop ended).
+
+    Notes
+    -----
+    Coherences the device reports outside [-0.05, 1.05] (shot noise near C = 1 or 0) are
+    clipped into that range before reconstruction; the stored runs keep the raw values.
+    """
+    m_uids, e_uids, seqs = [], [], []
+    spent = 0.0
+    stopped = "strategy"
+    lo, hi = COHERENCE_RANGE
+    while True:
+        sug = strategy.suggest(1)
+        if not sug:
+            break
+        seq, t = sug[0]["sequence"], np.asarray(sug[0]["t"], float)
+        family, n = family_of(seq)
+        if time_budget is not None:
+            from mracq.pulses import coherence_programs
+
+            est = nv.estimate_time(coherence_programs(family, t, n=n), shots)
+            if spent + est > time_budget:
+                log.info("vqns_loop: %s would take %.3g s; %.3g s of %.3g s left: stopping",
+                         seq, est, time_budget - spent, time_budget)
+                stopped = "budget"
+                break
+        step = len(m_uids) + 1
+        res = yield from coherence_scan(
+            nv, family, t, n=n, shots=shots,
+            md={"vqns_step": step, "vqns_sequence": seq, **(md or {})})
+        spent += res["hardware_time"]
+        m_uids.append(res["uid"])
+        seqs.append(seq)
+        strategy.ingest({"sequence": seq, "t": res["t"],
+                         "coherence": np.clip(res["coherence"], lo, hi),
+                         "sigma": np.maximum(res["sigma"], 1e-6)})
+        result = getattr(strategy, "result", None)
+        if result is not None:
+            uid = yield from store_estimate(result, m_uids, step=step, md=md)
+            e_uids.append(uid)
+            if on_estimate is not None:
+                on_estimate(result, step)
+    return {"measurement_uids": m_uids, "estimate_uids": e_uids, "sequences": seqs,
+            "hardware_time": spent, "result": getattr(strategy, "result", None),
+            "stopped": stopped}
+
+
+class LiveSpectrumPlot:
+    """Live plot of the spectrum estimate with its band (``on_estimate`` callback).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes, optional
+        Where to draw (default: a new figure).
+    truth : callable, optional
+        A known S(omega) to overlay (simulations).
+    """
+
+    def __init__(self, ax=None, truth=None):
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 4.5))
+        self.ax, self.truth = ax, truth
+
+    def __call__(self, result, step):
+        ax = self.ax
+        ax.clear()
+        lo, hi = result.band
+        w = np.geomspace(lo / 3, hi * 3, 300)
+        m, s = result.spectrum(w), result.spectrum_std(w)
+        f = w / (2 * np.pi)
+        ax.fill_between(f, np.maximum(m - 2 * s, m * 1e-3), m + 2 * s, alpha=0.3, color="teal")
+        ax.plot(f, m, color="teal", label=f"step {step}: {', '.join(result.settings['sequences'])}")
+        if self.truth is not None:
+            ax.plot(f, self.truth(w), "k--", lw=1, label="truth")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("frequency (Hz)")
+        ax.set_ylabel("S(ω) (rad²/s)")
+        ax.legend(fontsize=8)
+        ax.figure.canvas.draw_idle()
+        try:
+            import matplotlib.pyplot as plt
+
+            plt.pause(0.01)
+        except Exception:  # noqa: BLE001 - non-interactive backends
+            pass

@@ -1,0 +1,368 @@
+"""VQNS: variational quantum noise spectroscopy (seed 001, Sec. II and App. B-D).
+
+The noise spectrum is a sum of K symmetrized Lorentzians (3K positive parameters A, g,
+w0; physics.md section 1). Each restart draws random parameters and minimizes the sum
+over sequences of the mean squared coherence error with Adam until the loss falls below
+a threshold; a restart that hits the iteration cap is drawn again. The mean and the
+pointwise standard deviation of the successful spectra are the estimate and its band.
+
+Unlike the seed (one restart at a time, minutes each), all restarts run as one batch: an
+(R, K, 3) parameter tensor whose chi is evaluated for every restart, sequence and time in
+one fused closed-form pass (:mod:`mracq.recon.vqns_torch`, exact gradients without an
+autograd graph). Converged restarts are frozen and leave the batch; failed ones are
+re-drawn in place with fresh Adam state.
+
+Parameterization: ``A = A_s exp(u)``, ``g = g_min + w_s exp(v)``, ``w0 = w_s exp(w)``, so
+Adam's steps are relative. Weight decay (the regularization knob of App. D) is decoupled
+as in AdamW but acts on the physical parameters: each step multiplies A, g and w0 by
+``1 - lr * weight_decay``, shrinking amplitudes and pulling peaks down in frequency, the
+behaviour the seed reports (red shift of the 1H peak at large weight decay).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mracq.recon.vqns_data import (
+    COHERENCE_RANGE,
+    Measurement,
+    canonical_name,
+    pulse_number,
+    sensitive_band,
+)
+from mracq.recon.vqns_optim import _auto_threshold, _Init, _optimize, _Problem
+from mracq.recon.vqns_torch import PointSet, chi_and_grad
+
+__all__ = [
+    "Measurement",
+    "VQNSResult",
+    "reconstruct",
+    "suggest_next_sequence",
+    "noise_level",
+    "lorentzian_spectrum",
+    "pulse_number",
+    "sensitive_band",
+    "COHERENCE_RANGE",
+]
+
+log = logging.getLogger(__name__)
+
+
+def lorentzian_spectrum(params, omega) -> np.ndarray:
+    """Sum of symmetrized Lorentzians at ``omega``.
+
+    Parameters
+    ----------
+    params : array_like, shape (..., K, 3)
+        Rows (A, g, w0): variance in (rad/s)^2, half width and centre in rad/s.
+    omega : array_like
+        Angular frequencies in rad/s.
+
+    Returns
+    -------
+    ndarray, shape (..., len(omega))
+        S(omega) in rad^2/s (two-sided convention of physics.md).
+    """
+    p = np.asarray(params, float)
+    w = np.asarray(omega, float)
+    a, g, w0 = (p[..., i, None] for i in range(3))
+    s = a * (g / ((w - w0) ** 2 + g**2) + g / ((w + w0) ** 2 + g**2))
+    return s.sum(-2)
+
+
+@dataclass(frozen=True)
+class VQNSResult:
+    """Reconstructed spectrum with its confidence band.
+
+    Attributes
+    ----------
+    omega : ndarray
+        Frequency grid in rad/s.
+    mean, std : ndarray
+        Mean and pointwise standard deviation of the successful spectra on ``omega``,
+        rad^2/s (two-sided).
+    samples : ndarray, shape (S, K, 3)
+        Parameters (A, g, w0) of each successful restart.
+    losses : ndarray, shape (S,)
+        Final loss of each successful restart.
+    iterations : ndarray, shape (S,)
+        Adam iterations each successful restart took.
+    n_failed : int
+        Restarts that hit ``max_iter`` and were drawn again.
+    n_steps : int
+        Batched Adam steps taken (the wall-clock-relevant iteration count).
+    loss_threshold : float
+        Threshold that success was judged against (after any App. B adjustment).
+    threshold_history : tuple
+        (step, threshold) pairs: the initial value and every adjustment.
+    runtime_s : float
+        Wall-clock time of the reconstruction in s.
+    band : tuple
+        (omega_lo, omega_hi) in rad/s: the range the measurements are sensitive to.
+    """
+
+    omega: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    samples: np.ndarray
+    losses: np.ndarray
+    iterations: np.ndarray
+    n_failed: int
+    n_steps: int
+    loss_threshold: float
+    threshold_history: tuple
+    runtime_s: float
+    band: tuple
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def n_success(self) -> int:
+        """Number of successful restarts."""
+        return len(self.samples)
+
+    def sample_spectra(self, omega) -> np.ndarray:
+        """Every successful spectrum at ``omega`` (rad/s), shape (S, len(omega))."""
+        return lorentzian_spectrum(self.samples, omega)
+
+    def spectrum(self, omega) -> np.ndarray:
+        """Mean reconstructed S(omega) in rad^2/s at any ``omega`` (rad/s)."""
+        w = np.asarray(omega, float)
+        return self.sample_spectra(w.ravel()).mean(0).reshape(w.shape)
+
+    def spectrum_std(self, omega) -> np.ndarray:
+        """Pointwise standard deviation of the spectra at any ``omega`` (rad/s)."""
+        w = np.asarray(omega, float)
+        return self.sample_spectra(w.ravel()).std(0).reshape(w.shape)
+
+    def coherence(self, sequence: str, t) -> np.ndarray:
+        """Coherence predicted by the mean spectrum for ``sequence`` at ``t`` (s)."""
+        t = np.atleast_1d(np.asarray(t, float))
+        n = pulse_number(sequence)
+        pts = PointSet(t, np.full(t.shape, n))
+        p = torch.as_tensor(self.samples.reshape(1, -1, 3)).clone()
+        p[..., 0] /= len(self.samples)
+        chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
+        out = np.empty(t.shape)
+        out[pts.order] = np.exp(-chi[0].numpy())
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+def noise_level(m: Measurement) -> np.ndarray | None:
+    """Per-point noise standard deviation of a measurement: its ``sigma``, else None.
+
+    Without error bars the noise is not estimated from the curve (a local-fit residual
+    mistakes under-resolved oscillations for noise); :func:`reconstruct` then starts from
+    a tight threshold and lets the App. B plateau rule find the noise floor.
+    """
+    return m.sigma
+
+
+def _check_measurements(measurements) -> list[Measurement]:
+    ms = list(measurements)
+    if not ms:
+        raise ValueError("no measurements given")
+    for i, m in enumerate(ms):
+        if not isinstance(m, Measurement):
+            raise ValueError(f"measurement {i} is a {type(m).__name__}, not a Measurement")
+    return ms
+
+
+def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int = 100,
+                loss_threshold: float | None = None, seed=None, lr: float = 0.1,
+                betas: tuple = (0.9, 0.99), eps: float = 1e-12, max_iter: int = 1000,
+                weight_decay: float = 0.0, use_sigma: bool = True,
+                threshold_factor: float = 1.1, threshold_floor: float = 1.5e-6,
+                adapt_threshold: bool = True, max_failures: int | None = None,
+                oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
+                init_candidates: int = 4,
+                omega=None, progress: bool | None = False) -> VQNSResult:
+    """Reconstruct the noise spectrum from coherence decays (VQNS).
+
+    Parameters
+    ----------
+    measurements : sequence of Measurement
+        Coherence decays under FID, SE, CPMG-n or XY8-N.
+    n_lorentzians : int, optional
+        K, the number of Lorentzians per restart. Default: 3 for up to 4 sequences, else
+        ``min(8, number of sequences)``.
+    restarts : int
+        Successful restarts wanted (the batch size).
+    loss_threshold : float, optional
+        A restart succeeds when its loss (sum over sequences of the mean squared coherence
+        error, dimensionless) falls below this. Default: automatic from the noise
+        (:func:`_auto_threshold`), adjusted to the plateau the first generation reaches
+        when fewer than a quarter of it succeeds (seed App. B).
+    seed : int or numpy Generator, optional
+        Seeds the random initial parameters.
+    lr, betas, eps : float
+        Adam settings (the learning rate acts on log parameters: relative steps).
+    max_iter : int
+        Iteration cap per restart; a restart that reaches it is drawn again.
+    weight_decay : float
+        Decoupled shrinkage of (A, g, w0) per step, in units of lr (App. D regularization).
+    use_sigma : bool
+        Weight points by ``1 / sigma^2`` when every measurement has error bars.
+    threshold_factor, threshold_floor : float
+        Automatic threshold: ``max(factor * noise floor, floor * number of sequences)``.
+    adapt_threshold : bool
+        Raise an automatic threshold to the plateau when too few restarts succeed.
+    max_failures : int, optional
+        Stop drawing new restarts after this many failures (default ``5 * restarts``).
+    oversubscribe : float
+        Run ``(1 + oversubscribe) * restarts`` slots and stop at ``restarts`` successes,
+        so that a few slow draws do not keep the whole batch waiting.
+    patience : int
+        Every ``patience`` iterations a restart whose loss improved by less than 3% and is
+        still above three times the threshold counts as failed (stuck in a local minimum)
+        and is drawn again; 0 disables this and leaves only ``max_iter``.
+    init_candidates : int
+        Each (re)start is the lowest-loss of this many random draws (1: the seed's plain
+        random start; more raises the success rate at the cost of sample diversity).
+    backend : str
+        Loss and gradient evaluation: "torch" (vectorized closed form,
+        :mod:`mracq.recon.vqns_torch`), "numba" (the same formulas fused in one compiled
+        loop, ~5x faster; :mod:`mracq.recon.vqns_numba`) or "auto" (numba if installed).
+        The optimizer state and the Adam updates are torch tensors either way.
+    omega : array_like, optional
+        Frequency grid for ``mean`` and ``std`` in rad/s (default: 0 to twice the band).
+    progress : bool or None
+        tqdm progress bar over successful restarts; None: only when stderr is a TTY.
+
+    Returns
+    -------
+    VQNSResult
+    """
+    t0 = time.perf_counter()
+    ms = _check_measurements(measurements)
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    k = n_lorentzians or (3 if len(ms) <= 4 else min(8, len(ms)))
+    if k < 1:
+        raise ValueError(f"n_lorentzians must be >= 1, got {k}")
+    if backend == "auto":
+        from mracq.recon import vqns_numba
+
+        backend = "numba" if vqns_numba.available() else "torch"
+    if backend not in ("torch", "numba"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
+    prob = _Problem(ms, use_sigma, backend)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    init = _Init(prob, k, gen, init_candidates)
+    auto = loss_threshold is None
+    thr = _auto_threshold(prob, threshold_factor, threshold_floor) if auto else float(
+        loss_threshold)
+    if not np.isfinite(thr) or thr <= 0:
+        raise ValueError(f"loss_threshold must be > 0, got {thr}")
+    history = [(0, thr)]
+    max_failures = 5 * restarts if max_failures is None else max_failures
+    nthreads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: threads only add contention
+    try:
+        res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold, lr,
+                        betas, eps, max_iter, weight_decay, max_failures, progress,
+                        oversubscribe, patience)
+    finally:
+        torch.set_num_threads(nthreads)
+    samples, losses, iters, n_failed, steps, thr = res
+    if len(samples) == 0:
+        raise RuntimeError(f"VQNS: no restart reached the loss threshold {thr:.3g} in "
+                           f"{max_iter} iterations ({n_failed} failures); raise the "
+                           "threshold, max_iter or n_lorentzians")
+    if omega is None:
+        omega = np.linspace(0.0, 2 * prob.band[1], 1001)
+    omega = np.asarray(omega, float)
+    spec = lorentzian_spectrum(samples, omega)
+    runtime = time.perf_counter() - t0
+    log.info("VQNS: %d successes, %d failures, %d batched steps, threshold %.3g, %.2f s",
+             len(samples), n_failed, steps, thr, runtime)
+    return VQNSResult(omega=omega, mean=spec.mean(0), std=spec.std(0), samples=samples,
+                      losses=losses, iterations=iters, n_failed=n_failed, n_steps=steps,
+                      loss_threshold=thr, threshold_history=tuple(history),
+                      runtime_s=runtime, band=prob.band,
+                      settings=dict(n_lorentzians=k, restarts=restarts, lr=lr, backend=backend,
+                                    max_iter=max_iter, weight_decay=weight_decay,
+                                    sequences=[m.sequence for m in ms]))
+
+
+def _coherence_fn(result: VQNSResult):
+    def fn(n, t):
+        return result.coherence(canonical_name(n), t)
+    return fn
+
+
+def candidate_scores(result: VQNSResult, measurements, candidates, *, omega=None,
+                     rel_floor: float = 0.05) -> dict:
+    """Eq. 7 score of each candidate sequence: how well it covers the widest band.
+
+    ``u(w) = std / (mean + rel_floor * max(mean))`` is the relative width of the band;
+    the score of candidate p is ``Int u(w) s_p(w) dln w`` with ``s_p`` its sensitivity
+    (:func:`mracq.recon.sensitivity.sensitivity`) normalized to a peak of 1, divided by
+    ``1 + Sens_measured(w) / Sens_p(w)`` so that frequencies the data already cover
+    count less. Sequences already measured score 0.
+
+    Returns
+    -------
+    dict
+        name -> score (dimensionless, larger is better).
+    """
+    from mracq.recon.sensitivity import coverage, sensitivity
+
+    lo, hi = result.band
+    w = np.geomspace(lo / 4, hi * 4, 300) if omega is None else np.asarray(omega, float)
+    mean = result.spectrum(w)
+    u = result.spectrum_std(w) / (mean + rel_floor * mean.max())
+    fn = _coherence_fn(result)
+    measured = {m.sequence for m in measurements}
+    have = coverage(w, sorted(measured), fn) if measured else np.zeros_like(w)
+    scores = {}
+    dlw = np.gradient(np.log(w))
+    for c in candidates:
+        name = canonical_name(pulse_number(c)) if not str(c).lower().startswith("xy8") else c
+        if name in measured:
+            scores[c] = 0.0
+            continue
+        s = sensitivity(w, name, fn)
+        peak = s.max()
+        if not np.isfinite(peak) or peak <= 0:
+            scores[c] = 0.0
+            continue
+        gain = (s / peak) / (1 + have / np.maximum(s, 1e-300))
+        scores[c] = float(np.sum(u * gain * dlw))
+    return scores
+
+
+def suggest_next_sequence(result: VQNSResult, measurements, candidates) -> str:
+    """The candidate sequence whose Eq. 7 sensitivity best covers the widest band.
+
+    Parameters
+    ----------
+    result : VQNSResult
+        Current reconstruction (its mean spectrum predicts the coherences in Eq. 7).
+    measurements : sequence of Measurement
+        What has been measured (those sequences are not suggested again).
+    candidates : sequence of str
+        Sequence names to choose from, e.g. ``["cpmg-2", "cpmg-4", ..., "cpmg-64"]``.
+
+    Returns
+    -------
+    str
+        The best candidate (as given in ``candidates``).
+    """
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("no candidate sequences")
+    scores = candidate_scores(result, list(measurements), candidates)
+    best = max(candidates, key=lambda c: scores[c])
+    if scores[best] <= 0:
+        raise ValueError("every candidate has been measured already")
+    log.info("VQNS next sequence: %s (scores %s)", best,
+             {k: round(v, 4) for k, v in scores.items()})
+    return best

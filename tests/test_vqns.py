@@ -1,0 +1,125 @@
+"""VQNS reconstruction (mracq.recon.vqns): input checks, recovery, threshold, suggestion."""
+
+import numpy as np
+import pytest
+
+from mracq.recon.vqns import (
+    Measurement,
+    candidate_scores,
+    lorentzian_spectrum,
+    reconstruct,
+    suggest_next_sequence,
+)
+from mracq.recon.vqns_data import pulse_number, simulate_measurements
+from mracq.sim.filter_function import coherence
+from mracq.sim.spectra import Lorentzians
+
+TP = 2 * np.pi
+THREE = Lorentzians([(TP * 60e3) ** 2, (TP * 40e3) ** 2, (TP * 50e3) ** 2],
+                    [TP * 30e3, TP * 150e3, TP * 100e3], [0.0, TP * 0.6e6, TP * 2e6])
+SEQS = ["fid", "se", "cpmg-2", "cpmg-3", "cpmg-8", "cpmg-16", "cpmg-32"]
+
+
+@pytest.fixture(scope="module")
+def three_result():
+    ms = simulate_measurements(THREE, SEQS, n_points=30)
+    return ms, reconstruct(ms, n_lorentzians=4, restarts=10, seed=1)
+
+
+def test_pulse_numbers():
+    assert [pulse_number(s) for s in ("fid", "SE", "cpmg-0", "cpmg-1", "cpmg-16", "xy8-2")] \
+        == [0, 1, 0, 1, 16, 16]
+    for bad in ("cpmg", "foo-3", "xy8-0", "fid-2"):
+        with pytest.raises(ValueError):
+            pulse_number(bad)
+
+
+@pytest.mark.parametrize("t, c, sigma, match", [
+    ([1e-6, np.nan], [1.0, 0.9], None, r"t\[1\] is nan"),
+    ([1e-6, 2e-6], [1.0, np.nan], None, r"coherence\[1\] is nan"),
+    ([1e-6, 2e-6, 3e-6], [1.0, 0.9], None, "t has 3 values but coherence has 2"),
+    ([2e-6, 1e-6], [1.0, 0.9], None, "not increasing at index 1"),
+    ([1e-6, 2e-6], [1.0, 1.2], None, r"coherence\[1\] = 1.2 is outside"),
+    ([1e-6, 2e-6], [-0.1, 0.5], None, r"coherence\[0\] = -0.1 is outside"),
+    ([0.0, 2e-6], [1.0, 0.5], None, r"t\[0\] = 0.0 s"),
+    ([1e-6, 2e-6], [1.0, 0.5], [0.01, -1], r"sigma\[1\]"),
+])
+def test_measurement_validation(t, c, sigma, match):
+    with pytest.raises(ValueError, match=match):
+        Measurement("cpmg-2", t, c, sigma)
+
+
+def test_measurement_normalizes_names():
+    m = Measurement("CPMG-1", [1e-6], [0.5], 0.01)
+    assert m.sequence == "se" and m.n == 1 and m.sigma.shape == (1,)
+    assert Measurement("xy8-2", [1e-6], [0.5]).n == 16
+
+
+def test_lorentzian_spectrum_matches_sim():
+    w = np.linspace(0, 2e7, 50)
+    assert np.allclose(lorentzian_spectrum(THREE.params, w), THREE(w), rtol=1e-12)
+
+
+def test_known_spectrum_recovery(three_result):
+    ms, res = three_result
+    assert res.n_success == 10 and res.samples.shape == (10, 4, 3)
+    assert np.all(res.losses < res.loss_threshold)
+    lo, hi = res.band
+    w = np.linspace(lo, hi, 500)
+    err = np.linalg.norm(res.spectrum(w) - THREE(w)) / np.linalg.norm(THREE(w))
+    assert err < 0.12
+    inside = np.abs(res.spectrum(w) - THREE(w)) <= 2 * res.spectrum_std(w) + 0.02 * THREE(w)
+    assert inside.mean() > 0.8
+    # the reconstruction reproduces the data it was fitted to
+    for m in ms:
+        assert np.max(np.abs(res.coherence(m.sequence, m.t) - m.coherence)) < 0.03
+    assert res.mean.shape == res.omega.shape == res.std.shape
+    assert np.allclose(res.spectrum(res.omega), res.mean)
+    assert res.runtime_s > 0 and res.n_steps >= res.iterations.max()
+
+
+def test_threshold_from_error_bars_and_plateau():
+    spec = Lorentzians([(TP * 50e3) ** 2], [TP * 100e3], [0.0])
+    rng = np.random.default_rng(3)
+    ms = simulate_measurements(spec, ["fid", "se", "cpmg-4"], n_points=25, noise=0.02, rng=rng)
+    res = reconstruct(ms, n_lorentzians=2, restarts=6, seed=0, max_iter=400)
+    # noise floor: 3 sequences x (0.02^2 / 3), times the default factor 1.1
+    assert res.threshold_history[0][1] == pytest.approx(1.1 * 3 * 0.02**2 / 3)
+    # without error bars the start is tight, and App. B raises it to the plateau
+    bare = [Measurement(m.sequence, m.t, m.coherence) for m in ms]
+    res2 = reconstruct(bare, n_lorentzians=2, restarts=6, seed=0, max_iter=300)
+    assert len(res2.threshold_history) == 2
+    assert res2.loss_threshold > 10 * res2.threshold_history[0][1]
+    assert res2.n_success == 6
+
+
+def test_bad_arguments():
+    ms = simulate_measurements(THREE, ["fid"], n_points=10)
+    with pytest.raises(ValueError, match="no measurements"):
+        reconstruct([])
+    with pytest.raises(ValueError, match="not a Measurement"):
+        reconstruct([(1, 2)])
+    with pytest.raises(ValueError, match="loss_threshold"):
+        reconstruct(ms, loss_threshold=-1.0)
+
+
+def test_suggestion_prefers_unmeasured_high_frequencies(three_result):
+    """With FID and SE only, the band is widest at high frequency: a many-pulse CPMG wins."""
+    ms = simulate_measurements(THREE, ["fid", "se"], n_points=30)
+    res = reconstruct(ms, n_lorentzians=3, restarts=6, seed=2)
+    cands = ["se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
+    scores = candidate_scores(res, ms, cands)
+    assert scores["se"] == 0.0
+    best = suggest_next_sequence(res, ms, cands)
+    assert pulse_number(best) >= 4
+    with pytest.raises(ValueError, match="measured already"):
+        suggest_next_sequence(res, ms, ["fid", "se"])
+
+
+def test_coherence_prediction_matches_filter_function(three_result):
+    _, res = three_result
+    t = np.linspace(1e-6, 3e-5, 7)
+    params = res.samples.reshape(-1, 3).copy()
+    params[:, 0] /= res.n_success
+    spec = Lorentzians(*params.T)
+    assert np.allclose(res.coherence("cpmg-8", t), coherence(spec, t, n=8), rtol=1e-9)
