@@ -83,12 +83,16 @@ def test_cli_demo_runs_show(tmp_path, capsys):
                  "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "cpmg-32" in out and "simulated hardware time" in out
-    pngs = list((tmp_path / "data" / "figures").glob("demo-coherence-*.png"))
-    assert len(pngs) == 1 and pngs[0].stat().st_size > 10_000
+    assert "the reconstruction asked for cpmg-" in out  # one closed-loop step
+    figs = tmp_path / "data" / "figures"
+    for pattern in ("demo-coherence-*.png", "demo-spectrum-*.png"):
+        pngs = list(figs.glob(pattern))
+        assert len(pngs) == 1 and pngs[0].stat().st_size > 10_000
     assert main(["runs", "--data-dir", data]) == 0
     listing = capsys.readouterr().out
-    assert listing.count("coherence_scan") == 7
-    assert main(["show", "-1", "--data-dir", data, "--out", str(tmp_path)]) == 0
+    assert listing.count("coherence_scan") == 8  # the ladder and the suggested sequence
+    assert listing.count("vqns_estimate") == 2  # after the ladder and after the suggestion
+    assert main(["show", "7", "--data-dir", data, "--out", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
     assert "cpmg-32" in shown and "events    4" in shown
     assert main(["show", "nosuchrun", "--data-dir", data]) == 2

@@ -75,3 +75,35 @@ def plot_table(columns: dict, x: str, ys: list[str], path: str | Path | None = N
     if path is not None:
         fig.savefig(path, dpi=150)
     return fig
+
+
+def plot_spectrum(result, path: str | Path | None = None, *, truth=None, title: str = ""):
+    """A reconstructed noise spectrum with its confidence band (and the truth, if known).
+
+    Parameters
+    ----------
+    result : mracq.recon.vqns.VQNSResult
+        ``omega`` (rad/s), ``mean`` and ``std`` (rad^2/s).
+    truth : callable, optional
+        The true S(omega), for simulated data.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    f = np.asarray(result.omega) / (2 * np.pi)
+    mean, std = np.asarray(result.mean), np.asarray(result.std)
+    ax.fill_between(f, np.maximum(mean - std, mean * 1e-3), mean + std, alpha=0.3,
+                    color="C0", label="VQNS mean +- 1 sd")
+    ax.plot(f, mean, color="C0", lw=1.5)
+    if truth is not None:
+        ax.plot(f, truth(np.asarray(result.omega)), "k--", lw=1, label="true spectrum")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("frequency omega / 2 pi (Hz)")
+    ax.set_ylabel("S(omega) (rad^2/s)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig

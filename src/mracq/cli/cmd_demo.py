@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-HELP = ("simulated NV session: measure FID, Hahn echo and CPMG-2...32, store the runs, "
-        "plot the curves, report the hardware time")
+HELP = ("simulated closed-loop NV session: measure FID, Hahn echo and CPMG-2...32, "
+        "reconstruct the noise spectrum (VQNS), measure the sequence it suggests, "
+        "reconstruct again; store every run, plot, report the hardware time")
 
 DEFAULT_N = (2, 4, 8, 16, 32)
 
@@ -17,6 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shots", type=int, default=1_000_000,
                         help="shots per point (default 1e6)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the simulated noise")
+    parser.add_argument("--no-loop", action="store_true",
+                        help="only the fixed FID/SE/CPMG ladder, no reconstruction")
 
 
 def demo_times(label: str, points: int):
@@ -40,7 +43,9 @@ def run(args) -> int:
     from mracq.cli.common import figure_dir, human_time
     from mracq.config import validate_config
     from mracq.plans.coherence import coherence_scan, prepare_nv
-    from mracq.viz import plot_coherence
+    from mracq.plans.vqns import family_of, vqns_loop
+    from mracq.recon.vqns_strategy import DEFAULT_CANDIDATES, NextSequenceStrategy
+    from mracq.viz import plot_coherence, plot_spectrum
 
     if args.config:
         raise CLIError("the demo always runs on the built-in simulated instruments; "
@@ -62,24 +67,47 @@ def run(args) -> int:
               f"{nv_sim.transition_frequency / 1e9:.5f} GHz; data in {session.data_dir}")
         session.RE(prepare_nv(d["mw"], d["laser"], frequency=nv_sim.transition_frequency,
                               power_dbm=0.0))
-        plan = [("fid", None), ("hahn", None)] + [("cpmg", n) for n in DEFAULT_N]
-        curves = []
-        for family, n in plan:
-            label = "fid" if family == "fid" else "se" if family == "hahn" else f"cpmg-{n}"
-            res = session.RE(coherence_scan(d["nv"], family, demo_times(label, args.points),
-                                            n=n, shots=args.shots)).plan_result
+        ladder = ["fid", "se"] + [f"cpmg-{n}" for n in DEFAULT_N]
+        initial = [(label, demo_times(label, args.points)) for label in ladder]
+        curves, scan_ids = [], []
+
+        def record(res):  # each measurement: a line of output and a curve in the figure
             scan_id = session.catalog[res["uid"]].metadata["start"]["scan_id"]
-            res["scan_id"] = scan_id
+            scan_ids.append(scan_id)
             curves.append(res)
-            print(f"  scan {scan_id:>4}  {res['uid'][:8]}  {label:<8} "
+            print(f"  scan {scan_id:>4}  {res['uid'][:8]}  {res['sequence']:<8} "
                   f"{len(res['t'])} points  hardware {human_time(res['hardware_time'])}")
+
+        if args.no_loop:
+            for label, times in initial:
+                family, n = family_of(label)
+                record(session.RE(coherence_scan(d["nv"], family, times, n=n,
+                                                 shots=args.shots)).plan_result)
+            loop = None
+        else:
+            strategy = NextSequenceStrategy(DEFAULT_CANDIDATES, initial=initial,
+                                            n_points=args.points,
+                                            max_measurements=len(initial) + 1,
+                                            reconstruct_kw={"restarts": 100}, seed=args.seed)
+            loop = session.RE(vqns_loop(d["nv"], strategy, shots=args.shots,
+                                        on_scan=record)).plan_result
         out = figure_dir(args, session.data_dir)
-        first, last = curves[0]["scan_id"], curves[-1]["scan_id"]
+        first, last = scan_ids[0], scan_ids[-1]
         png = out / f"demo-coherence-{first}-{last}.png"
         plot_coherence(curves, png, title=f"mracq demo: scans {first}-{last} (simulated NV)")
         hw = float(np.sum([c["hardware_time"] for c in curves]))
         print(f"runs stored: scans {first}-{last} in {session.url or session.data_dir}")
         print(f"figure: {png}")
+        if loop is not None and loop["result"] is not None:
+            result = loop["result"]
+            spng = out / f"demo-spectrum-{first}-{last}.png"
+            plot_spectrum(result, spng, truth=nv_sim.models[0].spectrum,
+                          title=f"VQNS noise spectrum from scans {first}-{last}")
+            print(f"closed loop: after {', '.join(loop['sequences'][:len(initial)])} the "
+                  f"reconstruction asked for {loop['sequences'][-1]}; measured it and "
+                  f"reconstructed again ({len(loop['estimate_uids'])} spectrum estimates "
+                  f"stored, {result.runtime_s:.1f} s for the last)")
+            print(f"spectrum: {spng}")
         print(f"simulated hardware time: {human_time(hw)} ({hw:.1f} s); "
               f"wall time {time.perf_counter() - t_wall:.1f} s")
         print("next: `mracq runs`, `mracq show -1`, `mracq shell`")

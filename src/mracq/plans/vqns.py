@@ -76,7 +76,7 @@ def store_estimate(result, measurement_uids, *, step: int, md: dict | None = Non
 
 
 def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None = None,
-              on_estimate=None, md: dict | None = None):
+              on_estimate=None, on_scan=None, md: dict | None = None):
     """Adaptive noise spectroscopy: measure, reconstruct, ask for the next sequence.
 
     Parameters
@@ -96,6 +96,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     on_estimate : callable, optional
         ``on_estimate(result, step)`` after each reconstruction (e.g.
         :class:`LiveSpectrumPlot`); None in tests and scripts.
+    on_scan : callable, optional
+        ``on_scan(res)`` with the result of each :func:`coherence_scan` (progress output).
     md : dict, optional
         Extra metadata for every run.
 
@@ -134,6 +136,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
             nv, family, t, n=n, shots=shots,
             md={"vqns_step": step, "vqns_sequence": seq, **(md or {})})
         spent += res["hardware_time"]
+        if on_scan is not None:
+            on_scan(res)
         m_uids.append(res["uid"])
         seqs.append(seq)
         strategy.ingest({"sequence": seq, "t": res["t"],
