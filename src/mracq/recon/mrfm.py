@@ -20,7 +20,7 @@ from mracq.recon.mrfm_operators import operator_norm
 logger = logging.getLogger(__name__)
 
 #: Default ADMM parameters (tuned on the seed-size membrane multislice problem, T_m = 30 s).
-ADMM_DEFAULTS = {"gamma_rel": 1.0, "nu1": 0.05, "nu2": 0.05, "n_iter": 30}
+ADMM_DEFAULTS = {"gamma_rel": 0.003, "nu1": 1e-4, "nu2": 1e-4, "n_iter": 40}
 
 
 def normalized_problem(data, setup):
