@@ -1,0 +1,473 @@
+"""Lab configuration: which backend drives each instrument, and its limits.
+
+A lab configuration is a TOML file.  The built-in default (``mracq/data/default_config.toml``)
+simulates every instrument; a lab file is merged over it, so it names only what differs::
+
+    [instruments.mw]
+    backend = "TCPIP0::10.0.0.5::inst0::INSTR"
+    max_power_dbm = 5
+
+Everything is validated on load, before any device is built, against :data:`SCHEMA`
+(key -> type, allowed range, unit, default, description).  Errors are
+:class:`ConfigError` (a ``ValueError``) naming the full key, the value, the allowed range
+with its unit and the file.  Units are SI (Hz, W, m, s); microwave power is in dBm.
+
+This module is layer 1: standard library (and ``tomli`` on Python 3.10) only.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SCHEMA",
+    "SIM_SCHEMA",
+    "STORAGE_KEYS",
+    "ConfigError",
+    "LabConfig",
+    "Param",
+    "default_config_text",
+    "is_visa_resource",
+    "load_config",
+    "schema_table",
+    "validate_config",
+]
+
+try:  # Python >= 3.11
+    import tomllib as _toml
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as _toml  # type: ignore[no-redef]
+    except ModuleNotFoundError:
+        _toml = None
+
+
+class ConfigError(ValueError):
+    """An invalid lab configuration.
+
+    ``errors`` lists every problem found (one line each); the message joins them.
+    """
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One configuration key.
+
+    Parameters
+    ----------
+    kind : str
+        ``"float"``, ``"int"``, ``"range"`` (two increasing floats), ``"str"``,
+        ``"table"`` or ``"backend"``.
+    default : object
+        Value used when the file does not name the key (``None``: no value).
+    lo, hi : float, optional
+        Allowed range (inclusive, unless ``lo_open``), in ``unit``.
+    unit : str
+        Unit of the value (SI, or dBm).
+    description : str
+        One line for documentation and error messages.
+    lo_open : bool
+        Exclude ``lo`` itself (strictly positive quantities).
+    """
+
+    kind: str
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    unit: str = ""
+    description: str = ""
+    lo_open: bool = False
+
+    def range_text(self) -> str:
+        """The allowed range with unit, e.g. ``[-140, 30] dBm``."""
+        if self.lo is None and self.hi is None:
+            return ""
+        left = "(" if self.lo_open else "["
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{left}{lo}, {hi}] {self.unit}".rstrip()
+
+
+def _backend() -> Param:
+    return Param("backend", "sim", description='"sim" or a VISA resource string')
+
+
+def _visa_options() -> Param:
+    return Param("table", None, description="extra keyword arguments for pyvisa open_resource")
+
+
+_F_LIMITS = (1e3, 50e9)
+
+#: Instruments and their keys: name -> key -> :class:`Param`.
+SCHEMA: dict[str, dict[str, Param]] = {
+    "mw": {
+        "backend": _backend(),
+        "min_frequency": Param("float", 9e3, *_F_LIMITS, "Hz", "lowest output frequency"),
+        "max_frequency": Param("float", 6e9, *_F_LIMITS, "Hz", "highest output frequency"),
+        "max_power_dbm": Param("float", 10.0, -140, 30, "dBm", "highest output power"),
+        "visa_options": _visa_options(),
+    },
+    "laser": {
+        "backend": _backend(),
+        "max_power": Param("float", 0.05, 0, 2, "W", "highest optical power"),
+        "wavelength": Param("float", 532e-9, 200e-9, 2e-6, "m", "laser wavelength"),
+        "visa_options": _visa_options(),
+    },
+    "nv": {
+        "backend": _backend(),
+        "min_pulse": Param("float", 2e-9, 1e-10, 1e-6, "s", "shortest pulse"),
+        "min_delay": Param("float", 2e-9, 0, 1e-6, "s", "shortest delay between pulses"),
+        "resolution": Param("float", 1e-9, 1e-12, 1e-6, "s", "timing grid of the sequencer"),
+        "max_program_duration": Param("float", 10e-3, 0, 1, "s", "longest single shot",
+                                      lo_open=True),
+        "max_shots": Param("int", 100_000_000, 1, 1e10, "", "most repetitions per trigger"),
+        "visa_options": _visa_options(),
+    },
+    "scanner": {
+        "backend": _backend(),
+        "min_standoff": Param("float", 15e-9, 0, 1e-3, "m", "closest tip-sample distance"),
+        "x_range": Param("range", [-1e-6, 1e-6], -1e-2, 1e-2, "m", "x travel"),
+        "y_range": Param("range", [-1e-6, 1e-6], -1e-2, 1e-2, "m", "y travel"),
+        "z_range": Param("range", [15e-9, 2e-6], -1e-2, 1e-2, "m", "z travel (tip height)"),
+        "max_step": Param("float", 1e-6, 0, 1e-3, "m", "largest single move", lo_open=True),
+        "visa_options": _visa_options(),
+    },
+    "rf": {
+        "backend": _backend(),
+        "min_frequency": Param("float", 50e6, *_F_LIMITS, "Hz", "lowest rf frequency"),
+        "max_frequency": Param("float", 400e6, *_F_LIMITS, "Hz", "highest rf frequency"),
+        "max_power": Param("float", 10.0, 0, 1000, "W", "highest rf power"),
+        "max_bandwidth": Param("float", 5e6, 0, 1e9, "Hz", "widest frequency sweep"),
+        "visa_options": _visa_options(),
+    },
+    "readout": {
+        "backend": _backend(),
+        "min_integration": Param("float", 1e-3, 1e-9, 1e6, "s", "shortest integration time"),
+        "max_integration": Param("float", 3600.0, 1e-9, 1e6, "s", "longest integration time"),
+        "visa_options": _visa_options(),
+    },
+}
+
+#: Known ``[sim]`` keys (others are allowed and passed through unchecked).
+SIM_SCHEMA: dict[str, Param] = {
+    "seed": Param("int", None, 0, 2**63 - 1, "", "seed of the simulator's random generator"),
+    "bright_rate": Param("float", 0.03, 0, 100, "photons/shot", "NV ms=0 photon rate",
+                         lo_open=True),
+    "contrast": Param("float", 0.3, 0, 1, "", "fractional dark/bright contrast"),
+    "spectrum": Param("str", "default", description="name of the simulated noise spectrum"),
+}
+
+#: Keys of the ``[storage]`` table (all optional strings).
+STORAGE_KEYS = ("data_dir", "url", "api_key")
+
+_TOP_KEYS = ("storage", "instruments", "sim")
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """A validated lab configuration.
+
+    Attributes
+    ----------
+    storage : dict
+        ``data_dir`` (absolute path string or None), ``url`` (Tiled server or None),
+        ``api_key`` (or None).
+    instruments : dict of str to dict
+        Per instrument, every key of :data:`SCHEMA` with defaults filled in (SI units).
+    sim : dict
+        Simulator parameters (known keys type-checked, others passed through).
+    path : pathlib.Path or None
+        The lab file this came from (None: built-in default or a dict).
+    """
+
+    storage: dict
+    instruments: dict[str, dict]
+    sim: dict
+    path: Path | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def instrument(self, name: str) -> dict:
+        """Settings of one instrument; ``KeyError`` listing the known names."""
+        try:
+            return self.instruments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.instruments))
+            raise KeyError(f"no instrument {name!r} in the lab configuration; "
+                           f"known: {known}") from None
+
+    def to_dict(self) -> dict:
+        """A JSON-safe copy for start documents (the API key is left out)."""
+        storage = {k: v for k, v in self.storage.items() if k != "api_key"}
+        return {
+            "storage": storage,
+            "instruments": copy.deepcopy(self.instruments),
+            "sim": copy.deepcopy(self.sim),
+            "path": None if self.path is None else str(self.path),
+        }
+
+
+def is_visa_resource(text: str) -> bool:
+    """True for a VISA resource string (``"GPIB0::19::INSTR"``, ``"...@sim"``)."""
+    return isinstance(text, str) and "::" in text and not any(c.isspace() for c in text)
+
+
+def default_config_text() -> str:
+    """The text of the built-in all-sim configuration."""
+    return resources.files("mracq").joinpath("data/default_config.toml").read_text("utf-8")
+
+
+def _parse(text: str, source: str) -> dict:
+    if _toml is None:  # pragma: no cover - Python 3.10 without tomli
+        raise ConfigError([f"cannot read {source}: Python < 3.11 needs the package 'tomli' "
+                           "(pip install tomli)"])
+    try:
+        return _toml.loads(text)
+    except _toml.TOMLDecodeError as exc:
+        raise ConfigError([f"{source} is not valid TOML: {exc}"]) from exc
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None) -> LabConfig:
+    """Load and validate a lab configuration.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        A TOML file.  Default: env ``MRACQ_CONFIG``, else the built-in all-sim config.
+        The file is merged over the built-in defaults.
+
+    Returns
+    -------
+    LabConfig
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, invalid TOML, unknown keys or instruments, values of the wrong
+        type or outside their allowed range.
+    """
+    if path is None:
+        path = os.environ.get("MRACQ_CONFIG") or None
+    if path is None:
+        return validate_config({}, path=None)
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read lab configuration {path}: {exc}"]) from exc
+    return validate_config(_parse(text, str(path)), path=path)
+
+
+def validate_config(raw: dict, *, path: str | os.PathLike | None = None) -> LabConfig:
+    """Validate a configuration dict (merged over the built-in defaults).
+
+    Parameters
+    ----------
+    raw : dict
+        Parsed TOML (or an equivalent dict); it may name only what differs from the
+        defaults.
+    path : str or path-like, optional
+        Where ``raw`` came from: named in errors; a relative ``storage.data_dir`` is taken
+        relative to its folder.
+
+    Returns
+    -------
+    LabConfig
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError([f"a lab configuration must be a table, not {type(raw).__name__}"])
+    path = None if path is None else Path(path)
+    where = f" (in {path})" if path is not None else ""
+    merged = _merge(_parse(default_config_text(), "the built-in default config"), raw)
+    errors: list[str] = []
+
+    for key in merged:
+        if key not in _TOP_KEYS:
+            errors.append(_unknown(key, key, _TOP_KEYS, "top-level table") + where)
+
+    storage = _validate_storage(merged.get("storage", {}), path, errors, where)
+    instruments = {}
+    tables = merged.get("instruments", {})
+    if not isinstance(tables, dict):
+        errors.append(f"instruments must be a table{where}")
+        tables = {}
+    for name, table in tables.items():
+        prefix = f"instruments.{name}"
+        if name not in SCHEMA:
+            errors.append(_unknown(prefix, name, SCHEMA, "instrument") + where)
+            continue
+        if not isinstance(table, dict):
+            errors.append(f"{prefix} must be a table, not {_show(table)}{where}")
+            continue
+        instruments[name] = _validate_table(prefix, table, SCHEMA[name], errors, where,
+                                            allow_unknown=False)
+        _cross_check(name, instruments[name], errors, where)
+
+    sim_table = merged.get("sim", {})
+    if not isinstance(sim_table, dict):
+        errors.append(f"sim must be a table{where}")
+        sim_table = {}
+    sim = _validate_table("sim", sim_table, SIM_SCHEMA, errors, where, allow_unknown=True)
+
+    if errors:
+        raise ConfigError(errors)
+    return LabConfig(storage=storage, instruments=instruments, sim=sim, path=path, raw=raw)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return repr(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _unknown(full: str, key: str, known, what: str) -> str:
+    msg = f"{full} is not a known {what}; known: {', '.join(sorted(known))}"
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return msg + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _validate_storage(table, path, errors, where) -> dict:
+    out = {k: None for k in STORAGE_KEYS}
+    if not isinstance(table, dict):
+        errors.append(f"storage must be a table{where}")
+        return out
+    for key, value in table.items():
+        if key not in STORAGE_KEYS:
+            errors.append(_unknown(f"storage.{key}", key, STORAGE_KEYS, "key") + where)
+        elif not isinstance(value, str) or not value:
+            errors.append(f"storage.{key} = {_show(value)} must be a non-empty string{where}")
+        else:
+            out[key] = value
+    if out["data_dir"] is not None:
+        d = Path(out["data_dir"]).expanduser()
+        if not d.is_absolute() and path is not None:
+            d = path.parent / d
+        out["data_dir"] = str(d.absolute())
+    return out
+
+
+def _validate_table(prefix, table, schema, errors, where, *, allow_unknown) -> dict:
+    out = {}
+    for key, value in table.items():
+        full = f"{prefix}.{key}"
+        param = schema.get(key)
+        if param is None:
+            if allow_unknown:
+                out[key] = copy.deepcopy(value)
+            else:
+                errors.append(_unknown(full, key, schema, "key") + where)
+            continue
+        try:
+            out[key] = _check(full, value, param)
+        except ValueError as exc:
+            errors.append(f"{exc}{where}")
+    for key, param in schema.items():
+        if key not in out and param.default is not None:
+            out[key] = copy.deepcopy(param.default)
+    if "visa_options" in schema and out.get("visa_options") is None:
+        out["visa_options"] = {}
+    if "seed" in schema and "seed" not in out:
+        out["seed"] = None
+    return out
+
+
+def _number(full: str, value: Any, param: Param) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        unit = f" in {param.unit}" if param.unit else ""
+        raise ValueError(f"{full} = {_show(value)} is not a number (expected {param.kind}{unit})")
+    if not math.isfinite(value):
+        raise ValueError(f"{full} = {_show(value)} is not finite")
+    lo_bad = param.lo is not None and (value < param.lo or (param.lo_open and value == param.lo))
+    hi_bad = param.hi is not None and value > param.hi
+    if lo_bad or hi_bad:
+        raise ValueError(f"{full} = {_show(value)} is outside the allowed range "
+                         f"{param.range_text()}")
+    return value
+
+
+def _check(full: str, value: Any, param: Param) -> Any:
+    kind = param.kind
+    if kind == "float":
+        return float(_number(full, value, param))
+    if kind == "int":
+        v = _number(full, value, param)
+        if float(v) != int(v):
+            raise ValueError(f"{full} = {_show(value)} is not an integer")
+        return int(v)
+    if kind == "range":
+        if not (isinstance(value, list) and len(value) == 2):
+            raise ValueError(f"{full} = {_show(value)} must be [low, high] in {param.unit}")
+        lo, hi = (float(_number(f"{full}[{i}]", v, param)) for i, v in enumerate(value))
+        if not lo < hi:
+            raise ValueError(f"{full} = {_show(value)}: low must be below high ({param.unit})")
+        return [lo, hi]
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{full} = {_show(value)} must be a string")
+        return value
+    if kind == "table":
+        if not isinstance(value, dict):
+            raise ValueError(f"{full} = {_show(value)} must be a table")
+        return copy.deepcopy(value)
+    if kind == "backend":
+        if value == "sim" or is_visa_resource(value):
+            return value
+        raise ValueError(
+            f"{full} = {_show(value)} is not a backend: use \"sim\" or a VISA resource "
+            'string such as "TCPIP0::10.0.0.5::inst0::INSTR", "GPIB0::19::INSTR", '
+            '"ASRL/dev/ttyUSB0::INSTR" (append "@sim" for pyvisa-sim)')
+    raise AssertionError(f"unknown parameter kind {kind!r}")  # pragma: no cover
+
+
+def _cross_check(name: str, values: dict, errors: list[str], where: str) -> None:
+    pre = f"instruments.{name}"
+    pairs = {"mw": ("min_frequency", "max_frequency", "Hz"),
+             "rf": ("min_frequency", "max_frequency", "Hz"),
+             "readout": ("min_integration", "max_integration", "s")}
+    if name in pairs:
+        lo_key, hi_key, unit = pairs[name]
+        lo, hi = values.get(lo_key), values.get(hi_key)
+        if lo is not None and hi is not None and not lo < hi:
+            errors.append(f"{pre}.{lo_key} = {lo:g} {unit} must be below "
+                          f"{pre}.{hi_key} = {hi:g} {unit}{where}")
+    if name == "scanner" and "z_range" in values and "min_standoff" in values:
+        if values["z_range"][0] < values["min_standoff"]:
+            errors.append(f"{pre}.z_range = {values['z_range']} starts below "
+                          f"{pre}.min_standoff = {values['min_standoff']:g} m{where}")
+
+
+def schema_table() -> str:
+    """The schema as a Markdown table (key, default, allowed range, unit, description)."""
+    rows = ["| key | default | allowed | unit | description |", "| --- | --- | --- | --- | --- |"]
+    groups = [(f"instruments.{n}", s) for n, s in SCHEMA.items()] + [("sim", SIM_SCHEMA)]
+    for prefix, schema in groups:
+        for key, p in schema.items():
+            allowed = p.range_text().removesuffix(p.unit).strip() if p.unit else p.range_text()
+            rows.append(f"| {prefix}.{key} | {p.default!r} | {allowed} | {p.unit} | "
+                        f"{p.description} |")
+    return "\n".join(rows)

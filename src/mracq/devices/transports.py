@@ -1,0 +1,214 @@
+"""Transports behind the NV devices: the in-process simulator, or SCPI through pyvisa.
+
+A device never knows which one it talks to (style.md, Qudi's interface/hardware split).
+Each transport implements the small protocol its device needs:
+
+- microwave: ``get/set_frequency`` (Hz), ``get/set_power_dbm`` (dBm), ``get/set_output``;
+- laser: ``get/set_power`` (W), ``get/set_output``;
+- sequencer: ``run(program, shots) -> Counts`` (signal, bright, dark counts).
+
+The VISA transports speak a generic SCPI dialect (below); concrete vendor drivers
+(R&S SMB100A, Swabian Pulse Streamer, ...) subclass them and override the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+
+from mracq.sim.nv import Counts, SimulatedNV
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- simulated
+class SimMicrowave:
+    """State of a simulated microwave source (frequency Hz, power dBm, output)."""
+
+    def __init__(self, frequency: float = 1.469e9, power_dbm: float = 0.0, output: bool = False):
+        self.frequency, self.power_dbm, self.output = float(frequency), float(power_dbm), output
+
+    def get_frequency(self):
+        return self.frequency
+
+    def set_frequency(self, f):
+        self.frequency = float(f)
+
+    def get_power_dbm(self):
+        return self.power_dbm
+
+    def set_power_dbm(self, p):
+        self.power_dbm = float(p)
+
+    def get_output(self):
+        return self.output
+
+    def set_output(self, on):
+        self.output = bool(on)
+
+
+class SimLaser:
+    """State of a simulated laser (power W, output)."""
+
+    def __init__(self, power: float = 0.02, output: bool = False):
+        self.power, self.output = float(power), output
+
+    def get_power(self):
+        return self.power
+
+    def set_power(self, p):
+        self.power = float(p)
+
+    def get_output(self):
+        return self.output
+
+    def set_output(self, on):
+        self.output = bool(on)
+
+
+class SimSequencer:
+    """Pulse sequencer + photon counter in front of a :class:`SimulatedNV`.
+
+    The NV sees the microwave source's frequency, power and output (any microwave
+    transport: a real source can drive a simulated NV in a dry run); with the laser off
+    nothing is initialised or read out and the counter sees only dark counts.
+    """
+
+    def __init__(self, nv: SimulatedNV, microwave, laser,
+                 dark_count_rate: float = 1e-5):
+        self.nv, self.microwave, self.laser = nv, microwave, laser
+        self.dark_count_rate = float(dark_count_rate)
+
+    @property
+    def clock(self):
+        return self.nv.clock
+
+    def run(self, program, shots: int) -> Counts:
+        mw = self.microwave
+        drive = self.nv.drive(mw.get_frequency(), mw.get_power_dbm(), mw.get_output())
+        if not self.laser.get_output():
+            shots = int(shots)
+            dur = shots * (program.duration + 2 * self.nv.readout.reference_duration)
+            self.nv.clock.advance(dur)
+            lam = shots * self.dark_count_rate
+            r = self.nv.rng
+            return Counts(int(r.poisson(lam)), int(r.poisson(lam)), int(r.poisson(lam)), shots,
+                          float("nan"), dur)
+        return self.nv.run(program, shots, drive)
+
+
+# --------------------------------------------------------------------------- VISA
+def sim_yaml_path() -> str:
+    """Path of the packaged pyvisa-sim instrument file (``mracq/data/visa_sim.yaml``)."""
+    return str(resources.files("mracq") / "data" / "visa_sim.yaml")
+
+
+def open_visa(resource: str, timeout: float = 5.0):
+    """Open a VISA resource.
+
+    ``resource`` is a VISA resource string; a suffix ``@sim`` selects pyvisa-sim with the
+    packaged instrument file, ``@py`` forces pyvisa-py.
+    """
+    import pyvisa
+
+    library = ""
+    if "@" in resource.rsplit("::", 1)[-1]:
+        resource, library = resource.rsplit("@", 1)
+        library = f"{sim_yaml_path()}@sim" if library == "sim" else f"@{library}"
+    rm = pyvisa.ResourceManager(library) if library else pyvisa.ResourceManager()
+    res = rm.open_resource(resource, read_termination="\n", write_termination="\n")
+    res.timeout = int(timeout * 1000)
+    return res
+
+
+class VisaTransport:
+    """Base class: an open pyvisa resource with ``write`` / ``query``."""
+
+    def __init__(self, resource: str, timeout: float = 5.0):
+        self.resource_name = resource
+        self.res = open_visa(resource, timeout)
+        log.info("opened %s: %s", resource, self.idn())
+
+    def idn(self) -> str:
+        return self.res.query("*IDN?").strip()
+
+    def write(self, cmd: str) -> None:
+        log.debug("%s <- %s", self.resource_name, cmd)
+        self.res.write(cmd)
+
+    def query(self, cmd: str) -> str:
+        ans = self.res.query(cmd).strip()
+        log.debug("%s %s -> %s", self.resource_name, cmd, ans)
+        return ans
+
+    def close(self) -> None:
+        self.res.close()
+
+
+def _onoff(ans: str) -> bool:
+    return ans.strip().upper() in ("1", "ON")
+
+
+class VisaMicrowave(VisaTransport):
+    """SCPI microwave source: ``FREQ``, ``POW`` (dBm), ``OUTP``."""
+
+    def get_frequency(self):
+        return float(self.query("FREQ?"))
+
+    def set_frequency(self, f):
+        self.write(f"FREQ {float(f):.3f}")
+
+    def get_power_dbm(self):
+        return float(self.query("POW?"))
+
+    def set_power_dbm(self, p):
+        self.write(f"POW {float(p):.2f}")
+
+    def get_output(self):
+        return _onoff(self.query("OUTP?"))
+
+    def set_output(self, on):
+        self.write(f"OUTP {'ON' if on else 'OFF'}")
+
+
+class VisaLaser(VisaTransport):
+    """SCPI laser: ``SOUR:POW`` (W), ``OUTP``."""
+
+    def get_power(self):
+        return float(self.query("SOUR:POW?"))
+
+    def set_power(self, p):
+        self.write(f"SOUR:POW {float(p):.6f}")
+
+    def get_output(self):
+        return _onoff(self.query("OUTP?"))
+
+    def set_output(self, on):
+        self.write(f"OUTP {'ON' if on else 'OFF'}")
+
+
+class VisaSequencer(VisaTransport):
+    """Generic SCPI pulse sequencer with a gated counter.
+
+    ``SEQ:PROG <json>`` loads a program (mracq.pulses JSON), ``SEQ:SHOTS <n>``,
+    ``READ?`` plays the program and answers ``signal,bright,dark`` counts.
+    """
+
+    def __init__(self, resource: str, timeout: float = 60.0, clock=None):
+        super().__init__(resource, timeout)
+        self.clock = clock
+
+    def run(self, program, shots: int) -> Counts:
+        self.write("SEQ:PROG " + json.dumps(program.to_dict(), separators=(",", ":")))
+        self.write(f"SEQ:SHOTS {int(shots)}")
+        ans = self.query("READ?")
+        try:
+            s, b, d = (int(float(x)) for x in ans.split(","))
+        except ValueError:
+            raise RuntimeError(f"{self.resource_name}: READ? answered {ans!r}, "
+                               "expected 'signal,bright,dark' counts") from None
+        dur = int(shots) * program.duration
+        if self.clock is not None:
+            self.clock.advance(dur)
+        return Counts(s, b, d, int(shots), float("nan"), dur)

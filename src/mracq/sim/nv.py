@@ -1,0 +1,256 @@
+"""Simulated NV centre: reacts to the pulse program it is given.
+
+A physics model answers ``model.population(program)``, the probability of ms = 0 at
+readout after one shot. :class:`DephasingModel` covers every program whose microwave
+pulses are a pi/2 ... pi/2 frame with pi pulses between (FID, Hahn, CPMG, XY8, UDD, any
+timing) and Rabi programs. :class:`SimulatedNV` runs a program for N shots, with reference
+shots in ms = 0 (bright) and ms = -1 (dark), Poisson photon counts (physics.md section 2)
+and a :class:`~mracq.sim.clock.VirtualClock` advanced by what the shots take.
+
+Spin dynamics: the Bloch vector (ms = 0 is +z) is rotated by each microwave pulse
+(rotation axis in the xy plane at the pulse phase, tilted by the detuning) and precesses
+at the detuning between pulses; Gaussian pure dephasing multiplies the transverse part by
+``C = exp(-chi)`` before the final pi/2 pulse, with chi from the switching function of the
+pi-pulse times (:mod:`mracq.sim.filter_function`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mracq.sim.clock import VirtualClock
+from mracq.sim.filter_function import chi as chi_of
+from mracq.sim.spectra import Spectrum, default_nv_spectrum
+
+log = logging.getLogger(__name__)
+
+ZERO_FIELD_SPLITTING = 2.870e9  # Hz
+GAMMA_E = 28.025e9  # electron gyromagnetic ratio, Hz/T
+COHERENCE_SEQUENCES = ("fid", "hahn", "cpmg", "xy8", "udd", "custom")
+
+
+@dataclass(frozen=True)
+class Drive:
+    """Microwave drive seen by the NV.
+
+    Parameters
+    ----------
+    on : bool
+        Microwave output enabled.
+    detuning : float
+        Microwave frequency minus the NV transition frequency, Hz.
+    rabi_scale : float
+        Actual over nominal Rabi frequency (1 at the calibrated power; amplitude, so
+        ``10 ** ((P - P_cal) / 20)`` for powers in dBm).
+    rabi_frequency : float
+        Nominal Rabi frequency at the calibrated power, Hz; sets the rotation of pulses
+        that carry no nominal ``rotation`` (Rabi programs). 12.5 MHz: a 40 ns pi pulse.
+    """
+
+    on: bool = True
+    detuning: float = 0.0
+    rabi_scale: float = 1.0
+    rabi_frequency: float = 12.5e6
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def bloch_population(mw_pulses, drive: Drive, coherence: float = 1.0) -> float:
+    """P(ms = 0) after a train of microwave pulses.
+
+    Parameters
+    ----------
+    mw_pulses : sequence of TimedPulse
+        Microwave pulses (start, duration in s; phase, rotation in rad), in time order.
+        ``rotation`` is the nominal angle at ``rabi_scale = 1``.
+    drive : Drive
+        Detuning and power of the microwave.
+    coherence : float
+        Dephasing factor applied to the transverse Bloch components before the last pulse.
+    """
+    v = np.array([0.0, 0.0, 1.0])
+    if not drive.on or not mw_pulses:
+        return 1.0
+    d_omega = 2 * np.pi * drive.detuning
+    t_prev = None
+    for i, p in enumerate(mw_pulses):
+        if t_prev is not None and d_omega != 0.0:
+            v = _rotation(np.array([0.0, 0.0, 1.0]), d_omega * (p.start - t_prev)) @ v
+        if i == len(mw_pulses) - 1 and len(mw_pulses) > 1:
+            v = v * np.array([coherence, coherence, 1.0])
+        if p.rotation is not None:
+            omega_r = drive.rabi_scale * p.rotation / p.duration
+        else:
+            omega_r = drive.rabi_scale * 2 * np.pi * drive.rabi_frequency
+        axis = np.array([omega_r * np.cos(p.phase), omega_r * np.sin(p.phase), d_omega])
+        v = _rotation(axis, np.linalg.norm(axis) * p.duration) @ v
+        t_prev = p.start + p.duration
+    return float(np.clip(0.5 * (1 + v[2]), 0.0, 1.0))
+
+
+def ideal_population(program) -> float:
+    """P(ms = 0) of ``program`` on resonance without dephasing (C = 1).
+
+    The coherence of a measured population ``p`` is ``(2 p - 1) / (2 p_ideal - 1)``.
+    """
+    return bloch_population(program.pulses_on("mw"), Drive(), 1.0)
+
+
+@dataclass
+class DephasingModel:
+    """NV under Gaussian pure dephasing with noise spectrum ``spectrum``.
+
+    Parameters
+    ----------
+    spectrum : Spectrum
+        Two-sided noise spectrum S(omega) in rad^2/s (omega in rad/s).
+    rabi_decay : float
+        1/e decay time of Rabi oscillations in s.
+    """
+
+    spectrum: Spectrum = field(default_factory=default_nv_spectrum)
+    rabi_decay: float = 2e-6
+    uses_drive = True
+
+    def handles(self, program) -> bool:
+        seq = program.metadata.get("sequence")
+        return seq == "rabi" or seq in COHERENCE_SEQUENCES
+
+    def coherence(self, program) -> float:
+        """C = exp(-chi) for the program's pi-pulse timing (dimensionless)."""
+        from mracq.pulses import evolution_timing
+
+        t, centres = evolution_timing(program)
+        return float(np.exp(-chi_of(self.spectrum, np.array([t]), np.asarray(centres))[0]))
+
+    def population(self, program, drive: Drive | None = None) -> float:
+        drive = drive or Drive()
+        mw = program.pulses_on("mw")
+        if program.metadata.get("sequence") == "rabi":
+            p = bloch_population(mw, drive)
+            dur = sum(q.duration for q in mw)
+            return float(0.5 + (p - 0.5) * np.exp(-dur / self.rabi_decay))
+        return bloch_population(mw, drive, self.coherence(program))
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Photon detection per shot (physics.md section 2).
+
+    Parameters
+    ----------
+    bright_rate : float
+        Mean detected photons per shot in ms = 0.
+    contrast : float
+        Fractional brightness drop in ms = -1 (0.3: 30% darker).
+    reference_duration : float
+        Duration of one reference shot (init + readout), s.
+    """
+
+    bright_rate: float = 0.03
+    contrast: float = 0.3
+    reference_duration: float = 4e-6
+
+    def __post_init__(self):
+        if not (0 < self.bright_rate < 10):
+            raise ValueError(f"bright_rate must be in (0, 10) photons/shot, got {self.bright_rate}")
+        if not (0 < self.contrast < 1):
+            raise ValueError(f"contrast must be in (0, 1), got {self.contrast}")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Photon counts of one point: signal and the bright/dark references."""
+
+    signal: int
+    bright: int
+    dark: int
+    shots: int
+    population: float  # the true P(ms = 0), for tests and dry-run diagnostics
+    duration: float  # s of hardware time
+
+
+def normalize(signal, bright, dark):
+    """Normalized P(ms = 0) = (S - D) / (B - D) and its standard error.
+
+    Poisson errors propagated: ``var = [S + v^2 B + (1 - v)^2 D] / (B - D)^2``.
+    """
+    s, b, d = (np.asarray(x, float) for x in (signal, bright, dark))
+    span = b - d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = (s - d) / span
+        err = np.sqrt(s + v**2 * b + (1 - v) ** 2 * d) / np.abs(span)
+    return v, err
+
+
+class SimulatedNV:
+    """A single NV centre with readout, driven by pulse programs.
+
+    Parameters
+    ----------
+    models : list
+        Physics models; the first whose ``handles(program)`` is true answers.
+    readout : Readout
+    clock : VirtualClock
+        Advanced by ``shots * (program.duration + 2 * readout.reference_duration)``.
+    rng : numpy.random.Generator
+    field : float
+        Static field along the NV axis, T (sets the ms = 0 <-> -1 transition).
+    """
+
+    def __init__(self, models=None, readout: Readout | None = None,
+                 clock: VirtualClock | None = None, rng: np.random.Generator | None = None,
+                 field: float = 0.05, calibrated_power_dbm: float = 0.0):
+        self.models = list(models) if models is not None else [DephasingModel()]
+        self.readout = readout or Readout()
+        self.clock = clock or VirtualClock()
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.field = float(field)
+        self.calibrated_power_dbm = float(calibrated_power_dbm)
+
+    @property
+    def transition_frequency(self) -> float:
+        """ms = 0 <-> ms = -1 transition frequency, Hz."""
+        return ZERO_FIELD_SPLITTING - GAMMA_E * self.field
+
+    def drive(self, mw_frequency: float, mw_power_dbm: float, mw_on: bool) -> Drive:
+        """The drive for a microwave source state (Hz, dBm, bool)."""
+        return Drive(on=bool(mw_on), detuning=float(mw_frequency) - self.transition_frequency,
+                     rabi_scale=10 ** ((float(mw_power_dbm) - self.calibrated_power_dbm) / 20))
+
+    def model_for(self, program):
+        for m in self.models:
+            if m.handles(program):
+                return m
+        raise ValueError(f"no physics model handles sequence "
+                         f"{program.metadata.get('sequence')!r}")
+
+    def population(self, program, drive: Drive | None = None) -> float:
+        m = self.model_for(program)
+        if drive is not None and not drive.on:
+            return 1.0
+        if getattr(m, "uses_drive", False):
+            return float(m.population(program, drive=drive))
+        return float(m.population(program))
+
+    def run(self, program, shots: int, drive: Drive | None = None) -> Counts:
+        """Play ``program`` for ``shots`` shots; returns counts with shot noise."""
+        shots = int(shots)
+        if shots < 1:
+            raise ValueError(f"shots must be >= 1, got {shots}")
+        p0 = self.population(program, drive)
+        r = self.readout
+        a0, a1 = r.bright_rate, r.bright_rate * (1 - r.contrast)
+        signal = self.rng.poisson(shots * (a1 + (a0 - a1) * p0))
+        bright = self.rng.poisson(shots * a0)
+        dark = self.rng.poisson(shots * a1)
+        duration = shots * (program.duration + 2 * r.reference_duration)
+        self.clock.advance(duration)
+        return Counts(int(signal), int(bright), int(dark), shots, p0, duration)
