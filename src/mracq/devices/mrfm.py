@@ -63,12 +63,12 @@ class ScannerAxis(SoftPositioner):
     """One scanner axis: soft limits, maximum step and the parent's interlock."""
 
     def check_value(self, pos):
-        super().check_value(pos)
         parent = self.parent
-        if parent is not None:
+        if parent is not None and getattr(parent, "_interlock_ready", False):
             point = {a: getattr(parent, a).position for a in ("x", "y", "z")}
             point[self.attr_name] = float(pos)
             parent.check_point((point["x"], point["y"], point["z"]))
+        super().check_value(pos)
 
 
 class Scanner(Device):
@@ -84,6 +84,12 @@ class Scanner(Device):
     min_standoff = Cpt(Signal, value=15e-9, kind="config")
     max_step = Cpt(Signal, value=1e-6, kind="config")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for a in ("x", "y", "z"):
+            getattr(self, a)  # instantiate the axes before the interlock is armed
+        self._interlock_ready = True
+
     def configure_limits(self, cfg: dict):
         """Apply a ``[instruments.scanner]`` table: min_standoff, x/y/z_range (m), max_step."""
         self.min_standoff.put(float(cfg.get("min_standoff", 15e-9)))
@@ -93,7 +99,8 @@ class Scanner(Device):
             if rng is not None:
                 getattr(self, a)._limits = (float(rng[0]), float(rng[1]))
         z0 = max(self.min_standoff.get(), self.z.limits[0])
-        self.z.set_current(max(self.z.position, z0))
+        if self.z.position < z0:
+            self.z.set(z0).wait()
 
     def check_point(self, point):
         """Raise :class:`InterlockError` or ``LimitError`` if ``point`` (m) is not allowed."""
@@ -105,7 +112,7 @@ class Scanner(Device):
             raise InterlockError(
                 f"interlock: point (x, y, z) = ({x * 1e9:.3f}, {y * 1e9:.3f}, {z * 1e9:.3f}) nm "
                 f"brings sample and magnet closer than the minimum standoff {smin * 1e9:g} nm")
-        for a, v in zip("xyz", (x, y, z)):
+        for a, v in zip("xyz", (x, y, z), strict=True):
             lo, hi = getattr(self, a).limits
             if lo < hi and not lo <= v <= hi:
                 raise LimitError(f"scanner {a} = {v:g} m of point ({x:g}, {y:g}, {z:g}) is "
@@ -114,7 +121,7 @@ class Scanner(Device):
     def check_step(self, point):
         """Raise ``LimitError`` if any axis of ``point`` is more than max_step away."""
         step = self.max_step.get()
-        for a, v in zip("xyz", point):
+        for a, v in zip("xyz", point, strict=True):
             if abs(float(v) - getattr(self, a).position) > step:
                 raise LimitError(f"scanner {a}: step to {float(v):g} m exceeds max_step "
                                  f"{step:g} m")
@@ -123,7 +130,7 @@ class Scanner(Device):
         """Move to ``point`` = (x, y, z) in m; everything is checked before any motion."""
         self.check_point(point)
         self.check_step(point)
-        st = [getattr(self, a).set(float(v)) for a, v in zip("xyz", point)]
+        st = [getattr(self, a).set(float(v)) for a, v in zip("xyz", point, strict=True)]
         return AndStatus(AndStatus(st[0], st[1]), st[2])
 
     @property

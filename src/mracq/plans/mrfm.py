@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import bluesky.plan_stubs as bps
 import numpy as np
-from ophyd import Device, Signal
 from ophyd import Component as Cpt
+from ophyd import Device, Signal
 
 from mracq.sim.mrfm_field import SEED_F0, SEED_F0_XYZ, SEED_F_BW
 

@@ -1,0 +1,106 @@
+"""MRFM devices and plans with a real RunEngine: interlock, limits, stored runs."""
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from ophyd.utils import LimitError
+
+from mracq.devices.mrfm import InterlockError, build_mrfm_devices
+from mracq.plans.mrfm import cs_multislice_scan, multislice_scan, xyz_scan
+from mracq.sim.clock import VirtualClock
+from mracq.sim.mrfm import default_setup
+from mracq.sim.mrfm_field import SEED_F0
+
+INSTRUMENTS = {
+    "scanner": {"min_standoff": 15e-9, "x_range": [-1e-6, 1e-6], "y_range": [-1e-6, 1e-6],
+                "z_range": [15e-9, 2e-6], "max_step": 1e-6},
+    "rf": {"min_frequency": 50e6, "max_frequency": 400e6, "max_power": 10.0,
+           "max_bandwidth": 5e6},
+    "readout": {"min_integration": 1e-3, "max_integration": 3600.0},
+}
+F0 = SEED_F0[::12]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return default_setup("membrane", "multislice", voxel_size=4e-9, n_xy=32, n_z=12, f0=F0)
+
+
+@pytest.fixture()
+def rig(setup):
+    clock = VirtualClock()
+    rng = np.random.default_rng(0)
+    density = setup.phantom(np.random.default_rng(1))
+    devs = build_mrfm_devices(INSTRUMENTS, clock, rng, setup=setup, density=density)
+    RE = RunEngine(call_returns_result=True)
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    return devs, clock, RE, docs, density
+
+
+def test_interlock_refuses_before_motion(rig):
+    devs, *_ = rig
+    sc = devs["scanner"]
+    before = sc.position
+    with pytest.raises(InterlockError, match=r"\(10\.000, 20\.000, 12\.000\) nm"):
+        sc.set((10e-9, 20e-9, 12e-9))
+    with pytest.raises(InterlockError):
+        sc.z.set(14e-9)
+    assert sc.position == before
+    with pytest.raises(LimitError):
+        sc.set((2e-6, 0.0, 20e-9))
+
+
+def test_plan_violating_standoff_is_refused_before_any_message(rig):
+    devs, clock, RE, docs, _ = rig
+    x = np.arange(3) * 4e-9
+    with pytest.raises(InterlockError, match=r"\(0\.000, 0\.000, 10\.000\) nm"):
+        RE(xyz_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, [20e-9, 10e-9]))
+    assert docs == [] and clock.now == 0.0
+    assert devs["scanner"].position == (0.0, 0.0, 15e-9)
+    with pytest.raises(LimitError):
+        RE(multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x,
+                           f0_list=[500e6]))
+    assert docs == []
+
+
+def test_multislice_scan_stores_everything(rig, setup):
+    devs, clock, RE, docs, density = rig
+    x = np.arange(4) * 4e-9
+    res = RE(multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, f0_list=F0,
+                             t_m=30.0)).plan_result
+    assert res.data.shape == (4, 4, len(F0))
+    assert res.hardware_time == pytest.approx(16 * len(F0) * 30.0)
+    start = next(d for n, d in docs if n == "start")
+    assert start["plan_name"] == "multislice_scan"
+    assert [p["f0"] for p in start["pulses"]] == pytest.approx(list(F0))
+    assert np.array(start["mask"]).all() and start["geometry"]["shape"] == [4, 4, len(F0)]
+    descs = {d["name"] for n, d in docs if n == "descriptor"}
+    assert descs == {"primary", "cube"}
+    clean = setup.forward(density)[:4, :4]
+    sd = setup.noise_std(clean, 30.0)
+    z = (res.data - clean) / sd
+    assert abs(z.mean()) < 0.5 and 0.6 < z.std() < 1.5
+
+
+def test_cs_scan_stores_mask(rig):
+    devs, clock, RE, docs, _ = rig
+    x = np.arange(5) * 4e-9
+    res = RE(cs_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, 0.5,
+                                np.random.default_rng(3), f0_list=F0[:2], t_m=1.0)).plan_result
+    start = next(d for n, d in docs if n == "start")
+    assert np.array_equal(np.array(start["mask"], bool), res.mask)
+    assert np.isnan(res.data[~res.mask]).all() and np.isfinite(res.data[res.mask]).all()
+    n_events = sum(1 for n, d in docs if n == "event" and d["data"].get("scanner_x") is not None)
+    assert n_events == res.mask.sum()
+    assert clock.now == pytest.approx(res.mask.sum() * 2 * 1.0)
+
+
+def test_rf_limits_and_pulse_train(rig):
+    devs, *_ = rig
+    rf = devs["rf"]
+    with pytest.raises(LimitError):
+        rf.power.set(20.0)
+    rf.resonator_frequency.set(2e6).wait()
+    train = rf.pulse_train(1.5)
+    assert train["rate"] == 4e6 and train["n_pulses"] == 6_000_000
