@@ -104,3 +104,54 @@ def test_rf_limits_and_pulse_train(rig):
     rf.resonator_frequency.set(2e6).wait()
     train = rf.pulse_train(1.5)
     assert train["rate"] == 4e6 and train["n_pulses"] == 6_000_000
+
+
+def test_strategy_prefers_predicted_signal():
+    from mracq.plans.mrfm import SignalWeightedStrategy
+
+    st = SignalWeightedStrategy((10, 10), np.random.default_rng(0), explore=0.0)
+    pred = np.zeros((10, 10, 2))
+    pred[:5, :, :] = 1.0
+    st.update(pred)
+    pts = st.suggest(40)
+    assert len(set(pts)) == 40 and all(i < 5 for i, _ in pts)
+    st.ingest(pts)
+    assert st.sampled.sum() == 40 and len(st.suggest(100)) == 60
+
+
+def test_adaptive_scan_runs_and_respects_budget(rig, setup):
+    from mracq.plans.mrfm import adaptive_multislice_scan
+
+    devs, clock, RE, docs, _ = rig
+    res = RE(adaptive_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], setup,
+                                      t_m=1.0, budget=0.25, batch=0.125,
+                                      rng=np.random.default_rng(0), n_iter=5)).plan_result
+    assert res.mask.sum() == 256
+    assert clock.now == pytest.approx(256 * len(F0) * 1.0)
+    start = next(d for n, d in docs if n == "start")
+    assert "criterion" in start and start["plan_name"] == "adaptive_multislice_scan"
+    bad = default_setup("membrane", "multislice", voxel_size=4e-9, n_xy=32, n_z=12, f0=F0,
+                        z0=10e-9)
+    n_docs = len(docs)
+    with pytest.raises(InterlockError, match="10.000\\) nm"):
+        RE(adaptive_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], bad))
+    assert len(docs) == n_docs
+
+
+def test_analyze_cli_from_npz(tmp_path, rig, setup):
+    import json
+
+    from mracq.cli import main
+
+    devs, clock, RE, docs, density = rig
+    x = np.fft.fftfreq(setup.n_xy, 1.0 / setup.n_xy) * setup.voxel_size
+    data = setup.measure(density, 30.0, np.random.default_rng(2))
+    meta = {"protocol": "multislice", "pulses": [{"f0": float(f)} for f in F0],
+            "geometry": {"x": sorted(x.tolist()), "z": [setup.z0], "resonator": "membrane"}}
+    path = tmp_path / "scan.npz"
+    np.savez(path, data=data, mask=np.ones(data.shape[:2], bool), meta=json.dumps(meta))
+    out = tmp_path / "out"
+    assert main(["analyze", "mrfm", str(path), "--out", str(out), "--n-z", "12",
+                 "--n-iter", "5"]) == 0
+    vol = np.load(out / "volume.npy")
+    assert vol.shape == setup.sample_shape and (out / "slice_000.png").exists()

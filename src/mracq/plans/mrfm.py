@@ -80,7 +80,8 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
         "protocol": "multislice" if heights.size == 1 else "xyz",
         "pulses": [{"f0": float(f), "f_bw": float(f_bw)} for f in pulses],
         "geometry": {"x": x.tolist(), "y": y.tolist(), "z": heights.tolist(),
-                     "t_m": float(t_m), "shape": [int(x.size), int(y.size), int(n_ch)]},
+                     "t_m": float(t_m), "shape": [int(x.size), int(y.size), int(n_ch)],
+                     "resonator": getattr(getattr(readout, "backend", None), "geometry", None)},
         "mask": mask.astype(int).tolist(),
         "hints": {"dimensions": [(["scanner_x"], "primary"), (["scanner_y"], "primary")]},
     }
@@ -163,3 +164,131 @@ def cs_multislice_scan(scanner, rf, readout, x, y, p, rng, z=15e-9, f0_list=None
     meta.update(md or {})
     return (yield from multislice_scan(scanner, rf, readout, x, y, z, f0_list, f_bw, t_m, mask,
                                        meta))
+
+
+class SignalWeightedStrategy:
+    """Choose the next xy positions where the current reconstruction predicts most signal.
+
+    Criterion: after each batch the plan reconstructs the sample from the points measured so
+    far (joint CS + ADMM) and predicts the noise-free scan ``A o``; the weight of an unmeasured
+    position is its predicted signal energy sum_l (A o)_l^2 (positions that constrain the
+    sample; far positions only see the thermal noise), mixed with a uniform share
+    ``explore`` so that no region is starved. Positions are drawn without replacement with
+    probability proportional to the weight (bluesky-adaptive naming: ``suggest``/``ingest``).
+
+    Parameters
+    ----------
+    shape : (nx, ny)
+        Grid of positions.
+    rng : numpy.random.Generator
+        Random source.
+    explore : float
+        Uniform share of the weights, in [0, 1].
+    """
+
+    def __init__(self, shape, rng, explore: float = 0.2):
+        if not 0 <= explore <= 1:
+            raise ValueError(f"explore must be in [0, 1], got {explore!r}")
+        self.sampled = np.zeros(shape, bool)
+        self.weight = np.ones(shape)
+        self.rng = rng
+        self.explore = explore
+
+    def suggest(self, n: int) -> list[tuple[int, int]]:
+        """Up to ``n`` unmeasured positions (index pairs)."""
+        free = np.flatnonzero(~self.sampled)
+        n = min(int(n), free.size)
+        if n <= 0:
+            return []
+        w = self.weight.ravel()[free]
+        w = (1 - self.explore) * w / max(w.sum(), 1e-300) + (self.explore + 1e-9) / free.size
+        pick = self.rng.choice(free, size=n, replace=False, p=w / w.sum())
+        return [tuple(int(v) for v in np.unravel_index(k, self.sampled.shape)) for k in pick]
+
+    def ingest(self, points) -> None:
+        """Mark measured positions (index pairs)."""
+        for i, j in points:
+            self.sampled[i, j] = True
+
+    def update(self, predicted: np.ndarray) -> None:
+        """Set the weights from a predicted noise-free scan (nx, ny, n_channels)."""
+        self.weight = np.sum(np.asarray(predicted, float) ** 2, axis=-1)
+
+
+def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, batch=0.125,
+                             target=None, strategy=None, rng=None, n_iter=20, md=None):
+    """Adaptive multislice scan: measure a batch, reconstruct, choose the next batch.
+
+    The grid and pulses are those of ``setup`` (an :class:`~mracq.sim.mrfm.MRFMSetup`, the
+    scanner at gap ``setup.z0``, positions ``i * voxel_size``). The first batch is random; each
+    later batch comes from ``strategy`` (default :class:`SignalWeightedStrategy`). Stops when
+    the measured fraction reaches ``budget`` or when the reconstruction changes by less than
+    ``target`` (relative L2) between batches.
+
+    Returns
+    -------
+    ScanResult
+        Data (NaN where not measured) and the final mask; reconstruct with
+        ``reconstruct(np.nan_to_num(data), setup, mask=mask)``.
+    """
+    from mracq.recon.mrfm import reconstruct
+
+    rng = rng if rng is not None else np.random.default_rng()
+    n = setup.n_xy
+    coords = np.fft.fftfreq(n, 1.0 / n) * setup.voxel_size
+    pulses = [float(f) for f in setup.f0]
+    points = [(coords[i], coords[j], setup.z0) for i in range(n) for j in range(n)]
+    check_scan(scanner, rf, points, pulses, t_m, readout)
+    strategy = strategy or SignalWeightedStrategy((n, n), rng)
+    n_batch = max(1, int(round(batch * n * n)))
+    n_budget = int(round(budget * n * n))
+    meta = {"plan_name": "adaptive_multislice_scan",
+            "plan_args": {"t_m": float(t_m), "budget": float(budget), "batch": float(batch),
+                          "target": target, "n_iter": int(n_iter)},
+            "protocol": "multislice",
+            "pulses": [{"f0": f, "f_bw": float(setup.f_bw)} for f in pulses],
+            "geometry": {"x": coords.tolist(), "y": coords.tolist(), "z": [float(setup.z0)],
+                         "t_m": float(t_m), "shape": [n, n, len(pulses)],
+                         "resonator": setup.geometry},
+            "criterion": "predicted signal energy of the current reconstruction + 20% uniform"}
+    meta.update(md or {})
+    clock = _clock(readout)
+    t0 = clock.now if clock is not None else 0.0
+    yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, setup.f_bw)
+    yield from bps.mv(rf.pulse_list, pulses)
+    uid = yield from bps.open_run(meta)
+    cube = np.zeros(setup.data_shape)
+    prev = None
+    first = True
+    while strategy.sampled.sum() < n_budget:
+        k = min(n_batch, n_budget - int(strategy.sampled.sum()))
+        if first:
+            free = np.flatnonzero(~strategy.sampled)
+            idx = [tuple(int(v) for v in np.unravel_index(c, (n, n)))
+                   for c in rng.choice(free, size=k, replace=False)]
+            first = False
+        else:
+            idx = strategy.suggest(k)
+        for i, j in idx:
+            yield from bps.mv(scanner, (coords[i], coords[j], setup.z0))
+            reading = yield from bps.trigger_and_read([readout, scanner])
+            cube[i, j] = np.asarray(reading[readout.spin_signal.name]["value"], float)
+        strategy.ingest(idx)
+        recon = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
+        strategy.update(setup.forward(recon))
+        if prev is not None and target is not None:
+            change = np.linalg.norm(recon - prev) / max(np.linalg.norm(recon), 1e-300)
+            if change < target:
+                break
+        prev = recon
+    mask = strategy.sampled.copy()
+    store = _Cube(name="cube")
+    store.data.put(cube.tolist())
+    store.mask.put(mask.astype(int).tolist())
+    yield from bps.create("cube")
+    yield from bps.read(store)
+    yield from bps.save()
+    yield from bps.close_run()
+    hw = (clock.now - t0) if clock is not None else float("nan")
+    data = np.where(mask[:, :, None], cube, np.nan)
+    return ScanResult(data, mask, hw, uid)
