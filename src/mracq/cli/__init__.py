@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose < 2:  # tiled announces itself at INFO on every embedded start
+        logging.getLogger("tiled").setLevel(logging.WARNING)
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2

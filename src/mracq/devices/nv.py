@@ -14,7 +14,7 @@ import math
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.status import Status
+from ophyd.status import StatusBase
 from ophyd.utils import LimitError
 
 from mracq.pulses import PulseProgram, TimingLimits
@@ -131,7 +131,9 @@ class ProgramSignal(CheckedSignal):
             value = PulseProgram.from_dict(value)
         if not isinstance(value, PulseProgram):
             raise TypeError(f"{self.name} takes a PulseProgram, got {type(value).__name__}")
-        value.validate(self.parent.timing_limits)
+        if value is not getattr(self, "_last_valid", None):  # programs are immutable
+            value.validate(self.parent.timing_limits)
+            self._last_valid = value
 
     def put(self, value, **kwargs):
         if isinstance(value, dict):
@@ -159,17 +161,17 @@ class PulseSequencer(Device):
     Configure with ``program`` (a PulseProgram, validated against the timing limits) and
     ``shots``; ``trigger()`` plays the program ``shots`` times with bright (ms = 0) and
     dark (ms = -1) reference shots. Reads: ``value`` (normalized P(ms = 0)), ``error``
-    (its standard error), the three counts, and ``duration`` (s of hardware time).
+    (its standard error) and ``counts`` (signal, bright, dark photon counts: one array,
+    so each event carries the raw data at the cost of one key); ``duration`` (s of
+    hardware time of the last point) is available with ``get`` but not read into events.
     """
 
     program = Cpt(ProgramSignal, value=None, kind="omitted")
     shots = Cpt(ShotsSignal, value=100_000, kind="config")
     value = Cpt(Signal, value=float("nan"), kind="hinted")
     error = Cpt(Signal, value=float("nan"), kind="hinted")
-    signal_counts = Cpt(Signal, value=0, kind="normal")
-    bright_counts = Cpt(Signal, value=0, kind="normal")
-    dark_counts = Cpt(Signal, value=0, kind="normal")
-    duration = Cpt(Signal, value=0.0, kind="normal")
+    counts = Cpt(Signal, value=np.zeros(3, dtype=np.int64), kind="normal")
+    duration = Cpt(Signal, value=0.0, kind="omitted")
 
     def __init__(self, *args, transport, limits: dict, **kwargs):
         self.transport = transport
@@ -179,6 +181,10 @@ class PulseSequencer(Device):
             resolution=limits.get("resolution", 1e-9))
         self.max_shots = float(limits.get("max_shots", 1e8))
         super().__init__(*args, **kwargs)
+
+    def estimate_time(self, programs, shots: int) -> float:
+        """Hardware time in s to play each program ``shots`` times (no side effects)."""
+        return float(shots) * sum(self.transport.time_per_shot(p) for p in programs)
 
     def trigger(self):
         program = self.program.get()
@@ -190,12 +196,79 @@ class PulseSequencer(Device):
             log.warning("%s: no significant bright/dark contrast (bright %d, dark %d): "
                         "is the laser on and the microwave on resonance?", self.name,
                         counts.bright, counts.dark)
-        self.signal_counts.put(counts.signal)
-        self.bright_counts.put(counts.bright)
-        self.dark_counts.put(counts.dark)
+        self.counts.put(np.array([counts.signal, counts.bright, counts.dark], dtype=np.int64))
         self.duration.put(float(counts.duration))
         self.value.put(float(v))
         self.error.put(float(err))
-        st = Status(obj=self)
+        st = StatusBase()  # Status(obj=self) would build the device repr (reads every signal)
         st.set_finished()
+        return st
+
+
+class _CoherenceProgram(CheckedSignal):
+    """Program of a :class:`CoherenceDetector`: loaded into the sequencer on put."""
+
+    def check_value(self, value):
+        self.parent.sequencer.program.check_value(value)
+
+    def put(self, value, **kwargs):
+        from mracq.sim.nv import ideal_population
+
+        seq = self.parent.sequencer
+        seq.program.put(value)
+        program = seq.program.get()
+        ideal = ideal_population(program)
+        if abs(2 * ideal - 1) < 0.5:
+            raise ValueError(f"{self.name}: the program does not end in a population "
+                             "eigenstate without noise; it measures no coherence")
+        self.parent._ideal = ideal
+        super().put(program, **kwargs)
+
+
+class CoherenceDetector(Device):
+    """Coherence readout of a pulse sequencer: one triggerable detector per point.
+
+    Set ``program`` (a coherence program: FID, Hahn, CPMG, XY8, any pi-pulse timing);
+    ``trigger()`` plays it on the sequencer and derives the coherence from the
+    normalized population p and the noise-free outcome p_ideal of the program:
+    ``C = (2 p - 1) / (2 p_ideal - 1)``. Reads ``t`` (evolution time, s),
+    ``coherence`` and ``coherence_error`` (standard error), and the raw photon counts
+    ``signal_counts``, ``bright_counts``, ``dark_counts`` (scalars: an array key costs
+    Tiled several times a scalar's write).
+
+    Parameters
+    ----------
+    sequencer : PulseSequencer
+    """
+
+    program = Cpt(_CoherenceProgram, value=None, kind="omitted")
+    t = Cpt(Signal, value=float("nan"), kind="hinted")
+    coherence = Cpt(Signal, value=float("nan"), kind="hinted")
+    coherence_error = Cpt(Signal, value=float("nan"), kind="hinted")
+    signal_counts = Cpt(Signal, value=0, kind="normal")
+    bright_counts = Cpt(Signal, value=0, kind="normal")
+    dark_counts = Cpt(Signal, value=0, kind="normal")
+
+    def __init__(self, sequencer: PulseSequencer, *, name: str = "coherence", **kwargs):
+        self.sequencer = sequencer
+        self._ideal = None
+        super().__init__(name=name, **kwargs)
+        for c in (self.t, self.coherence, self.coherence_error, self.signal_counts,
+                  self.bright_counts, self.dark_counts):
+            c.name = c.attr_name
+
+    def trigger(self):
+        if self._ideal is None:
+            raise RuntimeError(f"{self.name}: no program loaded (set {self.program.name})")
+        st = self.sequencer.trigger()  # finished on return for in-process transports
+        st.wait()
+        p0, err = self.sequencer.value.get(), self.sequencer.error.get()
+        span = 2 * self._ideal - 1
+        self.t.put(float(self.program.get().metadata.get("t", float("nan"))))
+        self.coherence.put((2 * p0 - 1) / span)
+        self.coherence_error.put(2 * err / abs(span))
+        s_, b_, d_ = (int(x) for x in self.sequencer.counts.get())
+        self.signal_counts.put(s_)
+        self.bright_counts.put(b_)
+        self.dark_counts.put(d_)
         return st

@@ -84,6 +84,10 @@ class SimSequencer:
     def clock(self):
         return self.nv.clock
 
+    def time_per_shot(self, program) -> float:
+        """Hardware time of one shot of ``program`` with its two reference shots, s."""
+        return program.duration + 2 * self.nv.readout.reference_duration
+
     def run(self, program, shots: int) -> Counts:
         mw = self.microwave
         drive = self.nv.drive(mw.get_frequency(), mw.get_power_dbm(), mw.get_output())
@@ -198,6 +202,10 @@ class VisaSequencer(VisaTransport):
     def __init__(self, resource: str, timeout: float = 60.0, clock=None):
         super().__init__(resource, timeout)
         self.clock = clock
+
+    def time_per_shot(self, program) -> float:
+        """Hardware time of one shot, s (references are part of the loaded program)."""
+        return program.duration
 
     def run(self, program, shots: int) -> Counts:
         self.write("SEQ:PROG " + json.dumps(program.to_dict(), separators=(",", ":")))

@@ -302,6 +302,8 @@ class PulseProgram:
             overlapping pulses on one channel, a shot longer than ``max_duration``.
         """
         lim = limits or TimingLimits()
+        if lim in self.__dict__.get("_valid_for", ()):  # immutable: each limits checked once
+            return self
         min_pulse = max(lim.min_pulse, lim.resolution)
         for t, e in _walk(self.elements, 0.0):
             if isinstance(e, Delay):
@@ -337,6 +339,7 @@ class PulseProgram:
         if not math.isfinite(self.duration) or self.duration > lim.max_duration:
             raise ValueError(f"shot duration {self.duration:.6g} s exceeds max_duration = "
                              f"{lim.max_duration:.6g} s")
+        object.__setattr__(self, "_valid_for", (*self.__dict__.get("_valid_for", ()), lim))
         return self
 
     def to_dict(self) -> dict:

@@ -17,6 +17,8 @@ Three ways to get chi, checked against each other in the tests:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import integrate
 
@@ -148,6 +150,7 @@ def chi_lorentzian(t, n: int, params) -> np.ndarray:
 SERIES_SWITCH = 1.0
 
 
+@functools.lru_cache(maxsize=512)
 def _segment_moments(n: int, kmax: int) -> np.ndarray:
     """m_k = (1/2) Integral Integral s(u1) s(u2) |u1 - u2|^k du1 du2 on [0, 1], k < kmax."""
     e = np.concatenate([[0.0], equally_spaced(1.0, n), [1.0]])

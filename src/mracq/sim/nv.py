@@ -16,7 +16,9 @@ pi-pulse times (:mod:`mracq.sim.filter_function`).
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,10 +58,14 @@ class Drive:
     rabi_frequency: float = 12.5e6
 
 
-def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+def _rotate(v, ax: float, ay: float, az: float, angle: float):
+    """Rotate the 3-vector ``v`` by ``angle`` (rad) about the unit axis (ax, ay, az)."""
+    c, s = math.cos(angle), math.sin(angle)
+    vx, vy, vz = v
+    dot = ax * vx + ay * vy + az * vz
+    cx, cy, cz = ay * vz - az * vy, az * vx - ax * vz, ax * vy - ay * vx
+    return (vx * c + cx * s + ax * dot * (1 - c), vy * c + cy * s + ay * dot * (1 - c),
+            vz * c + cz * s + az * dot * (1 - c))
 
 
 def bloch_population(mw_pulses, drive: Drive, coherence: float = 1.0) -> float:
@@ -75,26 +81,36 @@ def bloch_population(mw_pulses, drive: Drive, coherence: float = 1.0) -> float:
     coherence : float
         Dephasing factor applied to the transverse Bloch components before the last pulse.
     """
-    v = np.array([0.0, 0.0, 1.0])
     if not drive.on or not mw_pulses:
         return 1.0
-    d_omega = 2 * np.pi * drive.detuning
+    return _bloch(tuple((p.start, p.duration, p.phase, p.rotation) for p in mw_pulses),
+                  drive, float(coherence))
+
+
+@functools.lru_cache(maxsize=8192)
+def _bloch(pulses, drive, coherence) -> float:
+    v = (0.0, 0.0, 1.0)
+    d_omega = 2 * math.pi * drive.detuning
     t_prev = None
-    for i, p in enumerate(mw_pulses):
+    last = len(pulses) - 1
+    for i, (start, duration, phase, rotation) in enumerate(pulses):
         if t_prev is not None and d_omega != 0.0:
-            v = _rotation(np.array([0.0, 0.0, 1.0]), d_omega * (p.start - t_prev)) @ v
-        if i == len(mw_pulses) - 1 and len(mw_pulses) > 1:
-            v = v * np.array([coherence, coherence, 1.0])
-        if p.rotation is not None:
-            omega_r = drive.rabi_scale * p.rotation / p.duration
+            v = _rotate(v, 0.0, 0.0, 1.0, d_omega * (start - t_prev))
+        if i == last and last > 0:
+            v = (v[0] * coherence, v[1] * coherence, v[2])
+        if rotation is not None:
+            omega_r = drive.rabi_scale * rotation / duration
         else:
-            omega_r = drive.rabi_scale * 2 * np.pi * drive.rabi_frequency
-        axis = np.array([omega_r * np.cos(p.phase), omega_r * np.sin(p.phase), d_omega])
-        v = _rotation(axis, np.linalg.norm(axis) * p.duration) @ v
-        t_prev = p.start + p.duration
-    return float(np.clip(0.5 * (1 + v[2]), 0.0, 1.0))
+            omega_r = drive.rabi_scale * 2 * math.pi * drive.rabi_frequency
+        ax, ay, az = omega_r * math.cos(phase), omega_r * math.sin(phase), d_omega
+        norm = math.sqrt(ax * ax + ay * ay + az * az)
+        if norm > 0:
+            v = _rotate(v, ax / norm, ay / norm, az / norm, norm * duration)
+        t_prev = start + duration
+    return min(max(0.5 * (1 + v[2]), 0.0), 1.0)
 
 
+@functools.lru_cache(maxsize=4096)
 def ideal_population(program) -> float:
     """P(ms = 0) of ``program`` on resonance without dephasing (C = 1).
 
@@ -125,10 +141,16 @@ class DephasingModel:
 
     def coherence(self, program) -> float:
         """C = exp(-chi) for the program's pi-pulse timing (dimensionless)."""
-        from mracq.pulses import evolution_timing
+        cache = self.__dict__.setdefault("_coherence_cache", {})
+        if program not in cache:
+            from mracq.pulses import evolution_timing
 
-        t, centres = evolution_timing(program)
-        return float(np.exp(-chi_of(self.spectrum, np.array([t]), np.asarray(centres))[0]))
+            t, centres = evolution_timing(program)
+            if len(cache) > 4096:
+                cache.clear()
+            cache[program] = float(np.exp(-chi_of(self.spectrum, np.array([t]),
+                                                   np.asarray(centres))[0]))
+        return cache[program]
 
     def population(self, program, drive: Drive | None = None) -> float:
         drive = drive or Drive()

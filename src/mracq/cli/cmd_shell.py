@@ -1,0 +1,49 @@
+"""``mracq shell``: IPython with a live session loaded."""
+
+from __future__ import annotations
+
+HELP = "start IPython with the session (RE, devices, plans, catalog) loaded"
+
+BANNER = """mracq shell: data in {data_dir}
+  RE        RunEngine (Ctrl-C pauses; RE.resume() / RE.abort())
+  devices   {devices}   (also as names: {names})
+  catalog   Tiled client of stored runs; clock: simulated hardware time
+  plans     bp, bps (bluesky), coherence_scan, prepare_nv
+  example   RE(prepare_nv(mw, laser, frequency=1.46875e9, power_dbm=0))
+            RE(coherence_scan(nv, "cpmg", np.geomspace(2e-6, 1e-3, 20), n=8))
+"""
+
+
+def add_arguments(parser) -> None:
+    from mracq.cli.common import add_session_arguments
+
+    add_session_arguments(parser)
+
+
+def namespace(session) -> dict:
+    """The names the shell starts with."""
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    import numpy as np
+
+    from mracq.plans.coherence import coherence_scan, prepare_nv
+
+    ns = {"session": session, "RE": session.RE, "catalog": session.catalog,
+          "devices": session.devices, "clock": session.clock, "np": np, "bp": bp,
+          "bps": bps, "coherence_scan": coherence_scan, "prepare_nv": prepare_nv}
+    ns.update(session.devices)
+    return ns
+
+
+def run(args) -> int:
+    from IPython import start_ipython
+
+    from mracq.cli.common import open_session
+
+    session = open_session(args, interactive=True)
+    with session:
+        ns = namespace(session)
+        print(BANNER.format(data_dir=session.data_dir, devices=", ".join(session.devices),
+                            names=" ".join(session.devices)))
+        start_ipython(argv=["--no-banner"], user_ns=ns)
+    return 0
