@@ -155,3 +155,21 @@ def test_analyze_cli_from_npz(tmp_path, rig, setup):
                  "--n-iter", "5"]) == 0
     vol = np.load(out / "volume.npy")
     assert vol.shape == setup.sample_shape and (out / "slice_000.png").exists()
+
+
+@pytest.mark.slow
+def test_analyze_cli_from_stored_run(tmp_path, rig, setup):
+    from mracq.cli import main
+    from mracq.storage import close_catalog, open_catalog, subscribe_writer
+
+    devs, clock, RE, docs, density = rig
+    client = open_catalog(tmp_path / "data")
+    subscribe_writer(RE, client)
+    x = np.fft.fftfreq(setup.n_xy, 1.0 / setup.n_xy)[:6] * setup.voxel_size
+    RE(cs_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, 0.7,
+                          np.random.default_rng(1), f0_list=F0, t_m=5.0))
+    close_catalog(client)
+    out = tmp_path / "out"
+    assert main(["analyze", "mrfm", "-1", "--data-dir", str(tmp_path / "data"), "--out",
+                 str(out), "--n-z", "4", "--n-iter", "3"]) == 0
+    assert np.load(out / "volume.npy").shape == (6, 6, 4)

@@ -18,7 +18,8 @@ HELP = "reconstruct a stored MRFM scan (ADMM-TV or Landweber) to PNG slices and 
 
 def add_arguments(parser):
     parser.add_argument("run", help="run reference (uid, scan id, -1) or a .npz file")
-    parser.add_argument("--data-dir", type=Path, default=None, help="catalog folder")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="catalog folder (default: the configured data folder)")
     parser.add_argument("--out", type=Path, default=Path("mrfm_recon"), help="output folder")
     parser.add_argument("--method", choices=["admm", "landweber"], default="admm")
     parser.add_argument("--n-iter", type=int, default=None, help="iterations")
@@ -34,20 +35,22 @@ def _load(args):
     if path.suffix == ".npz" and path.exists():
         z = np.load(path, allow_pickle=False)
         return np.asarray(z["data"], float), np.asarray(z["mask"], bool), json.loads(str(z["meta"]))
-    try:
-        from mracq.storage import get_run, open_catalog
-    except ImportError as exc:
-        raise CLIError(f"no storage layer available to open run {args.run!r}") from exc
-    if args.data_dir is None:
-        raise CLIError("--data-dir is needed to open a stored run")
+    from mracq.storage import RunNotFoundError, close_catalog, get_run, open_catalog, run_table
+
     client = open_catalog(args.data_dir)
-    run = get_run(client, args.run)
-    start = dict(run.metadata["start"])
-    cube = run["cube"]["internal"].read() if "cube" in run else None
-    if cube is None:
-        raise CLIError(f"run {args.run!r} has no 'cube' stream: not an MRFM scan")
-    data = np.asarray(cube["cube_data"][0], float)
-    mask = np.asarray(cube["cube_mask"][0], bool)
+    try:
+        run = get_run(client, args.run)
+        start = dict(run.metadata["start"])
+        try:
+            cube = run_table(run, "cube")
+        except KeyError as exc:
+            raise CLIError(f"run {args.run!r} has no 'cube' stream: not an MRFM scan") from exc
+        data = np.asarray(cube["cube_data"][-1], float)
+        mask = np.asarray(cube["cube_mask"][-1], bool)
+    except RunNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        close_catalog(client)
     return data, mask, start
 
 
