@@ -185,8 +185,9 @@ class SimulatedMRFM:
 
     Parameters
     ----------
-    density : ndarray (n_xy, n_xy, n_z)
-        Sample density, m^-3, on the periodic grid of a setup (lateral index 0 = origin).
+    density : ndarray (n_xy, n_xy, n_z) or callable
+        Sample density, m^-3, on the periodic grid of a setup (lateral index 0 = origin), or
+        a function returning it (evaluated at the first measurement).
     voxel_size : float
         Voxel edge, m.
     geometry : str
@@ -201,13 +202,20 @@ class SimulatedMRFM:
 
     def __init__(self, density, voxel_size, geometry, clock, rng, magnet=None, b0=3.0,
                  tau_m=SEED_TAU_M, s_th=SEED_S_TH, f_meas=SEED_F_MEAS):
-        self.density = np.asarray(density, float)
+        self._density = density
         self.voxel_size = float(voxel_size)
         self.geometry = geometry
         self.clock, self.rng = clock, rng
         self.magnet = magnet or CylinderMagnet()
         self.b0, self.tau_m, self.s_th, self.f_meas = b0, tau_m, s_th, f_meas
         self._planes: dict = {}
+
+    @property
+    def density(self) -> np.ndarray:
+        """Sample density (m^-3); a callable given at construction is evaluated once."""
+        if callable(self._density):
+            self._density = self._density()
+        return np.asarray(self._density, float)
 
     def _plane(self, f0, f_bw, z):
         key = (round(f0), round(f_bw), round(z / 1e-12))
@@ -304,7 +312,8 @@ def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) 
     if density is None:
         from mracq.sim.mrfm_phantom import sphere_phantom
 
-        density = sphere_phantom(shape, dx, np.random.default_rng(0))
+        def density():
+            return sphere_phantom(shape, dx, np.random.default_rng(0))
     backend = SimulatedMRFM(density, dx, geo, clock, rng, magnet=magnet, b0=b0, **noise)
     scanner = Scanner(name="scanner")
     scanner.configure_limits(instruments.get("scanner", {}))
