@@ -72,7 +72,8 @@ def table2():
             "pass_2pct": bool(np.max(np.abs(err)) < 0.02)}
 
 
-def adaptive_vs_random(setup, truth, t_m, budget, batch, seed, n_iter=20, n_final=40):
+def adaptive_vs_random(setup, truth, t_m, budget, batch, seed, n_iter=20, n_final=40,
+                       noise_floor=None):
     """Same budget of xy positions: SignalWeightedStrategy batches vs one random mask."""
     from mracq.plans.mrfm import SignalWeightedStrategy
 
@@ -80,7 +81,8 @@ def adaptive_vs_random(setup, truth, t_m, budget, batch, seed, n_iter=20, n_fina
     full = setup.measure(truth, t_m, rng)  # every position's data; the masks pick from it
     n = setup.n_xy
     n_batch, n_budget = int(round(batch * n * n)), int(round(budget * n * n))
-    strat = SignalWeightedStrategy((n, n), np.random.default_rng(seed + 1))
+    strat = SignalWeightedStrategy((n, n), np.random.default_rng(seed + 1),
+                                   noise_floor=noise_floor)
     first = np.random.default_rng(seed + 2).choice(n * n, size=n_batch, replace=False)
     strat.ingest([np.unravel_index(k, (n, n)) for k in first])
     t = time.perf_counter()
@@ -100,7 +102,8 @@ def adaptive_vs_random(setup, truth, t_m, budget, batch, seed, n_iter=20, n_fina
         res[name]["n_points"] = int(m.sum())
     res["ratio_adaptive_over_random"] = res["adaptive"]["rmse"] / res["random"]["rmse"]
     res["adaptive_loop_s"] = loop_s
-    res["settings"] = {"t_m": t_m, "budget": budget, "batch": batch, "seed": seed}
+    res["settings"] = {"t_m": t_m, "budget": budget, "batch": batch, "seed": seed,
+                       "noise_floor": noise_floor}
     return res
 
 
@@ -118,8 +121,13 @@ def main(argv=None):
         s = default_setup("membrane", "multislice")
         truth = s.phantom(np.random.default_rng(args.seed))
         budgets = [0.25] if args.quick else [0.25, 0.5]
-        res = {str(b): adaptive_vs_random(s, truth, 60.0, b, b / 4 if b < 0.5 else 0.125,
-                                          args.seed) for b in budgets}
+        floor = s.s_th**2 * s.f_meas
+        res = {}
+        for b in budgets:
+            batch = b / 4 if b < 0.5 else 0.125
+            res[f"energy/{b}"] = adaptive_vs_random(s, truth, 60.0, b, batch, args.seed)
+            res[f"snr/{b}"] = adaptive_vs_random(s, truth, 60.0, b, batch, args.seed,
+                                                 noise_floor=floor)
         out = args.out if args.out.name != "mrfm.json" else args.out.with_name(
             "mrfm_adaptive.json")
         out.write_text(json.dumps(res, indent=1))

@@ -184,11 +184,15 @@ class SignalWeightedStrategy:
         Random source.
     explore : float
         Uniform share of the weights, in [0, 1].
+    noise_floor : float, optional
+        Thermal force variance th (N^2); if given the weight is the SNR proxy
+        sum_l (s_l / (s_l + th))^2 instead of the energy.
     """
 
-    def __init__(self, shape, rng, explore: float = 0.2):
+    def __init__(self, shape, rng, explore: float = 0.2, noise_floor: float | None = None):
         if not 0 <= explore <= 1:
             raise ValueError(f"explore must be in [0, 1], got {explore!r}")
+        self.noise_floor = noise_floor
         self.sampled = np.zeros(shape, bool)
         self.weight = np.ones(shape)
         self.rng = rng
@@ -211,8 +215,15 @@ class SignalWeightedStrategy:
             self.sampled[i, j] = True
 
     def update(self, predicted: np.ndarray) -> None:
-        """Set the weights from a predicted noise-free scan (nx, ny, n_channels)."""
-        self.weight = np.sum(np.asarray(predicted, float) ** 2, axis=-1)
+        """Set the weights from a predicted noise-free scan (nx, ny, n_channels).
+
+        Weight sum_l s_l^2, or with ``noise_floor`` th (N^2) the per-point SNR proxy
+        sum_l (s_l / (s_l + th))^2 (the noise grows with s + th, physics.md section 4).
+        """
+        s = np.maximum(np.asarray(predicted, float), 0.0)
+        if self.noise_floor:
+            s = s / (s + self.noise_floor)
+        self.weight = np.sum(s**2, axis=-1)
 
 
 def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, batch=0.125,
