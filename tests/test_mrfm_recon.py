@@ -95,8 +95,9 @@ def test_cs_fista_matches_spgl1():
     x = np.arange(n)[:, None, None]
     y = np.arange(n)[None, :, None]
     lv = np.arange(nl)[None, None, :]
-    clean = np.exp(-((x - 12) ** 2 + (y - 11) ** 2) / 30.0) * (1 + 0.1 * lv)
-    sigma = 0.02
+    # physical scale (N^2): the spgl1 wrapper must rescale (its tolerances are absolute)
+    clean = 1e-33 * np.exp(-((x - 12) ** 2 + (y - 11) ** 2) / 30.0) * (1 + 0.1 * lv)
+    sigma = 0.02e-33
     data = clean + sigma * rng.standard_normal(clean.shape)
     mask = rng.random((n, n)) < 0.5
     ours = cs_recover_fista(data, mask, noise_std=sigma, final=200)

@@ -140,10 +140,11 @@ def cs_recover_spgl1(data: np.ndarray, mask, noise_std=None, iter_lim: int = 300
     if noise_std is None:
         noise_std = estimate_noise_std(data, np.asarray(mask, bool) if np.ndim(mask) == 2 else m)
     var = np.broadcast_to(np.asarray(noise_std, float) ** 2, data.shape)
-    sigma = float(np.sqrt(var[m].sum()))
+    scale = float(np.abs(data[m]).max()) or 1.0  # spgl1's tolerances are absolute
+    sigma = float(np.sqrt(var[m].sum())) / scale
     idx = np.flatnonzero(m.ravel())
     fop = pylops.signalprocessing.FFTND(dims=data.shape, norm="ortho", dtype=np.complex128)
     op = pylops.Restriction(data.size, idx, dtype=np.complex128) @ fop.H
-    coef, *_ = spgl1.spg_bpdn(op, data.ravel()[idx].astype(np.complex128), sigma,
+    coef, *_ = spgl1.spg_bpdn(op, data.ravel()[idx].astype(np.complex128) / scale, sigma,
                               iscomplex=True, iter_lim=iter_lim, verbosity=0)
-    return np.real(fop.H @ coef).reshape(data.shape)
+    return np.real(fop.H @ coef).reshape(data.shape) * scale
