@@ -1,0 +1,305 @@
+"""MRFM scan plans: XYZ, multislice, compressed-sensing multislice and an adaptive scan.
+
+Every plan checks all its scan points against the scanner's interlock and soft limits, and
+all pulses against the rf limits, before it emits a single message (so a refused plan moves
+nothing; the error names the point). Each run records ``plan_name``, ``plan_args``, the
+geometry, the pulse list and the sampling mask in the start document, one event per scan
+position in ``primary`` (scanner position, in/out-of-phase variances, spin signal) and the
+assembled data cube with its mask in a ``cube`` stream. Plans return a :class:`ScanResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import bluesky.plan_stubs as bps
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+
+from mracq.sim.mrfm_field import SEED_F0, SEED_F0_XYZ, SEED_F_BW
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Data of one scan: cube (nx, ny, n_channels) in N^2 (NaN where not sampled), mask
+    (nx, ny) of sampled positions, hardware time (s) and the run uid."""
+
+    data: np.ndarray
+    mask: np.ndarray
+    hardware_time: float
+    uid: str | None
+
+
+class _Cube(Device):
+    data = Cpt(Signal, value=[], kind="hinted")
+    mask = Cpt(Signal, value=[], kind="hinted")
+
+    def describe(self):
+        d = super().describe()
+        for sig in (self.data, self.mask):
+            arr = np.asarray(sig.get())
+            d[sig.name].update(dtype="array", shape=list(arr.shape))
+        return d
+
+
+def check_scan(scanner, rf, points, pulses, t_m=None, readout=None):
+    """Check every point (interlock, soft limits) and pulse (rf limits) before any motion."""
+    for p in points:
+        scanner.check_point(p)
+    for f in pulses:
+        rf.frequency.check_value(f)
+    if t_m is not None and readout is not None:
+        readout.integration_time.check_value(t_m)
+
+
+def _clock(readout):
+    backend = getattr(readout, "backend", None)
+    return getattr(backend, "clock", None)
+
+
+def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md, plan_name,
+               plan_args):
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    heights = np.atleast_1d(np.asarray(heights, float))
+    mask = np.ones((x.size, y.size), bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != (x.size, y.size):
+        raise ValueError(f"mask shape {mask.shape} does not match ({x.size}, {y.size})")
+    idx = [(i, j, k) for k in range(heights.size) for i in range(x.size) for j in range(y.size)
+           if mask[i, j]]
+    points = [(x[i], y[j], heights[k]) for i, j, k in idx]
+    check_scan(scanner, rf, points, pulses, t_m, readout)
+    n_ch = len(pulses) if heights.size == 1 else heights.size
+    meta = {
+        "plan_name": plan_name,
+        "plan_args": plan_args,
+        "protocol": "multislice" if heights.size == 1 else "xyz",
+        "pulses": [{"f0": float(f), "f_bw": float(f_bw)} for f in pulses],
+        "geometry": {"x": x.tolist(), "y": y.tolist(), "z": heights.tolist(),
+                     "t_m": float(t_m), "shape": [int(x.size), int(y.size), int(n_ch)],
+                     "resonator": getattr(getattr(readout, "backend", None), "geometry", None)},
+        "mask": mask.astype(int).tolist(),
+        "hints": {"dimensions": [(["scanner_x"], "primary"), (["scanner_y"], "primary")]},
+    }
+    meta.update(md or {})
+    clock = _clock(readout)
+    t0 = clock.now if clock is not None else 0.0
+    yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, f_bw)
+    yield from bps.mv(rf.pulse_list, [float(f) for f in pulses])
+    uid = yield from bps.open_run(meta)
+    cube = np.full((x.size, y.size, n_ch), np.nan)
+    for i, j, k in idx:
+        yield from bps.mv(scanner, (x[i], y[j], heights[k]))
+        reading = yield from bps.trigger_and_read([readout, scanner])
+        val = np.asarray(reading[readout.spin_signal.name]["value"], float)
+        if heights.size == 1:
+            cube[i, j, :] = val
+        else:
+            cube[i, j, k] = val[0]
+    store = _Cube(name="cube")
+    store.data.put(np.nan_to_num(cube, nan=0.0).tolist())
+    store.mask.put(mask.astype(int).tolist())
+    yield from bps.create("cube")
+    yield from bps.read(store)
+    yield from bps.save()
+    yield from bps.close_run()
+    hw = (clock.now - t0) if clock is not None else float("nan")
+    return ScanResult(cube, mask, hw, uid)
+
+
+def multislice_scan(scanner, rf, readout, x, y, z=15e-9, f0_list=None, f_bw=SEED_F_BW,
+                    t_m=1.0, mask=None, md=None):
+    """Multislice scan: one xy plane at gap ``z``, all pulses of ``f0_list`` per position.
+
+    Parameters
+    ----------
+    scanner, rf, readout : devices
+        From :func:`mracq.devices.mrfm.build_mrfm_devices`.
+    x, y : array
+        Scan positions (m).
+    z : float
+        Gap between sample bottom and magnet surface (m), >= the minimum standoff.
+    f0_list : array, optional
+        Centre frequencies (Hz); default the seed's 46 of Table 2.
+    f_bw : float
+        Inversion half-bandwidth (Hz).
+    t_m : float
+        Integration time per pulse and position (s).
+    mask : array of bool (nx, ny), optional
+        Positions to measure (default all).
+    md : dict, optional
+        Extra start-document metadata.
+    """
+    f0 = list(SEED_F0 if f0_list is None else f0_list)
+    args = {"x": list(map(float, x)), "y": list(map(float, y)), "z": float(z),
+            "f0_list": [float(f) for f in f0], "f_bw": float(f_bw), "t_m": float(t_m)}
+    return (yield from _grid_scan(scanner, rf, readout, x, y, [z], f0, f_bw, t_m, mask, md,
+                                  "multislice_scan", args))
+
+
+def xyz_scan(scanner, rf, readout, x, y, z, f0=SEED_F0_XYZ, f_bw=SEED_F_BW, t_m=1.0, md=None):
+    """XYZ scan: one pulse (default 133.9 MHz) on a 3D grid of positions (m)."""
+    args = {"x": list(map(float, x)), "y": list(map(float, y)),
+            "z": list(map(float, np.atleast_1d(z))), "f0": float(f0), "f_bw": float(f_bw),
+            "t_m": float(t_m)}
+    return (yield from _grid_scan(scanner, rf, readout, x, y, z, [f0], f_bw, t_m, None, md,
+                                  "xyz_scan", args))
+
+
+def cs_multislice_scan(scanner, rf, readout, x, y, p, rng, z=15e-9, f0_list=None,
+                       f_bw=SEED_F_BW, t_m=1.0, md=None):
+    """Compressed-sensing multislice scan: each xy position kept with probability ``p``.
+
+    ``rng`` (numpy Generator) draws the mask, which is stored in the run (start document
+    and ``cube`` stream). Reconstruct with ``mracq.recon.mrfm.reconstruct(..., mask=mask)``.
+    """
+    if not 0 < p <= 1:
+        raise ValueError(f"sampling ratio p must be in (0, 1], got {p!r}")
+    mask = rng.random((len(x), len(y))) < p
+    meta = {"sampling_ratio": float(p)}
+    meta.update(md or {})
+    return (yield from multislice_scan(scanner, rf, readout, x, y, z, f0_list, f_bw, t_m, mask,
+                                       meta))
+
+
+class SignalWeightedStrategy:
+    """Choose the next xy positions where the current reconstruction predicts most signal.
+
+    Criterion: after each batch the plan reconstructs the sample from the points measured so
+    far (joint CS + ADMM) and predicts the noise-free scan ``A o``; the weight of an unmeasured
+    position is its predicted signal energy sum_l (A o)_l^2 (positions that constrain the
+    sample; far positions only see the thermal noise), mixed with a uniform share
+    ``explore`` so that no region is starved. Positions are drawn without replacement with
+    probability proportional to the weight (bluesky-adaptive naming: ``suggest``/``ingest``).
+
+    Parameters
+    ----------
+    shape : (nx, ny)
+        Grid of positions.
+    rng : numpy.random.Generator
+        Random source.
+    explore : float
+        Uniform share of the weights, in [0, 1].
+    noise_floor : float, optional
+        Thermal force variance th (N^2); if given the weight is the SNR proxy
+        sum_l (s_l / (s_l + th))^2 instead of the energy.
+    """
+
+    def __init__(self, shape, rng, explore: float = 0.2, noise_floor: float | None = None):
+        if not 0 <= explore <= 1:
+            raise ValueError(f"explore must be in [0, 1], got {explore!r}")
+        self.noise_floor = noise_floor
+        self.sampled = np.zeros(shape, bool)
+        self.weight = np.ones(shape)
+        self.rng = rng
+        self.explore = explore
+
+    def suggest(self, n: int) -> list[tuple[int, int]]:
+        """Up to ``n`` unmeasured positions (index pairs)."""
+        free = np.flatnonzero(~self.sampled)
+        n = min(int(n), free.size)
+        if n <= 0:
+            return []
+        w = self.weight.ravel()[free]
+        w = (1 - self.explore) * w / max(w.sum(), 1e-300) + (self.explore + 1e-9) / free.size
+        pick = self.rng.choice(free, size=n, replace=False, p=w / w.sum())
+        return [tuple(int(v) for v in np.unravel_index(k, self.sampled.shape)) for k in pick]
+
+    def ingest(self, points) -> None:
+        """Mark measured positions (index pairs)."""
+        for i, j in points:
+            self.sampled[i, j] = True
+
+    def update(self, predicted: np.ndarray) -> None:
+        """Set the weights from a predicted noise-free scan (nx, ny, n_channels).
+
+        Weight sum_l s_l^2, or with ``noise_floor`` th (N^2) the per-point SNR proxy
+        sum_l (s_l / (s_l + th))^2 (the noise grows with s + th, physics.md section 4).
+        """
+        s = np.maximum(np.asarray(predicted, float), 0.0)
+        if self.noise_floor:
+            s = s / (s + self.noise_floor)
+        self.weight = np.sum(s**2, axis=-1)
+
+
+def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, batch=0.125,
+                             target=None, strategy=None, rng=None, n_iter=20, md=None):
+    """Adaptive multislice scan: measure a batch, reconstruct, choose the next batch.
+
+    The grid and pulses are those of ``setup`` (an :class:`~mracq.sim.mrfm.MRFMSetup`, the
+    scanner at gap ``setup.z0``, positions ``i * voxel_size``). The first batch is random; each
+    later batch comes from ``strategy`` (default :class:`SignalWeightedStrategy`). Stops when
+    the measured fraction reaches ``budget`` or when the reconstruction changes by less than
+    ``target`` (relative L2) between batches.
+
+    Returns
+    -------
+    ScanResult
+        Data (NaN where not measured) and the final mask; reconstruct with
+        ``reconstruct(np.nan_to_num(data), setup, mask=mask)``.
+    """
+    from mracq.recon.mrfm import reconstruct
+
+    rng = rng if rng is not None else np.random.default_rng()
+    n = setup.n_xy
+    coords = np.fft.fftfreq(n, 1.0 / n) * setup.voxel_size
+    pulses = [float(f) for f in setup.f0]
+    points = [(coords[i], coords[j], setup.z0) for i in range(n) for j in range(n)]
+    check_scan(scanner, rf, points, pulses, t_m, readout)
+    strategy = strategy or SignalWeightedStrategy((n, n), rng)
+    n_batch = max(1, int(round(batch * n * n)))
+    n_budget = int(round(budget * n * n))
+    meta = {"plan_name": "adaptive_multislice_scan",
+            "plan_args": {"t_m": float(t_m), "budget": float(budget), "batch": float(batch),
+                          "target": target, "n_iter": int(n_iter)},
+            "protocol": "multislice",
+            "pulses": [{"f0": f, "f_bw": float(setup.f_bw)} for f in pulses],
+            "geometry": {"x": coords.tolist(), "y": coords.tolist(), "z": [float(setup.z0)],
+                         "t_m": float(t_m), "shape": [n, n, len(pulses)],
+                         "resonator": setup.geometry},
+            "criterion": "predicted signal energy of the current reconstruction + 20% uniform"}
+    meta.update(md or {})
+    clock = _clock(readout)
+    t0 = clock.now if clock is not None else 0.0
+    yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, setup.f_bw)
+    yield from bps.mv(rf.pulse_list, pulses)
+    uid = yield from bps.open_run(meta)
+    cube = np.zeros(setup.data_shape)
+    prev = None
+    first = True
+    while strategy.sampled.sum() < n_budget:
+        k = min(n_batch, n_budget - int(strategy.sampled.sum()))
+        if first:
+            free = np.flatnonzero(~strategy.sampled)
+            idx = [tuple(int(v) for v in np.unravel_index(c, (n, n)))
+                   for c in rng.choice(free, size=k, replace=False)]
+            first = False
+        else:
+            idx = strategy.suggest(k)
+        for i, j in idx:
+            yield from bps.mv(scanner, (coords[i], coords[j], setup.z0))
+            reading = yield from bps.trigger_and_read([readout, scanner])
+            cube[i, j] = np.asarray(reading[readout.spin_signal.name]["value"], float)
+        strategy.ingest(idx)
+        recon = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
+        strategy.update(setup.forward(recon))
+        if prev is not None and target is not None:
+            change = np.linalg.norm(recon - prev) / max(np.linalg.norm(recon), 1e-300)
+            if change < target:
+                break
+        prev = recon
+    mask = strategy.sampled.copy()
+    store = _Cube(name="cube")
+    store.data.put(cube.tolist())
+    store.mask.put(mask.astype(int).tolist())
+    yield from bps.create("cube")
+    yield from bps.read(store)
+    yield from bps.save()
+    yield from bps.close_run()
+    hw = (clock.now - t0) if clock is not None else float("nan")
+    data = np.where(mask[:, :, None], cube, np.nan)
+    return ScanResult(data, mask, hw, uid)

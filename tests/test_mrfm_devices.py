@@ -1,0 +1,175 @@
+"""MRFM devices and plans with a real RunEngine: interlock, limits, stored runs."""
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from ophyd.utils import LimitError
+
+from mracq.devices.mrfm import InterlockError, build_mrfm_devices
+from mracq.plans.mrfm import cs_multislice_scan, multislice_scan, xyz_scan
+from mracq.sim.clock import VirtualClock
+from mracq.sim.mrfm import default_setup
+from mracq.sim.mrfm_field import SEED_F0
+
+INSTRUMENTS = {
+    "scanner": {"min_standoff": 15e-9, "x_range": [-1e-6, 1e-6], "y_range": [-1e-6, 1e-6],
+                "z_range": [15e-9, 2e-6], "max_step": 1e-6},
+    "rf": {"min_frequency": 50e6, "max_frequency": 400e6, "max_power": 10.0,
+           "max_bandwidth": 5e6},
+    "readout": {"min_integration": 1e-3, "max_integration": 3600.0},
+}
+F0 = SEED_F0[::12]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return default_setup("membrane", "multislice", voxel_size=4e-9, n_xy=32, n_z=12, f0=F0)
+
+
+@pytest.fixture()
+def rig(setup):
+    clock = VirtualClock()
+    rng = np.random.default_rng(0)
+    density = setup.phantom(np.random.default_rng(1))
+    devs = build_mrfm_devices(INSTRUMENTS, clock, rng, setup=setup, density=density)
+    RE = RunEngine(call_returns_result=True)
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    return devs, clock, RE, docs, density
+
+
+def test_interlock_refuses_before_motion(rig):
+    devs, *_ = rig
+    sc = devs["scanner"]
+    before = sc.position
+    with pytest.raises(InterlockError, match=r"\(10\.000, 20\.000, 12\.000\) nm"):
+        sc.set((10e-9, 20e-9, 12e-9))
+    with pytest.raises(InterlockError):
+        sc.z.set(14e-9)
+    assert sc.position == before
+    with pytest.raises(LimitError):
+        sc.set((2e-6, 0.0, 20e-9))
+
+
+def test_plan_violating_standoff_is_refused_before_any_message(rig):
+    devs, clock, RE, docs, _ = rig
+    x = np.arange(3) * 4e-9
+    with pytest.raises(InterlockError, match=r"\(0\.000, 0\.000, 10\.000\) nm"):
+        RE(xyz_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, [20e-9, 10e-9]))
+    assert docs == [] and clock.now == 0.0
+    assert devs["scanner"].position == (0.0, 0.0, 15e-9)
+    with pytest.raises(LimitError):
+        RE(multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x,
+                           f0_list=[500e6]))
+    assert docs == []
+
+
+def test_multislice_scan_stores_everything(rig, setup):
+    devs, clock, RE, docs, density = rig
+    x = np.arange(4) * 4e-9
+    res = RE(multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, f0_list=F0,
+                             t_m=30.0)).plan_result
+    assert res.data.shape == (4, 4, len(F0))
+    assert res.hardware_time == pytest.approx(16 * len(F0) * 30.0)
+    start = next(d for n, d in docs if n == "start")
+    assert start["plan_name"] == "multislice_scan"
+    assert [p["f0"] for p in start["pulses"]] == pytest.approx(list(F0))
+    assert np.array(start["mask"]).all() and start["geometry"]["shape"] == [4, 4, len(F0)]
+    descs = {d["name"] for n, d in docs if n == "descriptor"}
+    assert descs == {"primary", "cube"}
+    clean = setup.forward(density)[:4, :4]
+    sd = setup.noise_std(clean, 30.0)
+    z = (res.data - clean) / sd
+    assert abs(z.mean()) < 0.5 and 0.6 < z.std() < 1.5
+
+
+def test_cs_scan_stores_mask(rig):
+    devs, clock, RE, docs, _ = rig
+    x = np.arange(5) * 4e-9
+    res = RE(cs_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, 0.5,
+                                np.random.default_rng(3), f0_list=F0[:2], t_m=1.0)).plan_result
+    start = next(d for n, d in docs if n == "start")
+    assert np.array_equal(np.array(start["mask"], bool), res.mask)
+    assert np.isnan(res.data[~res.mask]).all() and np.isfinite(res.data[res.mask]).all()
+    n_events = sum(1 for n, d in docs if n == "event" and d["data"].get("scanner_x") is not None)
+    assert n_events == res.mask.sum()
+    assert clock.now == pytest.approx(res.mask.sum() * 2 * 1.0)
+
+
+def test_rf_limits_and_pulse_train(rig):
+    devs, *_ = rig
+    rf = devs["rf"]
+    with pytest.raises(LimitError):
+        rf.power.set(20.0)
+    rf.resonator_frequency.set(2e6).wait()
+    train = rf.pulse_train(1.5)
+    assert train["rate"] == 4e6 and train["n_pulses"] == 6_000_000
+
+
+def test_strategy_prefers_predicted_signal():
+    from mracq.plans.mrfm import SignalWeightedStrategy
+
+    st = SignalWeightedStrategy((10, 10), np.random.default_rng(0), explore=0.0)
+    pred = np.zeros((10, 10, 2))
+    pred[:5, :, :] = 1.0
+    st.update(pred)
+    pts = st.suggest(40)
+    assert len(set(pts)) == 40 and all(i < 5 for i, _ in pts)
+    st.ingest(pts)
+    assert st.sampled.sum() == 40 and len(st.suggest(100)) == 60
+
+
+def test_adaptive_scan_runs_and_respects_budget(rig, setup):
+    from mracq.plans.mrfm import adaptive_multislice_scan
+
+    devs, clock, RE, docs, _ = rig
+    res = RE(adaptive_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], setup,
+                                      t_m=1.0, budget=0.25, batch=0.125,
+                                      rng=np.random.default_rng(0), n_iter=5)).plan_result
+    assert res.mask.sum() == 256
+    assert clock.now == pytest.approx(256 * len(F0) * 1.0)
+    start = next(d for n, d in docs if n == "start")
+    assert "criterion" in start and start["plan_name"] == "adaptive_multislice_scan"
+    bad = default_setup("membrane", "multislice", voxel_size=4e-9, n_xy=32, n_z=12, f0=F0,
+                        z0=10e-9)
+    n_docs = len(docs)
+    with pytest.raises(InterlockError, match="10.000\\) nm"):
+        RE(adaptive_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], bad))
+    assert len(docs) == n_docs
+
+
+def test_analyze_cli_from_npz(tmp_path, rig, setup):
+    import json
+
+    from mracq.cli import main
+
+    devs, clock, RE, docs, density = rig
+    x = np.fft.fftfreq(setup.n_xy, 1.0 / setup.n_xy) * setup.voxel_size
+    data = setup.measure(density, 30.0, np.random.default_rng(2))
+    meta = {"protocol": "multislice", "pulses": [{"f0": float(f)} for f in F0],
+            "geometry": {"x": sorted(x.tolist()), "z": [setup.z0], "resonator": "membrane"}}
+    path = tmp_path / "scan.npz"
+    np.savez(path, data=data, mask=np.ones(data.shape[:2], bool), meta=json.dumps(meta))
+    out = tmp_path / "out"
+    assert main(["analyze", "mrfm", str(path), "--out", str(out), "--n-z", "12",
+                 "--n-iter", "5"]) == 0
+    vol = np.load(out / "volume.npy")
+    assert vol.shape == setup.sample_shape and (out / "slice_000.png").exists()
+
+
+@pytest.mark.slow
+def test_analyze_cli_from_stored_run(tmp_path, rig, setup):
+    from mracq.cli import main
+    from mracq.storage import close_catalog, open_catalog, subscribe_writer
+
+    devs, clock, RE, docs, density = rig
+    client = open_catalog(tmp_path / "data")
+    subscribe_writer(RE, client)
+    x = np.fft.fftfreq(setup.n_xy, 1.0 / setup.n_xy)[:6] * setup.voxel_size
+    RE(cs_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], x, x, 0.7,
+                          np.random.default_rng(1), f0_list=F0, t_m=5.0))
+    close_catalog(client)
+    out = tmp_path / "out"
+    assert main(["analyze", "mrfm", "-1", "--data-dir", str(tmp_path / "data"), "--out",
+                 str(out), "--n-z", "4", "--n-iter", "3"]) == 0
+    assert np.load(out / "volume.npy").shape == (6, 6, 4)

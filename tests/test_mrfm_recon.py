@@ -1,0 +1,134 @@
+"""MRFM reconstruction: operators (dot tests), ADMM blocks, Landweber, CS, reconstruct()."""
+
+import numpy as np
+import pylops
+import pytest
+
+from mracq.recon.mrfm import normalized_problem, reconstruct
+from mracq.recon.mrfm_admm import (
+    apply_inverses,
+    block_inverses,
+    grad3,
+    grad3_adjoint,
+)
+from mracq.recon.mrfm_cs import cs_recover_fista, cs_recover_spgl1, estimate_noise_std
+from mracq.recon.mrfm_operators import BlockScanOperator, XYZConvolution3D, operator_norm
+from mracq.sim.mrfm import default_setup
+from mracq.sim.mrfm_field import SEED_F0
+from mracq.sim.mrfm_psf import psf_blocks
+
+
+@pytest.fixture(scope="module")
+def small_ms():
+    return default_setup("membrane", "multislice", voxel_size=2e-9, n_xy=64, n_z=23,
+                         f0=SEED_F0[::2])
+
+
+@pytest.fixture(scope="module")
+def small_xyz():
+    return default_setup("cantilever", "xyz", voxel_size=2e-9, n_xy=64, n_z=12, n_heights=10)
+
+
+def test_block_operator_dot_tests(small_ms, small_xyz):
+    for s in (small_ms, small_xyz):
+        op = BlockScanOperator(s.blocks, scale=1e30)
+        assert pylops.utils.dottest(op, op.shape[0], op.shape[1], rtol=1e-10)
+
+
+def test_xyz_blocks_equal_3d_convolution(small_xyz):
+    s = small_xyz
+    n_h = len(s.f0)
+    z_ext = s.z0 + (np.arange(s.n_z + n_h - 1) + 0.5) * s.voxel_size
+    _, psf = psf_blocks(s.magnet, [s.f0[0]], [0.0], z_ext, s.n_xy, s.voxel_size, s.geometry,
+                        s.f_bw, s.b0, return_psf_row=0)
+    conv = XYZConvolution3D(np.moveaxis(psf, 0, -1) / s.voxel_size**3 * s.voxel_size**3,
+                            s.n_z, n_h)
+    assert pylops.utils.dottest(conv * 1e30, conv.shape[0], conv.shape[1], rtol=1e-10)
+    rng = np.random.default_rng(0)
+    o = s.phantom(rng)
+    np.testing.assert_allclose(s.forward(o), (conv @ o.ravel()).reshape(s.data_shape),
+                               rtol=1e-8, atol=1e-12 * s.forward(o).max())
+
+
+def test_grad3_adjoint():
+    rng = np.random.default_rng(0)
+    o = rng.standard_normal((6, 5, 4))
+    d = rng.standard_normal((3, 6, 5, 4))
+    assert np.vdot(grad3(o), d) == pytest.approx(np.vdot(o, grad3_adjoint(d)), rel=1e-12)
+
+
+def test_block_inverses_solve_normal_equations(small_ms):
+    g, *_ = normalized_problem(np.zeros(small_ms.data_shape), small_ms)
+    assert operator_norm(g) == pytest.approx(1.0, rel=1e-9)
+    nu1, nu2 = 0.03, 0.07
+    minv = block_inverses(g, nu1, nu2)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(small_ms.sample_shape)
+    op = BlockScanOperator(g)
+    lhs = (op.H @ (op @ x.ravel())).reshape(x.shape) + nu1 * x + nu2 * grad3_adjoint(grad3(x))
+    spec = np.fft.rfft2(lhs, axes=(0, 1))
+    back = np.fft.irfft2(apply_inverses(minv, spec), s=x.shape[:2], axes=(0, 1))
+    np.testing.assert_allclose(back, x, atol=2e-4 * np.abs(x).max())
+
+
+def _rmse(a, b):
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def test_admm_and_landweber_reconstruct(small_ms):
+    s = small_ms
+    rng = np.random.default_rng(4)
+    o = s.phantom(rng)
+    data = s.measure(o, 60.0, rng)
+    x_admm = reconstruct(data, s, n_iter=30)
+    x_lw = reconstruct(data, s, method="landweber", n_iter=30)
+    assert x_admm.shape == s.sample_shape and x_admm.min() >= 0
+    base = _rmse(0 * o, o)
+    assert _rmse(x_admm, o) < 0.5 * base
+    assert _rmse(x_lw, o) < base
+    assert _rmse(x_admm, o) < _rmse(x_lw, o)
+
+
+def test_cs_fista_matches_spgl1():
+    rng = np.random.default_rng(5)
+    n, nl = 24, 8
+    x = np.arange(n)[:, None, None]
+    y = np.arange(n)[None, :, None]
+    lv = np.arange(nl)[None, None, :]
+    # physical scale (N^2): the spgl1 wrapper must rescale (its tolerances are absolute)
+    clean = 1e-33 * np.exp(-((x - 12) ** 2 + (y - 11) ** 2) / 30.0) * (1 + 0.1 * lv)
+    sigma = 0.02e-33
+    data = clean + sigma * rng.standard_normal(clean.shape)
+    mask = rng.random((n, n)) < 0.5
+    ours = cs_recover_fista(data, mask, noise_std=sigma, final=200)
+    ref = cs_recover_spgl1(data, mask, noise_std=sigma, iter_lim=2000)
+    assert _rmse(ours, ref) < 0.1 * _rmse(0 * ref, ref)
+    assert _rmse(ours, clean) < 1.2 * _rmse(ref, clean)
+    assert _rmse(ours, clean) < _rmse(np.where(mask[:, :, None], data, 0), clean)
+
+
+def test_noise_estimate(small_ms):
+    rng = np.random.default_rng(6)
+    o = small_ms.phantom(rng)
+    clean = small_ms.forward(o)
+    data = small_ms.measure(o, 30.0, rng)
+    true = np.median(small_ms.noise_std(clean, 30.0))
+    assert estimate_noise_std(data) == pytest.approx(true, rel=0.3)
+
+
+def test_reconstruct_with_mask_and_errors(small_ms):
+    s = small_ms
+    rng = np.random.default_rng(7)
+    o = s.phantom(rng)
+    data = s.measure(o, 60.0, rng)
+    mask = rng.random(s.sample_shape[:2]) < 0.5
+    x = reconstruct(np.where(mask[:, :, None], data, 0.0), s, mask=mask, n_iter=20)
+    assert _rmse(x, o) < 0.6 * _rmse(0 * o, o)
+    with pytest.raises(ValueError, match="method"):
+        reconstruct(data, s, method="fbp")
+    with pytest.raises(ValueError, match="shape"):
+        reconstruct(data[:, :, :3], s)
+    with pytest.raises(ValueError, match="NaN"):
+        reconstruct(np.full(s.data_shape, np.nan), s)
+    with pytest.raises(ValueError, match="unknown"):
+        reconstruct(data, s, gama=1.0)
