@@ -8,7 +8,9 @@ BANNER = """mracq shell: data in {data_dir}
   RE        RunEngine (Ctrl-C pauses; RE.resume() / RE.abort())
   devices   {devices}   (also as names: {names})
   catalog   Tiled client of stored runs; clock: simulated hardware time
-  plans     bp, bps (bluesky), coherence_scan, prepare_nv
+  plans     bp, bps (bluesky); NV: prepare_nv, coherence_scan, vqns_loop,
+            cosy_random_mask, cosy_adaptive; MRFM: xyz_scan, multislice_scan,
+            cs_multislice_scan, adaptive_multislice_scan
   example   RE(prepare_nv(mw, laser, frequency=1.46875e9, power_dbm=0))
             RE(coherence_scan(nv, "cpmg", np.geomspace(2e-6, 1e-3, 20), n=8))
 """
@@ -26,11 +28,17 @@ def namespace(session) -> dict:
     import bluesky.plans as bp
     import numpy as np
 
-    from mracq.plans.coherence import coherence_scan, prepare_nv
+    from mracq.plans import coherence, cosy, mrfm, vqns
 
     ns = {"session": session, "RE": session.RE, "catalog": session.catalog,
           "devices": session.devices, "clock": session.clock, "np": np, "bp": bp,
-          "bps": bps, "coherence_scan": coherence_scan, "prepare_nv": prepare_nv}
+          "bps": bps}
+    for module, names in ((coherence, ("coherence_scan", "prepare_nv")),
+                          (vqns, ("vqns_loop",)),
+                          (cosy, ("cosy_random_mask", "cosy_adaptive")),
+                          (mrfm, ("xyz_scan", "multislice_scan", "cs_multislice_scan",
+                                  "adaptive_multislice_scan"))):
+        ns.update({n: getattr(module, n) for n in names})
     ns.update(session.devices)
     return ns
 
