@@ -53,10 +53,17 @@ def random_mask(shape, coverage: float, rng: np.random.Generator) -> np.ndarray:
     return flat.reshape(shape)
 
 
+_NET = None  # --weights: a retrained network instead of the shipped one
+
+
+def _rec(measured, mask, method):
+    return reconstruct(measured, mask, method, net=_NET)
+
+
 def evaluate(truth, noisy, mask, method) -> dict:
     """Metrics of one reconstruction (errors on the truth's peak-to-peak scale)."""
     scale = np.ptp(truth)
-    rec = reconstruct(np.where(mask, noisy, np.nan), mask, method)
+    rec = _rec(np.where(mask, noisy, np.nan), mask, method)
     peak, blank = spectral_regions(truth)
     return {
         "rmse": rmse(rec, truth) / scale,
@@ -72,11 +79,11 @@ def timing(n: int = 20) -> dict:
     truth = simulate_map(random_clusters(1, rng)[0])
     mask = random_mask(truth.shape, 0.1, rng)
     default_net()
-    reconstruct(truth, mask, "dlmc")
+    _rec(truth, mask, "dlmc")
     ts = []
     for _ in range(n):
         t = time.perf_counter()
-        reconstruct(truth, mask, "dlmc")
+        _rec(truth, mask, "dlmc")
         ts.append(time.perf_counter() - t)
     return {"median_s": float(np.median(ts)), "min_s": float(np.min(ts))}
 
@@ -95,7 +102,7 @@ def adaptive_vs_random(truths, noisy, rng, batch: int = 25, start: float = 0.04)
     for t, y in zip(truths, noisy, strict=True):
         scale = np.ptp(t)
         target = np.mean([
-            rmse(reconstruct(y, m, "dlmc"), t) / scale
+            rmse(_rec(y, m, "dlmc"), t) / scale
             for m in (random_mask(t.shape, 0.1, rng) for _ in range(3))
         ])
         s = EnsembleDisagreement(t.shape, rng)
@@ -103,7 +110,7 @@ def adaptive_vs_random(truths, noisy, rng, batch: int = 25, start: float = 0.04)
         err = np.inf
         while todo:
             s.ingest([(i, j, y[i, j]) for i, j in todo])
-            err = rmse(reconstruct(y, s.mask, "dlmc"), t) / scale
+            err = rmse(_rec(y, s.mask, "dlmc"), t) / scale
             if err <= target or s.mask.sum() >= 0.4 * t.size:
                 break
             todo = s.suggest(batch)
@@ -123,7 +130,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--shots", type=int, default=150_000)
     ap.add_argument("--adaptive-maps", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".json")))
+    ap.add_argument("--weights", default=None,
+                    help="DLNet weights to evaluate (default: the shipped ones)")
     args = ap.parse_args(argv)
+    if args.weights:
+        from mracq.recon.dlnet import load_weights
+
+        global _NET
+        _NET = load_weights(args.weights)
     import torch
 
     torch.set_num_threads(2)
