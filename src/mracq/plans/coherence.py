@@ -13,7 +13,7 @@ from bluesky.utils import Msg
 from mracq.devices.nv import CoherenceDetector
 from mracq.pulses import coherence_programs
 
-__all__ = ["coherence_scan", "prepare_nv", "sequence_label", "stored_programs"]
+__all__ = ["coherence_scan", "pack_programs", "prepare_nv", "sequence_label", "stored_programs"]
 
 
 PACKED = "zlib+base64:"
