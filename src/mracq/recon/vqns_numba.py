@@ -6,6 +6,11 @@ Lorentzians, the coherence residual formed, and the gradient of the loss with re
 (A, g, w0) accumulated, without the ~150 intermediate (R, K, P) tensors the vectorized
 torch version allocates. :func:`available` says whether it can be used; the torch path
 is the reference and the fallback (tests compare the two).
+
+Exponentials are shared where the formulas allow: ``x^(n-1) = exp(-lam t (n-1)/n)`` is
+formed as an integer power of ``x = q^2`` (``q = exp(-lam t / (2n))``), and along a run of
+equally spaced times of one sequence ``q`` is advanced by one complex product per point
+(refreshed directly every ``_CHAIN`` points), so most elements need no exp, cos or sin.
 """
 
 from __future__ import annotations
@@ -27,27 +32,59 @@ def available() -> bool:
     return _HAVE
 
 
+#: fast-math flags that keep NaN/inf semantics (failed draws must still show up as NaN)
+#: longest run of points whose exponential is built by products (bounds the rounding)
+_CHAIN = 16
+_FM = {"contract", "nsz", "arcp", "reassoc"}
+
 if _HAVE:
 
-    @numba.njit(cache=True)
-    def _bracket(z, n, sgn):
-        if n == 0:
-            e = np.exp(-z)
-            return z - 1.0 + e, 1.0 - e
-        q = np.exp(-z / (2.0 * n))
+    @numba.njit(cache=True, fastmath=_FM)
+    def _cexp(re, im):
+        """exp(re + i im) from one real exp and cos/sin."""
+        e = np.exp(re)
+        return complex(e * np.cos(im), e * np.sin(im))
+
+    @numba.njit(cache=True, fastmath=_FM)
+    def _recip(z):
+        """1 / z as conj(z) / |z|^2 (here z = 1 + x, 0 < |z| <= 2: no scaling needed)."""
+        d = 1.0 / (z.real * z.real + z.imag * z.imag)
+        return complex(z.real * d, -z.imag * d)
+
+    @numba.njit(cache=True, fastmath=_FM)
+    def _ipow(x, e):
+        """x**e for an integer e >= 0 by repeated squaring (a few complex products)."""
+        out = complex(1.0, 0.0)
+        while e > 0:
+            if e & 1:
+                out *= x
+            x *= x
+            e >>= 1
+        return out
+
+    @numba.njit(cache=True, fastmath=_FM)
+    def _bracket(z, q, h, n, sgn, ni):
+        """Bracket of physics.md and its z-derivative, given ``q = exp(-z h)``.
+
+        ``h = 1 / (2 n)`` for CPMG-n (n >= 1); for the FID (n = 0) ``h = 1`` and q is
+        ``exp(-z)`` itself.
+        """
+        if ni == 0:
+            return z - 1.0 + q, 1.0 - q
         x = q * q
         c = (n - 1.0) / n
-        xn = np.exp(-z * c)
+        # x^(n-1) = exp(-z (n-1)/n): products instead of a second complex exponential
+        xn = _ipow(x, ni - 1)
         m = -sgn * xn
         omq = 1.0 - q
         omx = 1.0 - x
-        r1 = 1.0 / (1.0 + x)
+        r1 = _recip(1.0 + x)
         poly = m + (n - 1.0) * x + (n - 2.0)
         t4 = omq * omx * (1.0 - m) * r1
         t5 = omx * omx * poly * r1 * r1
         br = (z - (n + 1.0) + 2.0 * q + (n - 1.0) * x + sgn * omq * omq * xn
               - 2.0 * t4 - t5)
-        dq = -q / (2.0 * n)
+        dq = -q * h
         dx = -x / n
         dxn = -xn * c
         dm = -sgn * dxn
@@ -59,8 +96,8 @@ if _HAVE:
                - 2.0 * d4 - d5)
         return br, dbr
 
-    @numba.njit(cache=True, parallel=True)
-    def _kernel(amp, g, w0, t, n, sgn, mom, y, wt, switch, loss, grad):
+    @numba.njit(cache=True, parallel=True, fastmath=_FM)
+    def _kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, y, wt, switch, loss, grad):
         r_, k_ = amp.shape
         p_ = t.size
         ns = mom.shape[1]
@@ -72,10 +109,17 @@ if _HAVE:
                 lam = complex(g[r, k], w0[r, k])
                 inv = 1.0 / (lam * lam)
                 ilam = 1.0 / lam
+                have = False  # q of the previous point is known
+                havef = False  # f = q_p / q_(p-1) of the current chain is known
+                qprev = 0j
+                f = 0j
                 for p in range(p_):
                     tp = t[p]
                     z = lam * tp
+                    if not rec[p]:
+                        havef = False
                     if abs(z) < switch:
+                        have = False
                         zz = -z
                         s = complex(mom[p, ns - 1], 0.0)
                         ds = 0j
@@ -86,7 +130,19 @@ if _HAVE:
                         v = t2 * s.real
                         d = -a * t2 * tp * ds
                     else:
-                        br, dbr = _bracket(z, n[p], sgn[p])
+                        hp = h[p]
+                        if rec[p] and have:
+                            # equally spaced times: q_p = q_(p-1) exp(-lam dt h)
+                            if not havef:
+                                dz = lam * (tp - t[p - 1]) * hp
+                                f = _cexp(-dz.real, -dz.imag)
+                                havef = True
+                            q = qprev * f
+                        else:
+                            q = _cexp(-z.real * hp, -z.imag * hp)
+                        qprev = q
+                        have = True
+                        br, dbr = _bracket(z, q, hp, n[p], sgn[p], ni[p])
                         v = (br * inv).real
                         d = a * (tp * dbr - 2.0 * br * ilam) * inv
                     chi[p] += a * v
@@ -108,6 +164,39 @@ if _HAVE:
                     grad[r, k, j] = sacc
 
 
+def _point_constants(pts):
+    """Per-point constants of the kernel, cached on the PointSet.
+
+    ``rec[p]`` marks a point whose time continues an equally spaced run of the same
+    sequence (``t_p - t_(p-1)`` equal to the run's first step within 1e-13 relative, at
+    most ``_CHAIN`` points since the last directly evaluated exponential); the kernel then
+    builds ``exp(-lam t_p h)`` as the previous value times ``exp(-lam dt h)``.
+    """
+    cached = getattr(pts, "_numba_consts", None)
+    if cached is not None:
+        return cached
+    t = pts.t_np
+    ni = pts.n_np.astype(np.int64)
+    n = ni.astype(np.float64)
+    sgn = (-1.0) ** n
+    h = np.where(ni > 0, 0.5 / np.maximum(n, 1.0), 1.0)
+    rec = np.zeros(t.size, dtype=np.bool_)
+    step, run = 0.0, 0
+    for p in range(1, t.size):
+        dt = t[p] - t[p - 1]
+        same_seq = ni[p] == ni[p - 1] and dt > 0
+        if same_seq and rec[p - 1] and run < _CHAIN and abs(dt - step) <= 1e-13 * step:
+            rec[p] = True
+            run += 1
+        elif same_seq and not rec[p - 1]:
+            rec[p], step, run = True, dt, 1
+        else:
+            run = 0
+    out = (n, ni, sgn, h, rec)
+    pts._numba_consts = out
+    return out
+
+
 def loss_and_grad(amp, g, w0, pts, y, wt, switch):
     """Loss per restart (R,) and d loss / d(A, g, w0) (R, K, 3), numpy float64 arrays.
 
@@ -125,7 +214,7 @@ def loss_and_grad(amp, g, w0, pts, y, wt, switch):
     r, k = amp.shape
     loss = np.zeros(r)
     grad = np.zeros((r, k, 3))
-    n = pts.n_np.astype(np.float64)
-    sgn = (-1.0) ** n
-    _kernel(amp, g, w0, pts.t_np, n, sgn, pts.moments.numpy(), y, wt, switch, loss, grad)
+    n, ni, sgn, h, rec = _point_constants(pts)
+    _kernel(amp, g, w0, pts.t_np, n, ni, sgn, h, rec, pts.moments.numpy(), y, wt, switch,
+            loss, grad)
     return loss, grad
