@@ -180,16 +180,19 @@ def _point_constants(pts):
     n = ni.astype(np.float64)
     sgn = (-1.0) ** n
     h = np.where(ni > 0, 0.5 / np.maximum(n, 1.0), 1.0)
-    rec = np.zeros(t.size, dtype=np.bool_)
+    size = t.size
+    dt = np.diff(t, prepend=t[0])
+    same = np.zeros(size, dtype=np.bool_)  # t_p - t_(p-1) a positive step of one sequence
+    same[1:] = (ni[1:] == ni[:-1]) & (dt[1:] > 0)
+    rec = np.zeros(size, dtype=np.bool_)
     step, run = 0.0, 0
-    for p in range(1, t.size):
-        dt = t[p] - t[p - 1]
-        same_seq = ni[p] == ni[p - 1] and dt > 0
-        if same_seq and rec[p - 1] and run < _CHAIN and abs(dt - step) <= 1e-13 * step:
+    for p in range(1, size):
+        if same[p] and rec[p - 1] and run < _CHAIN and abs(dt[p] - step) <= 1e-13 * step:
             rec[p] = True
             run += 1
-        elif same_seq and not rec[p - 1]:
-            rec[p], step, run = True, dt, 1
+        elif (same[p] and not rec[p - 1] and p + 1 < size and same[p + 1]
+              and abs(dt[p + 1] - dt[p]) <= 1e-13 * dt[p]):
+            rec[p], step, run = True, dt[p], 1  # a run of at least two equal steps starts
         else:
             run = 0
     out = (n, ni, sgn, h, rec)
