@@ -142,3 +142,8 @@ def test_numba_kernel_irregular_times():
                                       prob.y_np, prob.wt_np, SERIES_SWITCH)
     assert np.allclose(l1.numpy(), l2, rtol=1e-11)
     assert np.allclose(g1.numpy(), g2, rtol=1e-9, atol=1e-11 * np.abs(g2).max())
+    # chi of each Lorentzian at unit variance (the initial amplitude fit)
+    prob_n = _Problem(ms, True, "numba")
+    b1, b2 = prob.chi_basis(g, w0).numpy(), prob_n.chi_basis(g, w0).numpy()
+    assert b1.shape == (6, 3, prob.pts.size)
+    assert np.allclose(b1, b2, rtol=1e-10, atol=1e-12 * np.abs(b1).max())

@@ -26,7 +26,7 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     _HAVE = False
 
-__all__ = ["available", "loss_and_grad", "threads"]
+__all__ = ["available", "chi_basis", "loss_and_grad", "threads"]
 
 
 def available() -> bool:
@@ -117,59 +117,65 @@ if _HAVE:
                - 2.0 * d4 - d5)
         return br, dbr
 
+    @numba.njit(cache=True, fastmath=_FM)
+    def _row(a, lam, t, n, ni, sgn, h, rec, mom, switch, val, k):
+        """chi / A and d chi / d(A, g, w0) of one Lorentzian at every point -> val[k]."""
+        p_ = t.size
+        ns = mom.shape[1]
+        inv = 1.0 / (lam * lam)
+        ilam = 1.0 / lam
+        have = False  # q of the previous point is known
+        havef = False  # f = q_p / q_(p-1) of the current run is known
+        qprev = 0j
+        f = 0j
+        for p in range(p_):
+            tp = t[p]
+            z = lam * tp
+            if not rec[p]:
+                havef = False
+            if abs(z) < switch:
+                have = False
+                zz = -z
+                s = complex(mom[p, ns - 1], 0.0)
+                ds = 0j
+                for j in range(ns - 2, -1, -1):
+                    ds = ds * zz + s
+                    s = s * zz + mom[p, j]
+                t2 = tp * tp
+                v = t2 * s.real
+                d = -a * t2 * tp * ds
+            else:
+                hp = h[p]
+                if rec[p] and have:
+                    # equally spaced times: q_p = q_(p-1) exp(-lam dt h)
+                    if not havef:
+                        dz = lam * (tp - t[p - 1]) * hp
+                        f = _cexp(-dz.real, -dz.imag)
+                        havef = True
+                    q = qprev * f
+                else:
+                    q = _cexp(-z.real * hp, -z.imag * hp)
+                qprev = q
+                have = True
+                br, dbr = _bracket(z, q, hp, n[p], sgn[p], ni[p])
+                v = (br * inv).real
+                d = a * (tp * dbr - 2.0 * br * ilam) * inv
+            val[k, 0, p] = v
+            val[k, 1, p] = d.real
+            val[k, 2, p] = -d.imag
+
     @numba.njit(cache=True, parallel=True, fastmath=_FM)
     def _kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, y, wt, switch, loss, grad):
         r_, k_ = amp.shape
         p_ = t.size
-        ns = mom.shape[1]
         for r in numba.prange(r_):
             val = np.empty((k_, 3, p_))
             chi = np.zeros(p_)
             for k in range(k_):
                 a = amp[r, k]
-                lam = complex(g[r, k], w0[r, k])
-                inv = 1.0 / (lam * lam)
-                ilam = 1.0 / lam
-                have = False  # q of the previous point is known
-                havef = False  # f = q_p / q_(p-1) of the current chain is known
-                qprev = 0j
-                f = 0j
+                _row(a, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, switch, val, k)
                 for p in range(p_):
-                    tp = t[p]
-                    z = lam * tp
-                    if not rec[p]:
-                        havef = False
-                    if abs(z) < switch:
-                        have = False
-                        zz = -z
-                        s = complex(mom[p, ns - 1], 0.0)
-                        ds = 0j
-                        for j in range(ns - 2, -1, -1):
-                            ds = ds * zz + s
-                            s = s * zz + mom[p, j]
-                        t2 = tp * tp
-                        v = t2 * s.real
-                        d = -a * t2 * tp * ds
-                    else:
-                        hp = h[p]
-                        if rec[p] and have:
-                            # equally spaced times: q_p = q_(p-1) exp(-lam dt h)
-                            if not havef:
-                                dz = lam * (tp - t[p - 1]) * hp
-                                f = _cexp(-dz.real, -dz.imag)
-                                havef = True
-                            q = qprev * f
-                        else:
-                            q = _cexp(-z.real * hp, -z.imag * hp)
-                        qprev = q
-                        have = True
-                        br, dbr = _bracket(z, q, hp, n[p], sgn[p], ni[p])
-                        v = (br * inv).real
-                        d = a * (tp * dbr - 2.0 * br * ilam) * inv
-                    chi[p] += a * v
-                    val[k, 0, p] = v
-                    val[k, 1, p] = d.real
-                    val[k, 2, p] = -d.imag
+                    chi[p] += a * val[k, 0, p]
             acc = 0.0
             for p in range(p_):
                 c = np.exp(-chi[p])
@@ -183,6 +189,16 @@ if _HAVE:
                     for p in range(p_):
                         sacc += chi[p] * val[k, j, p]
                     grad[r, k, j] = sacc
+
+    @numba.njit(cache=True, parallel=True, fastmath=_FM)
+    def _basis_kernel(g, w0, t, n, ni, sgn, h, rec, mom, switch, out):
+        r_, k_ = g.shape
+        for r in numba.prange(r_):
+            val = np.empty((k_, 3, t.size))
+            for k in range(k_):
+                _row(1.0, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, switch,
+                     val, k)
+                out[r, k, :] = val[k, 0, :]
 
 
 def _point_constants(pts):
@@ -242,3 +258,22 @@ def loss_and_grad(amp, g, w0, pts, y, wt, switch):
     _kernel(amp, g, w0, pts.t_np, n, ni, sgn, h, rec, pts.moments.numpy(), y, wt, switch,
             loss, grad)
     return loss, grad
+
+
+def chi_basis(g, w0, pts, switch):
+    """chi of each Lorentzian with unit variance A = 1, (R, K, P) float64 (s^2).
+
+    Parameters
+    ----------
+    g, w0 : ndarray (R, K)
+        Half widths and centres in rad/s.
+    pts : PointSet
+        Points (internal order).
+    switch : float
+        ``|lam t|`` below which the series is used.
+    """
+    out = np.empty(g.shape + (pts.t_np.size,))
+    n, ni, sgn, h, rec = _point_constants(pts)
+    _basis_kernel(np.ascontiguousarray(g), np.ascontiguousarray(w0), pts.t_np, n, ni, sgn,
+                  h, rec, pts.moments.numpy(), switch, out)
+    return out
