@@ -118,10 +118,9 @@ if _HAVE:
         return br, dbr
 
     @numba.njit(cache=True, fastmath=_FM)
-    def _row(a, lam, t, n, ni, sgn, h, rec, mom, switch, val, k):
+    def _row(a, lam, t, n, ni, sgn, h, rec, mom, nterm, switch, val, k):
         """chi / A and d chi / d(A, g, w0) of one Lorentzian at every point -> val[k]."""
         p_ = t.size
-        ns = mom.shape[1]
         inv = 1.0 / (lam * lam)
         ilam = 1.0 / lam
         have = False  # q of the previous point is known
@@ -136,6 +135,7 @@ if _HAVE:
             if abs(z) < switch:
                 have = False
                 zz = -z
+                ns = nterm[p]
                 s = complex(mom[p, ns - 1], 0.0)
                 ds = 0j
                 for j in range(ns - 2, -1, -1):
@@ -165,7 +165,7 @@ if _HAVE:
             val[k, 2, p] = -d.imag
 
     @numba.njit(cache=True, parallel=True, fastmath=_FM)
-    def _kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, y, wt, switch, loss, grad):
+    def _kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, nterm, y, wt, switch, loss, grad):
         r_, k_ = amp.shape
         p_ = t.size
         for r in numba.prange(r_):
@@ -173,7 +173,8 @@ if _HAVE:
             chi = np.zeros(p_)
             for k in range(k_):
                 a = amp[r, k]
-                _row(a, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, switch, val, k)
+                _row(a, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, nterm, switch,
+                     val, k)
                 for p in range(p_):
                     chi[p] += a * val[k, 0, p]
             acc = 0.0
@@ -191,27 +192,32 @@ if _HAVE:
                     grad[r, k, j] = sacc
 
     @numba.njit(cache=True, parallel=True, fastmath=_FM)
-    def _basis_kernel(g, w0, t, n, ni, sgn, h, rec, mom, switch, out):
+    def _basis_kernel(g, w0, t, n, ni, sgn, h, rec, mom, nterm, switch, out):
         r_, k_ = g.shape
         for r in numba.prange(r_):
             val = np.empty((k_, 3, t.size))
             for k in range(k_):
-                _row(1.0, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, switch,
-                     val, k)
+                _row(1.0, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, nterm,
+                     switch, val, k)
                 out[r, k, :] = val[k, 0, :]
 
 
-def _point_constants(pts):
-    """Per-point constants of the kernel, cached on the PointSet.
+def _point_constants(pts, switch):
+    """Per-point constants of the kernel, cached on the PointSet (per ``switch``).
 
     ``rec[p]`` marks a point whose time continues an equally spaced run of the same
     sequence (``t_p - t_(p-1)`` equal to the run's first step within 1e-13 relative, at
     most ``_CHAIN`` points since the last directly evaluated exponential); the kernel then
     builds ``exp(-lam t_p h)`` as the previous value times ``exp(-lam dt h)``.
+
+    ``nterm[p]`` is the number of series terms at point p: the tail
+    ``sum_(j >= J) (j + 1) |m_j| s^j`` (``s = switch``, the largest ``|lam t|`` the series
+    sees) below 1e-17 of the kept terms, i.e. below the rounding of the sum itself (the
+    ratio grows with ``|lam t|``, so ``s`` is the worst case).
     """
-    cached = getattr(pts, "_numba_consts", None)
-    if cached is not None:
-        return cached
+    cache = pts.__dict__.setdefault("_numba_consts", {})
+    if switch in cache:
+        return cache[switch]
     t = pts.t_np
     ni = pts.n_np.astype(np.int64)
     n = ni.astype(np.float64)
@@ -232,8 +238,16 @@ def _point_constants(pts):
             rec[p], step, run = True, dt[p], 1  # a run of at least two equal steps starts
         else:
             run = 0
-    out = (n, ni, sgn, h, rec)
-    pts._numba_consts = out
+    mom = np.ascontiguousarray(pts.moments.numpy())
+    ns = mom.shape[1]
+    c = np.abs(mom) * (np.arange(ns) + 1.0) * float(switch) ** np.arange(ns)
+    tail = np.cumsum(c[:, ::-1], axis=1)[:, ::-1]
+    head = np.cumsum(c, axis=1) - c
+    ok = tail <= 1e-17 * head
+    nterm = np.where(ok.any(1), np.argmax(ok, 1), ns).astype(np.int64)
+    nterm = np.maximum(nterm, 1)
+    out = (n, ni, sgn, h, rec, mom, nterm)
+    cache[switch] = out
     return out
 
 
@@ -254,9 +268,8 @@ def loss_and_grad(amp, g, w0, pts, y, wt, switch):
     r, k = amp.shape
     loss = np.zeros(r)
     grad = np.zeros((r, k, 3))
-    n, ni, sgn, h, rec = _point_constants(pts)
-    _kernel(amp, g, w0, pts.t_np, n, ni, sgn, h, rec, pts.moments.numpy(), y, wt, switch,
-            loss, grad)
+    n, ni, sgn, h, rec, mom, nterm = _point_constants(pts, switch)
+    _kernel(amp, g, w0, pts.t_np, n, ni, sgn, h, rec, mom, nterm, y, wt, switch, loss, grad)
     return loss, grad
 
 
@@ -273,7 +286,7 @@ def chi_basis(g, w0, pts, switch):
         ``|lam t|`` below which the series is used.
     """
     out = np.empty(g.shape + (pts.t_np.size,))
-    n, ni, sgn, h, rec = _point_constants(pts)
+    n, ni, sgn, h, rec, mom, nterm = _point_constants(pts, switch)
     _basis_kernel(np.ascontiguousarray(g), np.ascontiguousarray(w0), pts.t_np, n, ni, sgn,
-                  h, rec, pts.moments.numpy(), switch, out)
+                  h, rec, mom, nterm, switch, out)
     return out
