@@ -73,9 +73,11 @@ def cases(quick):
     return out[:2] if quick else out
 
 
-def accuracy(quick, restarts):
+def accuracy(quick, restarts, only=None):
     rows = []
     for name, spec, seqs, noise, k in cases(quick):
+        if only and not any(o in name for o in only):
+            continue
         ms = simulate_measurements(spec, seqs, n_points=40, noise=noise,
                                    rng=np.random.default_rng(7))
         lo, hi = sensitive_band(ms)
@@ -292,6 +294,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer cases and restarts")
     ap.add_argument("--parts", nargs="+", default=["accuracy", "speed", "loop"])
     ap.add_argument("--restarts", type=int, default=None)
+    ap.add_argument("--cases", nargs="+", default=None,
+                    help="accuracy: only the cases whose name contains one of these")
     ap.add_argument("--ref-restarts", type=int, default=None,
                     help="restarts the literal reference runs (extrapolated to 100)")
     ap.add_argument("--loop-seeds", type=int, nargs="+", default=[11, 12, 13],
@@ -303,7 +307,7 @@ def main():
     restarts = a.restarts or (30 if a.quick else 100)
     out = {"load_start": load(), "quick": a.quick}
     if "accuracy" in a.parts:
-        out["accuracy"] = accuracy(a.quick, restarts)
+        out["accuracy"] = accuracy(a.quick, restarts, a.cases)
     if "speed" in a.parts:
         out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
     if "loop" in a.parts:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mracq.recon.vqns_torch import PointSet, chi_and_grad, chi_batch
-from mracq.sim.filter_function import chi_lorentzian, chi_quadrature
+from mracq.sim.filter_function import chi_lorentzian, chi_quadrature, coherence
 from mracq.sim.spectra import Lorentzians
 
 NS = [0, 1, 2, 3, 8, 16, 32, 256]
@@ -117,3 +117,33 @@ def test_numba_kernel_matches_torch():
                                       prob.y_np, prob.wt_np, SERIES_SWITCH)
     assert np.allclose(l1.numpy(), l2, rtol=1e-12)
     assert np.allclose(g1.numpy(), g2, rtol=1e-9, atol=1e-12 * np.abs(g2).max())
+
+
+def test_numba_kernel_irregular_times():
+    """Unequal spacing, long equal runs and repeated times: kernel against torch."""
+    from mracq.recon import vqns_numba
+    from mracq.recon.vqns import _Init, _Problem
+    from mracq.recon.vqns_data import Measurement
+    from mracq.recon.vqns_torch import SERIES_SWITCH
+
+    if not vqns_numba.available():
+        pytest.skip("numba not installed")
+    spec = Lorentzians(*PARAMS[:2].T)
+    t_geo = np.geomspace(2e-7, 2e-5, 15)
+    t_lin = np.linspace(1e-6, 4e-5, 50)  # longer than one product chain
+    t_mix = np.concatenate([np.linspace(1e-6, 5e-6, 5), np.linspace(6e-6, 3e-5, 9)])
+    ms = [Measurement(name, t, coherence(spec, t, n=n)) for name, t, n in
+          (("fid", t_geo, 0), ("cpmg-4", t_lin, 4), ("cpmg-7", t_mix, 7))]
+    prob = _Problem(ms, True, "torch")
+    init = _Init(prob, 3, torch.Generator().manual_seed(3))
+    amp, g, w0 = init.physical(init.draw(6))
+    l1, g1 = prob.loss_and_grad(amp, g, w0)
+    l2, g2 = vqns_numba.loss_and_grad(amp.numpy(), g.numpy(), w0.numpy(), prob.pts,
+                                      prob.y_np, prob.wt_np, SERIES_SWITCH)
+    assert np.allclose(l1.numpy(), l2, rtol=1e-11)
+    assert np.allclose(g1.numpy(), g2, rtol=1e-9, atol=1e-11 * np.abs(g2).max())
+    # chi of each Lorentzian at unit variance (the initial amplitude fit)
+    prob_n = _Problem(ms, True, "numba")
+    b1, b2 = prob.chi_basis(g, w0).numpy(), prob_n.chi_basis(g, w0).numpy()
+    assert b1.shape == (6, 3, prob.pts.size)
+    assert np.allclose(b1, b2, rtol=1e-10, atol=1e-12 * np.abs(b1).max())

@@ -265,10 +265,13 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     max_failures = 5 * restarts if max_failures is None else max_failures
     nthreads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: threads only add contention
+    from mracq.recon import vqns_numba
+
     try:
-        res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold, lr,
-                        betas, eps, max_iter, weight_decay, max_failures, progress,
-                        oversubscribe, patience)
+        with vqns_numba.threads(1):  # likewise for the compiled kernel
+            res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold,
+                            lr, betas, eps, max_iter, weight_decay, max_failures, progress,
+                            oversubscribe, patience)
     finally:
         torch.set_num_threads(nthreads)
     samples, losses, iters, n_failed, steps, thr = res

@@ -55,6 +55,19 @@ class _Problem:
         # weights for the chi-space amplitude fit: dC = -C dchi, points near C ~ 0 ignored
         self.fit_w = self.wt * torch.as_tensor(self.pts.reorder(np.clip(y, 0.0, 1.0) ** 2))
 
+    def chi_basis(self, g, w0):
+        """chi of each Lorentzian at unit variance, (R, K, P)."""
+        if self.backend == "numba":
+            from mracq.recon import vqns_numba
+            from mracq.recon.vqns_torch import SERIES_SWITCH
+
+            return torch.from_numpy(vqns_numba.chi_basis(g.numpy(), w0.numpy(), self.pts,
+                                                         SERIES_SWITCH))
+        r, k = g.shape
+        unit, _ = chi_and_grad(torch.ones(r * k, 1, dtype=torch.float64), g.reshape(-1, 1),
+                               w0.reshape(-1, 1), self.pts)
+        return unit.reshape(r, k, -1)
+
     def loss_and_grad(self, amp, g, w0):
         """Per-restart loss (R,) and d loss / d(A, g, w0) (R, K, 3)."""
         if self.backend == "numba":
@@ -109,9 +122,7 @@ class _Init:
         w0 = torch.exp(lw)
         # amplitudes: non-negative least squares in chi space for the drawn (g, w0),
         # weighted by C^2 (so that it approximates the coherence loss), then jittered
-        unit, _ = chi_and_grad(torch.ones(r * k, 1, dtype=torch.float64), g.reshape(-1, 1),
-                               w0.reshape(-1, 1), self.prob.pts)
-        a_fit = _nnls_batch(unit.reshape(r, k, -1), self.prob.chi_data, self.prob.fit_w)
+        a_fit = _nnls_batch(self.prob.chi_basis(g, w0), self.prob.chi_data, self.prob.fit_w)
         a_fit = a_fit.clamp_min(1e-6 * a_fit.amax(1, keepdim=True).clamp_min(1e-300))
         la = torch.log(a_fit) + self._loguniform((r, k), 0.7, 1.4)
         th = torch.stack([la, torch.log((g - self.g_min).clamp_min(1e-300) / self.w_scale),
