@@ -21,7 +21,7 @@ from math import factorial
 import numpy as np
 import torch
 
-from mracq.sim.filter_function import equally_spaced
+from mracq.sim.filter_function import segment_moments as _sim_moments
 
 __all__ = ["PointSet", "chi_batch", "SERIES_SWITCH", "N_SERIES"]
 
@@ -32,22 +32,8 @@ N_SERIES = 24
 
 
 def segment_moments(n: int, kmax: int = N_SERIES) -> np.ndarray:
-    """``m_k = (1/2) Int Int s(u1) s(u2) |u1 - u2|^k du1 du2`` on [0, 1], k < kmax.
-
-    ``s`` is the switching function of n equally spaced pi pulses (n = 0: FID).
-    """
-    e = np.concatenate([[0.0], equally_spaced(1.0, n), [1.0]])
-    a, b = e[:-1], e[1:]
-    sgn = (-1.0) ** np.arange(len(a))
-    ss = sgn[:, None] * sgn[None, :]
-    out = np.empty(kmax)
-    for k in range(kmax):
-        def pk(x, k=k):
-            return np.abs(x) ** (k + 2) / ((k + 1) * (k + 2))
-        blk = (pk(b[:, None] - a[None, :]) - pk(a[:, None] - a[None, :])
-               - pk(b[:, None] - b[None, :]) + pk(a[:, None] - b[None, :]))
-        out[k] = 0.5 * np.sum(ss * blk)
-    return out
+    """``m_k`` of :func:`mracq.sim.filter_function.segment_moments` (a copy), k < kmax."""
+    return _sim_moments(n, kmax).copy()
 
 
 class PointSet:

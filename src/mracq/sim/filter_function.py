@@ -25,6 +25,7 @@ from scipy import integrate
 from mracq.sim.spectra import Spectrum, lorentzian_parts
 
 __all__ = [
+    "segment_moments",
     "filter_cpmg",
     "filter_function",
     "equally_spaced",
@@ -151,8 +152,13 @@ SERIES_SWITCH = 1.0
 
 
 @functools.lru_cache(maxsize=512)
-def _segment_moments(n: int, kmax: int) -> np.ndarray:
-    """m_k = (1/2) Integral Integral s(u1) s(u2) |u1 - u2|^k du1 du2 on [0, 1], k < kmax."""
+def segment_moments(n: int, kmax: int = 40) -> np.ndarray:
+    """Moments of the switching function of n equally spaced pi pulses (n = 0: FID).
+
+    ``m_k = (1/2) Integral Integral s(u1) s(u2) |u1 - u2|^k du1 du2`` on [0, 1], k < kmax;
+    the Taylor series of chi in ``lam t`` is ``A t^2 sum_k (-lam t)^k / k! m_k``. Cached:
+    treat the returned array as read-only.
+    """
     e = np.concatenate([[0.0], equally_spaced(1.0, n), [1.0]])
     a, b = e[:-1], e[1:]
     sgn = (-1.0) ** np.arange(len(a))
@@ -175,7 +181,7 @@ def _chi_lorentzian_series(tt, n, a, lam, kmax: int = 40):
     """
     from math import factorial
 
-    m = _segment_moments(n, kmax)
+    m = segment_moments(n, kmax)
     x = -lam * tt
     acc = np.zeros(np.broadcast(x, tt).shape, complex)
     xk = np.ones_like(acc)
