@@ -61,6 +61,18 @@ def _clock(readout):
     return getattr(backend, "clock", None)
 
 
+def _store_cube_and_close(cube, mask):
+    """Write the data cube (NaN stored as 0; the mask says what was measured) and the mask
+    as one event of the ``cube`` stream, then close the run."""
+    store = _Cube(name="cube")
+    store.data.put(np.nan_to_num(np.asarray(cube, float), nan=0.0).tolist())
+    store.mask.put(np.asarray(mask).astype(int).tolist())
+    yield from bps.create("cube")
+    yield from bps.read(store)
+    yield from bps.save()
+    yield from bps.close_run()
+
+
 def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md, plan_name,
                plan_args):
     x = np.asarray(x, float)
@@ -100,13 +112,7 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
             cube[i, j, :] = val
         else:
             cube[i, j, k] = val[0]
-    store = _Cube(name="cube")
-    store.data.put(np.nan_to_num(cube, nan=0.0).tolist())
-    store.mask.put(mask.astype(int).tolist())
-    yield from bps.create("cube")
-    yield from bps.read(store)
-    yield from bps.save()
-    yield from bps.close_run()
+    yield from _store_cube_and_close(cube, mask)
     hw = (clock.now - t0) if clock is not None else float("nan")
     return ScanResult(cube, mask, hw, uid)
 
@@ -293,13 +299,7 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
                 break
         prev = recon
     mask = strategy.sampled.copy()
-    store = _Cube(name="cube")
-    store.data.put(cube.tolist())
-    store.mask.put(mask.astype(int).tolist())
-    yield from bps.create("cube")
-    yield from bps.read(store)
-    yield from bps.save()
-    yield from bps.close_run()
+    yield from _store_cube_and_close(cube, mask)
     hw = (clock.now - t0) if clock is not None else float("nan")
     data = np.where(mask[:, :, None], cube, np.nan)
     return ScanResult(data, mask, hw, uid)

@@ -21,6 +21,12 @@ from mracq.sim.mrfm_psf import apply_blocks
 logger = logging.getLogger(__name__)
 
 
+def _group_shrink(v: np.ndarray, thr: float) -> np.ndarray:
+    """Isotropic-TV prox: shrink each 3-vector ``v[:, ...]`` towards 0 by ``thr``."""
+    norm = np.sqrt(np.einsum("i...,i...->...", v, v))
+    return v * np.maximum(0.0, 1.0 - thr / np.maximum(norm, 1e-30))
+
+
 def grad3(o: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Forward differences (3, nx, ny, nz): periodic in x, y; zero at the last z layer."""
     d = np.empty((3,) + o.shape, dtype=o.dtype) if out is None else out
@@ -152,9 +158,7 @@ def admm_tv(
         o = o.astype(np.float32)
         p = np.maximum(o + u1, 0.0)
         grad3(o, out=do)
-        v = do + u2
-        norm = np.sqrt(np.einsum("i...,i...->...", v, v))
-        q = v * np.maximum(0.0, 1.0 - thr / np.maximum(norm, 1e-30))
+        q = _group_shrink(do + u2, thr)
         u1 += o - p
         u2 += do - q
         if callback is not None:
@@ -222,9 +226,7 @@ def admm_tv_masked(
         o = o.astype(np.float32)
         p = np.maximum(o + u1, 0.0)
         grad3(o, out=do)
-        vv = do + u2
-        norm = np.sqrt(np.einsum("i...,i...->...", vv, vv))
-        q = vv * np.maximum(0.0, 1.0 - thr / np.maximum(norm, 1e-30))
+        q = _group_shrink(do + u2, thr)
         ao = apply_blocks(blocks, o).astype(np.float32)
         v = (wi + nu3 * (ao + u3)) / (w + nu3)
         u1 += o - p
