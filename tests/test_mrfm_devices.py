@@ -119,6 +119,25 @@ def test_strategy_prefers_predicted_signal():
     assert st.sampled.sum() == 40 and len(st.suggest(100)) == 60
 
 
+def test_strategy_weight_is_detectability_not_energy():
+    """Above the noise a position counts ~1 per channel whatever its size; below it ~SNR^2."""
+    from mracq.plans.mrfm import SignalWeightedStrategy
+
+    st = SignalWeightedStrategy((4, 4), np.random.default_rng(0))
+    sigma = 2e-34
+    pred = np.zeros((4, 4, 3))
+    pred[0, 0], pred[1, 1], pred[2, 2] = 100 * sigma, 1000 * sigma, 0.01 * sigma
+    st.update(pred, sigma)
+    w = st.weight
+    assert w[1, 1] / w[0, 0] == pytest.approx(1.0, abs=0.02)
+    assert w[0, 0] == pytest.approx(3 * (100 / 101) ** 2)
+    assert w[2, 2] == pytest.approx(3 * (0.01 / 1.01) ** 2)
+    st.update(pred)  # no noise estimate: energy, 100x apart in amplitude
+    assert st.weight[1, 1] / st.weight[0, 0] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="noise_std"):
+        st.update(pred, 0.0)
+
+
 def test_adaptive_scan_runs_and_respects_budget(rig, setup):
     from mracq.plans.mrfm import adaptive_multislice_scan
 

@@ -173,14 +173,18 @@ def cs_multislice_scan(scanner, rf, readout, x, y, p, rng, z=15e-9, f0_list=None
 
 
 class SignalWeightedStrategy:
-    """Choose the next xy positions where the current reconstruction predicts most signal.
+    """Choose the next xy positions where the current reconstruction predicts signal.
 
     Criterion: after each batch the plan reconstructs the sample from the points measured so
-    far (joint CS + ADMM) and predicts the noise-free scan ``A o``; the weight of an unmeasured
-    position is its predicted signal energy sum_l (A o)_l^2 (positions that constrain the
-    sample; far positions only see the thermal noise), mixed with a uniform share
-    ``explore`` so that no region is starved. Positions are drawn without replacement with
-    probability proportional to the weight (bluesky-adaptive naming: ``suggest``/``ingest``).
+    far (joint CS + ADMM) and predicts the noise-free scan s = A o. The weight of an
+    unmeasured position is its predicted detectability sum_l (r_l / (1 + r_l))^2 with
+    r_l = s_l / sigma_l the predicted per-point SNR (sigma_l the standard error of the noise
+    model at the plan's T_m): a position whose channels all lie below the noise counts ~r^2,
+    one above the noise counts ~1 whatever its size, so the budget spreads over the whole
+    signal footprint instead of piling up at its centre. Without a noise estimate the weight
+    is the signal energy sum_l s_l^2. A uniform share ``explore`` keeps every region
+    reachable. Positions are drawn without replacement with probability proportional to the
+    weight (bluesky-adaptive naming: ``suggest``/``ingest``).
 
     Parameters
     ----------
@@ -191,13 +195,18 @@ class SignalWeightedStrategy:
     explore : float
         Uniform share of the weights, in [0, 1].
     noise_floor : float, optional
-        Thermal force variance th (N^2); if given the weight is the SNR proxy
-        sum_l (s_l / (s_l + th))^2 instead of the energy.
+        A fixed standard error sigma (N^2) for every point, used when :meth:`update` gets
+        no ``noise_std``.
     """
+
+    criterion = ("predicted detectability sum_l (r/(1+r))^2, r = predicted SNR of the "
+                 "current reconstruction, + uniform share")
 
     def __init__(self, shape, rng, explore: float = 0.2, noise_floor: float | None = None):
         if not 0 <= explore <= 1:
             raise ValueError(f"explore must be in [0, 1], got {explore!r}")
+        if noise_floor is not None and not noise_floor > 0:
+            raise ValueError(f"noise_floor must be > 0 (N^2), got {noise_floor!r}")
         self.noise_floor = noise_floor
         self.sampled = np.zeros(shape, bool)
         self.weight = np.ones(shape)
@@ -220,15 +229,21 @@ class SignalWeightedStrategy:
         for i, j in points:
             self.sampled[i, j] = True
 
-    def update(self, predicted: np.ndarray) -> None:
-        """Set the weights from a predicted noise-free scan (nx, ny, n_channels).
+    def update(self, predicted: np.ndarray, noise_std=None) -> None:
+        """Set the weights from a predicted noise-free scan (nx, ny, n_channels), N^2.
 
-        Weight sum_l s_l^2, or with ``noise_floor`` th (N^2) the per-point SNR proxy
-        sum_l (s_l / (s_l + th))^2 (the noise grows with s + th, physics.md section 4).
+        ``noise_std`` (N^2, scalar or the shape of ``predicted``) is the predicted standard
+        error per point; without it ``noise_floor`` is used, and without either the weight
+        is the signal energy.
         """
         s = np.maximum(np.asarray(predicted, float), 0.0)
-        if self.noise_floor:
-            s = s / (s + self.noise_floor)
+        sigma = noise_std if noise_std is not None else self.noise_floor
+        if sigma is not None:
+            sigma = np.asarray(sigma, float)
+            if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+                raise ValueError("noise_std must be positive and finite")
+            r = s / sigma
+            s = r / (1.0 + r)
         self.weight = np.sum(s**2, axis=-1)
 
 
@@ -267,7 +282,7 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
             "geometry": {"x": coords.tolist(), "y": coords.tolist(), "z": [float(setup.z0)],
                          "t_m": float(t_m), "shape": [n, n, len(pulses)],
                          "resonator": setup.geometry},
-            "criterion": "predicted signal energy of the current reconstruction + 20% uniform"}
+            "criterion": getattr(strategy, "criterion", type(strategy).__name__)}
     meta.update(md or {})
     clock = _clock(readout)
     t0 = clock.now if clock is not None else 0.0
@@ -292,7 +307,8 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
             cube[i, j] = np.asarray(reading[readout.spin_signal.name]["value"], float)
         strategy.ingest(idx)
         recon = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
-        strategy.update(setup.forward(recon))
+        predicted = setup.forward(recon)
+        strategy.update(predicted, setup.noise_std(predicted, t_m))
         if prev is not None and target is not None:
             change = np.linalg.norm(recon - prev) / max(np.linalg.norm(recon), 1e-300)
             if change < target:
