@@ -171,6 +171,7 @@ class MRFMSetup:
                 "polarization": self.magnet.polarization,
                 "height": self.magnet.height,
                 "surface_offset": self.magnet.surface_offset,
+                "edge_radius": self.magnet.edge_radius,
             },
         }
 
