@@ -26,6 +26,28 @@ def add_arguments(parser):
     parser.add_argument("--n-z", type=int, default=46, help="sample layers to reconstruct")
     parser.add_argument("--geometry", choices=["membrane", "cantilever"], default=None,
                         help="resonator geometry (default: from the run, else membrane)")
+    parser.add_argument("--edge-radius", type=float, default=0.0, metavar="NM",
+                        help="rounded rim of the magnet, nm (default 0: plain cylinder)")
+    parser.add_argument("--surface-offset", type=float, default=None, metavar="NM",
+                        help="magnet top above the nominal surface, nm (default: the Table 2 "
+                             "calibration for this edge radius)")
+
+
+def _magnet(args):
+    """The field model for the reconstruction (nm arguments), calibrated on Table 2."""
+    from mracq.sim.mrfm_field import CylinderMagnet, calibrate_surface_offset
+
+    try:
+        magnet = CylinderMagnet(edge_radius=args.edge_radius * 1e-9)
+    except ValueError as exc:
+        raise CLIError(f"--edge-radius {args.edge_radius} nm: {exc}") from exc
+    if args.surface_offset is not None:
+        off = args.surface_offset * 1e-9
+    elif args.edge_radius > 0:
+        off = calibrate_surface_offset(magnet)[0]
+    else:
+        return magnet
+    return CylinderMagnet(edge_radius=magnet.edge_radius, surface_offset=off)
 
 
 def _load(args):
@@ -72,7 +94,8 @@ def run(args) -> int:
     pulses = [p["f0"] for p in meta.get("pulses", [])]
     resonator = args.geometry or geo.get("resonator", "membrane")
     z = geo.get("z", [15e-9])
-    kw = {"voxel_size": dx, "n_xy": data.shape[0], "n_z": args.n_z, "z0": float(min(z))}
+    kw = {"voxel_size": dx, "n_xy": data.shape[0], "n_z": args.n_z, "z0": float(min(z)),
+          "magnet": _magnet(args)}
     if protocol == "multislice":
         kw["f0"] = pulses
     else:
