@@ -105,6 +105,39 @@ class ADMMResult:
     setup_time: float
 
 
+class _NonnegTVSplit:
+    """The splittings both solvers share: p = o (o >= 0) and q = D o (isotropic TV).
+
+    Holds p, q and their scaled duals u1, u2 (float32); :meth:`rhs` adds their part of the
+    o-update's right-hand side, :meth:`update` does the p, q and dual steps for a new o.
+    """
+
+    def __init__(self, shape, gamma: float, nu1: float, nu2: float):
+        self.nu1, self.nu2, self.thr = nu1, nu2, gamma / nu2
+        self.p = np.zeros(shape, np.float32)
+        self.u1 = np.zeros(shape, np.float32)
+        self.q = np.zeros((3,) + tuple(shape), np.float32)
+        self.u2 = np.zeros((3,) + tuple(shape), np.float32)
+        self.do = np.empty((3,) + tuple(shape), np.float32)
+
+    def rhs(self, base: np.ndarray) -> np.ndarray:
+        return base + self.nu1 * (self.p - self.u1) + self.nu2 * grad3_adjoint(self.q - self.u2)
+
+    def update(self, o: np.ndarray) -> None:
+        self.p = np.maximum(o + self.u1, 0.0)
+        grad3(o, out=self.do)
+        self.q = _group_shrink(self.do + self.u2, self.thr)
+        self.u1 += o - self.p
+        self.u2 += self.do - self.q
+
+
+def _solve_o(minv: np.ndarray, rhs: np.ndarray, n_xy: int) -> np.ndarray:
+    """o = (block system)^-1 rhs, per (kx, ky) in the 2D Fourier domain (float32)."""
+    spec = np.fft.rfft2(rhs, axes=(0, 1))
+    o = np.fft.irfft2(apply_inverses(minv, spec), s=(n_xy, n_xy), axes=(0, 1))
+    return o.astype(np.float32)
+
+
 def admm_tv(
     blocks: np.ndarray,
     data: np.ndarray,
@@ -143,28 +176,15 @@ def admm_tv(
     minv = block_inverses(blocks, nu1, nu2) if inverses is None else inverses
     atb = apply_blocks(blocks, data, transpose=True).astype(np.float32)
     setup_time = time.perf_counter() - t0
-    shape = atb.shape
-    p = np.zeros(shape, np.float32)
-    u1 = np.zeros(shape, np.float32)
-    q = np.zeros((3,) + shape, np.float32)
-    u2 = np.zeros((3,) + shape, np.float32)
-    do = np.empty((3,) + shape, np.float32)
+    split = _NonnegTVSplit(atb.shape, gamma, nu1, nu2)
     obj = []
-    thr = gamma / nu2
     for k in range(n_iter):
-        rhs = atb + nu1 * (p - u1) + nu2 * grad3_adjoint(q - u2)
-        spec = np.fft.rfft2(rhs, axes=(0, 1))
-        o = np.fft.irfft2(apply_inverses(minv, spec), s=(n_xy, n_xy), axes=(0, 1))
-        o = o.astype(np.float32)
-        p = np.maximum(o + u1, 0.0)
-        grad3(o, out=do)
-        q = _group_shrink(do + u2, thr)
-        u1 += o - p
-        u2 += do - q
+        o = _solve_o(minv, split.rhs(atb), n_xy)
+        split.update(o)
         if callback is not None:
-            callback(k, p)
-        obj.append(float(np.linalg.norm(o - p)))
-    return ADMMResult(p.astype(np.float64), n_iter, np.asarray(obj), setup_time)
+            callback(k, split.p)
+        obj.append(float(np.linalg.norm(o - split.p)))
+    return ADMMResult(split.p.astype(np.float64), n_iter, np.asarray(obj), setup_time)
 
 
 def admm_tv_masked(
@@ -208,31 +228,17 @@ def admm_tv_masked(
     w = m.astype(np.float32)
     wi = np.where(m, data, 0.0).astype(np.float32)
     setup_time = time.perf_counter() - t0
-    shape = blocks.shape[:1] * 2 + (blocks.shape[3],)
-    p = np.zeros(shape, np.float32)
-    u1 = np.zeros(shape, np.float32)
-    q = np.zeros((3,) + shape, np.float32)
-    u2 = np.zeros((3,) + shape, np.float32)
-    do = np.empty((3,) + shape, np.float32)
+    split = _NonnegTVSplit(blocks.shape[:1] * 2 + (blocks.shape[3],), gamma, nu1, nu2)
     v = wi.copy()
     u3 = np.zeros(data.shape, np.float32)
-    thr = gamma / nu2
     obj = []
     for k in range(n_iter):
-        rhs = (nu3 * apply_blocks(blocks, v - u3, transpose=True) + nu1 * (p - u1)
-               + nu2 * grad3_adjoint(q - u2))
-        spec = np.fft.rfft2(rhs, axes=(0, 1))
-        o = np.fft.irfft2(apply_inverses(minv, spec), s=(n_xy, n_xy), axes=(0, 1))
-        o = o.astype(np.float32)
-        p = np.maximum(o + u1, 0.0)
-        grad3(o, out=do)
-        q = _group_shrink(do + u2, thr)
+        o = _solve_o(minv, split.rhs(nu3 * apply_blocks(blocks, v - u3, transpose=True)), n_xy)
+        split.update(o)
         ao = apply_blocks(blocks, o).astype(np.float32)
         v = (wi + nu3 * (ao + u3)) / (w + nu3)
-        u1 += o - p
-        u2 += do - q
         u3 += ao - v
         if callback is not None:
-            callback(k, p)
-        obj.append(float(np.linalg.norm(o - p)))
-    return ADMMResult(p.astype(np.float64), n_iter, np.asarray(obj), setup_time)
+            callback(k, split.p)
+        obj.append(float(np.linalg.norm(o - split.p)))
+    return ADMMResult(split.p.astype(np.float64), n_iter, np.asarray(obj), setup_time)
