@@ -23,6 +23,15 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, title: str, path: str | Path | None):
+    """Title, tight layout, and save to ``path`` (150 dpi) when given."""
+    ax.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig
+
+
 def plot_coherence(curves, path: str | Path | None = None, *, title: str = "NV coherence"):
     """Coherence curves with error bars on a log time axis.
 
@@ -50,11 +59,7 @@ def plot_coherence(curves, path: str | Path | None = None, *, title: str = "NV c
     ax.axhline(0, color="0.7", lw=0.8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(ncols=2, fontsize=8, title="sequence")
-    ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _finish(fig, ax, title, path)
 
 
 def plot_table(columns: dict, x: str, ys: list[str], path: str | Path | None = None, *,
@@ -70,11 +75,7 @@ def plot_table(columns: dict, x: str, ys: list[str], path: str | Path | None = N
     ax.set_xlabel(x)
     ax.legend()
     ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _finish(fig, ax, title, path)
 
 
 def plot_spectrum(result, path: str | Path | None = None, *, truth=None, title: str = ""):
@@ -102,8 +103,4 @@ def plot_spectrum(result, path: str | Path | None = None, *, truth=None, title: 
     ax.set_ylabel("S(omega) (rad^2/s)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return _finish(fig, ax, title, path)

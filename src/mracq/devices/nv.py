@@ -92,7 +92,18 @@ class TransportSignal(CheckedSignal):
         return d
 
 
-class MicrowaveSource(Device):
+class _TransportDevice(Device):
+    """A device whose signals talk to ``transport`` and check ``limits`` (over defaults)."""
+
+    DEFAULT_LIMITS: dict = {}
+
+    def __init__(self, *args, transport, limits: dict, **kwargs):
+        self.transport = transport
+        self.limits = {**self.DEFAULT_LIMITS, **limits}
+        super().__init__(*args, **kwargs)
+
+
+class MicrowaveSource(_TransportDevice):
     """Microwave source: frequency (Hz), power (dBm), output on/off."""
 
     frequency = Cpt(TransportSignal, getter="get_frequency", setter="set_frequency",
@@ -102,13 +113,10 @@ class MicrowaveSource(Device):
     output = Cpt(TransportSignal, getter="get_output", setter="set_output", dtype=bool,
                  kind="config")
 
-    def __init__(self, *args, transport, limits: dict, **kwargs):
-        self.transport = transport
-        self.limits = {"min_power_dbm": -140.0, **limits}
-        super().__init__(*args, **kwargs)
+    DEFAULT_LIMITS = {"min_power_dbm": -140.0}
 
 
-class Laser(Device):
+class Laser(_TransportDevice):
     """Excitation laser: power (W), output on/off."""
 
     power = Cpt(TransportSignal, getter="get_power", setter="set_power",
@@ -116,10 +124,7 @@ class Laser(Device):
     output = Cpt(TransportSignal, getter="get_output", setter="set_output", dtype=bool,
                  kind="config")
 
-    def __init__(self, *args, transport, limits: dict, **kwargs):
-        self.transport = transport
-        self.limits = {"min_power": 0.0, **limits}
-        super().__init__(*args, **kwargs)
+    DEFAULT_LIMITS = {"min_power": 0.0}
 
 
 class ProgramSignal(CheckedSignal):

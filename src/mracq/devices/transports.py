@@ -154,7 +154,17 @@ def _onoff(ans: str) -> bool:
     return ans.strip().upper() in ("1", "ON")
 
 
-class VisaMicrowave(VisaTransport):
+class _VisaOutput(VisaTransport):
+    """SCPI ``OUTP`` on/off, shared by the sources."""
+
+    def get_output(self):
+        return _onoff(self.query("OUTP?"))
+
+    def set_output(self, on):
+        self.write(f"OUTP {'ON' if on else 'OFF'}")
+
+
+class VisaMicrowave(_VisaOutput):
     """SCPI microwave source: ``FREQ``, ``POW`` (dBm), ``OUTP``."""
 
     def get_frequency(self):
@@ -169,14 +179,8 @@ class VisaMicrowave(VisaTransport):
     def set_power_dbm(self, p):
         self.write(f"POW {float(p):.2f}")
 
-    def get_output(self):
-        return _onoff(self.query("OUTP?"))
 
-    def set_output(self, on):
-        self.write(f"OUTP {'ON' if on else 'OFF'}")
-
-
-class VisaLaser(VisaTransport):
+class VisaLaser(_VisaOutput):
     """SCPI laser: ``SOUR:POW`` (W), ``OUTP``."""
 
     def get_power(self):
@@ -184,12 +188,6 @@ class VisaLaser(VisaTransport):
 
     def set_power(self, p):
         self.write(f"SOUR:POW {float(p):.6f}")
-
-    def get_output(self):
-        return _onoff(self.query("OUTP?"))
-
-    def set_output(self, on):
-        self.write(f"OUTP {'ON' if on else 'OFF'}")
 
 
 class VisaSequencer(VisaTransport):
