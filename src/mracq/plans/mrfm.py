@@ -194,20 +194,14 @@ class SignalWeightedStrategy:
         Random source.
     explore : float
         Uniform share of the weights, in [0, 1].
-    noise_floor : float, optional
-        A fixed standard error sigma (N^2) for every point, used when :meth:`update` gets
-        no ``noise_std``.
     """
 
     criterion = ("predicted detectability sum_l (r/(1+r))^2, r = predicted SNR of the "
                  "current reconstruction, + uniform share")
 
-    def __init__(self, shape, rng, explore: float = 0.2, noise_floor: float | None = None):
+    def __init__(self, shape, rng, explore: float = 0.2):
         if not 0 <= explore <= 1:
             raise ValueError(f"explore must be in [0, 1], got {explore!r}")
-        if noise_floor is not None and not noise_floor > 0:
-            raise ValueError(f"noise_floor must be > 0 (N^2), got {noise_floor!r}")
-        self.noise_floor = noise_floor
         self.sampled = np.zeros(shape, bool)
         self.weight = np.ones(shape)
         self.rng = rng
@@ -233,13 +227,11 @@ class SignalWeightedStrategy:
         """Set the weights from a predicted noise-free scan (nx, ny, n_channels), N^2.
 
         ``noise_std`` (N^2, scalar or the shape of ``predicted``) is the predicted standard
-        error per point; without it ``noise_floor`` is used, and without either the weight
-        is the signal energy.
+        error per point; without it the weight is the signal energy.
         """
         s = np.maximum(np.asarray(predicted, float), 0.0)
-        sigma = noise_std if noise_std is not None else self.noise_floor
-        if sigma is not None:
-            sigma = np.asarray(sigma, float)
+        if noise_std is not None:
+            sigma = np.asarray(noise_std, float)
             if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
                 raise ValueError("noise_std must be positive and finite")
             r = s / sigma
