@@ -26,11 +26,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small SVDs: one thread is 
 
 import numpy as np  # noqa: E402
 
-from mracq.recon.dlmc import reconstruct
-from mracq.recon.dlnet import default_net
+from mracq.recon.cosy.dlmc import reconstruct
+from mracq.recon.cosy.dlnet import default_net
 from mracq.recon.metrics import rmse, rmse_freq, snr_db, spectral_regions, ssim
-from mracq.sim.cosy import shot_noise, simulate_map
-from mracq.sim.cosy_couplings import random_clusters
+from mracq.sim.cosy.couplings import random_clusters
+from mracq.sim.cosy.model import shot_noise, simulate_map
 
 METHODS = ("orig", "svt", "dl", "dlmc")
 COVERAGES = (0.1, 0.2, 0.4, 0.8)
@@ -95,7 +95,7 @@ def adaptive_vs_random(truths, noisy, rng, batch: int = 25, start: float = 0.04)
     (`mracq.plans.cosy.EnsembleDisagreement`, same data) grows the mask in batches until
     its DLMC RMSE is at or below the target, or 40% coverage.
     """
-    from mracq.plans.cosy import EnsembleDisagreement
+    from mracq.recon.cosy.strategy import EnsembleDisagreement
 
     n_rand = int(round(0.1 * truths[0].size))
     out = []
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
                     help="DLNet weights to evaluate (default: the shipped ones)")
     args = ap.parse_args(argv)
     if args.weights:
-        from mracq.recon.dlnet import load_weights
+        from mracq.recon.cosy.dlnet import load_weights
 
         global _NET
         _NET = load_weights(args.weights)

@@ -29,35 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mracq.recon.mrfm import ADMM_DEFAULTS, reconstruct
-from mracq.sim.mrfm import default_setup
-from mracq.sim.mrfm_field import CylinderMagnet, calibrate_surface_offset, table2_relative_errors
+from mracq.recon.mrfm.pipeline import ADMM_DEFAULTS, reconstruct
+from mracq.sim.mrfm.field import CylinderMagnet, calibrate_surface_offset, table2_relative_errors
+from mracq.sim.mrfm.setup import default_setup
+from mrfm_tracker import Tracker
 
 log = logging.getLogger("benchmarks.mrfm")
-
-
-class Tracker:
-    """Callback recording (time without callback overhead, RMSE in nm^-3) per iteration."""
-
-    def __init__(self, truth):
-        self.truth = truth
-        self.t0 = time.perf_counter()
-        self.overhead = 0.0
-        self.hist = []
-
-    def __call__(self, k, x):
-        t = time.perf_counter()
-        rmse = float(np.sqrt(np.mean((x - self.truth) ** 2)) / 1e27)
-        self.hist.append((t - self.t0 - self.overhead, rmse))
-        self.overhead += time.perf_counter() - t
-
-    def best(self):
-        h = np.array(self.hist)
-        i = int(np.argmin(h[:, 1]))
-        reached = int(np.argmax(h[:, 1] <= 1.02 * h[i, 1]))
-        return {"rmse": h[i, 1], "iteration": i + 1, "time_s": h[i, 0],
-                "within2pct_iteration": reached + 1, "within2pct_time_s": h[reached, 0],
-                "final_rmse": h[-1, 1]}
 
 
 def run_admm(data, setup, truth, mask=None, **params):
@@ -98,7 +75,7 @@ def adaptive_vs_random(setup, truth, t_m, budget, batch, seed, n_iter=20, n_fina
     ``criterion`` "snr" is the plan's default (predicted detectability from the noise model
     at ``t_m``), "energy" the predicted signal energy.
     """
-    from mracq.plans.mrfm import SignalWeightedStrategy
+    from mracq.recon.mrfm.strategy import SignalWeightedStrategy
 
     rng = np.random.default_rng(seed)
     full = setup.measure(truth, t_m, rng)  # every position's data; the masks pick from it

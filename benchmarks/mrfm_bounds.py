@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mracq.recon.mrfm import reconstruct
-from mracq.sim.mrfm import default_setup
-from mrfm import Tracker
+from mracq.recon.mrfm.pipeline import reconstruct
+from mracq.sim.mrfm.setup import default_setup
+from mrfm_tracker import Tracker
 
 log = logging.getLogger("benchmarks.mrfm_bounds")
 
@@ -151,7 +151,7 @@ def rounded_edge(seed, edge_radius=10e-9, t_m=30.0, n_iter=60):
     Recalibrates the surface offset on Table 2, then the multislice/XYZ RMSE ratio at
     ``t_m`` for both resonators (same phantom and ADMM settings as ``mrfm.py``).
     """
-    from mracq.sim.mrfm_field import CylinderMagnet, calibrate_surface_offset
+    from mracq.sim.mrfm.field import CylinderMagnet, calibrate_surface_offset
 
     off, worst = calibrate_surface_offset(CylinderMagnet(edge_radius=edge_radius))
     magnet = CylinderMagnet(edge_radius=edge_radius, surface_offset=off)

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mracq.recon.ddns import ddns
-from mracq.recon.ftns import ftns
-from mracq.recon.vqns import Measurement, reconstruct, sensitive_band
-from mracq.recon.vqns_data import decay_time, pulse_number, simulate_measurements
-from mracq.recon.vqns_strategy import NextSequenceStrategy
-from mracq.recon.vqns_torch import PointSet, chi_batch
+from mracq.recon.vqns.chi import PointSet, chi_batch
+from mracq.recon.vqns.data import decay_time, pulse_number, simulate_measurements
+from mracq.recon.vqns.ddns import ddns
+from mracq.recon.vqns.ftns import ftns
+from mracq.recon.vqns.model import Measurement, reconstruct, sensitive_band
+from mracq.recon.vqns.strategy import NextSequenceStrategy
 from mracq.sim.filter_function import coherence
 from mracq.sim.spectra import Lorentzians, Ohmic, PowerLaw, larmor_peak
 
@@ -129,7 +129,7 @@ def literal_reference(ms, *, n_lorentzians, restarts, threshold, lr=0.05, max_it
     as the batched code, the closed form per sequence (one PointSet per sequence), and
     the same threshold and iteration cap; a failed restart is drawn again.
     """
-    from mracq.recon.vqns import _Init, _Problem
+    from mracq.recon.vqns.model import _Init, _Problem
 
     prob = _Problem(ms, True)
     init = _Init(prob, n_lorentzians, torch.Generator().manual_seed(seed))

@@ -7,8 +7,9 @@ from bluesky import RunEngine
 from mracq.config import load_config
 from mracq.devices import build_devices
 from mracq.plans.coherence import prepare_nv
-from mracq.plans.cosy import EnsembleDisagreement, cosy_adaptive, cosy_random_mask
-from mracq.sim.cosy import T_GRID, CosyModel
+from mracq.plans.cosy import cosy_adaptive, cosy_random_mask
+from mracq.recon.cosy.strategy import EnsembleDisagreement
+from mracq.sim.cosy.model import T_GRID, CosyModel
 from mracq.sim.nv import GAMMA_E, ZERO_FIELD_SPLITTING
 from mracq.storage import get_run, run_table, subscribe_writer
 

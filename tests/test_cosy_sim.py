@@ -6,15 +6,7 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from mracq.sim.cosy import (
-    B_FIELD,
-    T_GRID,
-    CosyModel,
-    nuclear_hamiltonians,
-    shot_noise,
-    simulate_map,
-)
-from mracq.sim.cosy_couplings import (
+from mracq.sim.cosy.couplings import (
     GAMMA_13C,
     GAMMA_E,
     HBAR,
@@ -22,6 +14,14 @@ from mracq.sim.cosy_couplings import (
     dipolar_tensors,
     hyperfine_from_positions,
     random_clusters,
+)
+from mracq.sim.cosy.model import (
+    B_FIELD,
+    T_GRID,
+    CosyModel,
+    nuclear_hamiltonians,
+    shot_noise,
+    simulate_map,
 )
 
 

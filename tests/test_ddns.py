@@ -1,11 +1,11 @@
-"""DDNS baseline (mracq.recon.ddns) on known spectra."""
+"""DDNS baseline (mracq.recon.vqns.ddns) on known spectra."""
 
 import numpy as np
 import pytest
 
-from mracq.recon.ddns import ddns
-from mracq.recon.vqns import Measurement
-from mracq.recon.vqns_data import simulate_measurements
+from mracq.recon.vqns.data import simulate_measurements
+from mracq.recon.vqns.ddns import ddns
+from mracq.recon.vqns.model import Measurement
 from mracq.sim.filter_function import coherence
 from mracq.sim.spectra import Lorentzians, Ohmic
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mracq.recon.dlmc import neighbour_fill, reconstruct
-from mracq.recon.dlnet import DLNet, load_weights, save_weights
-from mracq.recon.training import make_batch, normalize_observed, random_masks
-from mracq.sim.cosy import shot_noise, simulate_map
-from mracq.sim.cosy_couplings import random_clusters
+from mracq.recon.cosy.dlmc import neighbour_fill, reconstruct
+from mracq.recon.cosy.dlnet import DLNet, load_weights, save_weights
+from mracq.recon.cosy.training import make_batch, normalize_observed, random_masks
+from mracq.sim.cosy.couplings import random_clusters
+from mracq.sim.cosy.model import shot_noise, simulate_map
 
 
 def test_neighbour_fill_known_answer():

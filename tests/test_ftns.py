@@ -1,10 +1,10 @@
-"""FTNS baseline (mracq.recon.ftns) on known spectra."""
+"""FTNS baseline (mracq.recon.vqns.ftns) on known spectra."""
 
 import numpy as np
 import pytest
 
-from mracq.recon.ftns import ftns
-from mracq.recon.vqns_data import simulate_measurements
+from mracq.recon.vqns.data import simulate_measurements
+from mracq.recon.vqns.ftns import ftns
 from mracq.sim.spectra import Lorentzians
 
 TP = 2 * np.pi

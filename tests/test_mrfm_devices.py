@@ -8,8 +8,8 @@ from ophyd.utils import LimitError
 from mracq.devices.mrfm import InterlockError, build_mrfm_devices
 from mracq.plans.mrfm import cs_multislice_scan, multislice_scan, xyz_scan
 from mracq.sim.clock import VirtualClock
-from mracq.sim.mrfm import default_setup
-from mracq.sim.mrfm_field import SEED_F0
+from mracq.sim.mrfm.field import SEED_F0
+from mracq.sim.mrfm.setup import default_setup
 
 INSTRUMENTS = {
     "scanner": {"min_standoff": 15e-9, "x_range": [-1e-6, 1e-6], "y_range": [-1e-6, 1e-6],
@@ -107,7 +107,7 @@ def test_rf_limits_and_pulse_train(rig):
 
 
 def test_strategy_prefers_predicted_signal():
-    from mracq.plans.mrfm import SignalWeightedStrategy
+    from mracq.recon.mrfm.strategy import SignalWeightedStrategy
 
     st = SignalWeightedStrategy((10, 10), np.random.default_rng(0), explore=0.0)
     pred = np.zeros((10, 10, 2))
@@ -121,7 +121,7 @@ def test_strategy_prefers_predicted_signal():
 
 def test_strategy_weight_is_detectability_not_energy():
     """Above the noise a position counts ~1 per channel whatever its size; below it ~SNR^2."""
-    from mracq.plans.mrfm import SignalWeightedStrategy
+    from mracq.recon.mrfm.strategy import SignalWeightedStrategy
 
     st = SignalWeightedStrategy((4, 4), np.random.default_rng(0))
     sigma = 2e-34
@@ -181,7 +181,7 @@ def test_analyze_cli_uses_the_magnet_model(tmp_path, capsys):
     import json
 
     from mracq.cli import main
-    from mracq.sim.mrfm_field import CylinderMagnet, calibrate_surface_offset
+    from mracq.sim.mrfm.field import CylinderMagnet, calibrate_surface_offset
 
     rim = CylinderMagnet(edge_radius=10e-9)
     rim = CylinderMagnet(edge_radius=10e-9, surface_offset=calibrate_surface_offset(rim)[0])

@@ -4,18 +4,18 @@ import numpy as np
 import pylops
 import pytest
 
-from mracq.recon.mrfm import normalized_problem, reconstruct
-from mracq.recon.mrfm_admm import (
+from mracq.recon.mrfm.admm import (
     apply_inverses,
     block_inverses,
     grad3,
     grad3_adjoint,
 )
-from mracq.recon.mrfm_cs import cs_recover_fista, cs_recover_spgl1, estimate_noise_std
-from mracq.recon.mrfm_operators import BlockScanOperator, XYZConvolution3D, operator_norm
-from mracq.sim.mrfm import default_setup
-from mracq.sim.mrfm_field import SEED_F0
-from mracq.sim.mrfm_psf import psf_blocks
+from mracq.recon.mrfm.cs import cs_recover_fista, cs_recover_spgl1, estimate_noise_std
+from mracq.recon.mrfm.operators import BlockScanOperator, XYZConvolution3D, operator_norm
+from mracq.recon.mrfm.pipeline import normalized_problem, reconstruct
+from mracq.sim.mrfm.field import SEED_F0
+from mracq.sim.mrfm.psf import psf_blocks
+from mracq.sim.mrfm.setup import default_setup
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from mracq.sim.mrfm import default_setup
-from mracq.sim.mrfm_field import (
+from mracq.sim.mrfm.field import (
     GAMMA_1H_HZ_PER_T,
     SEED_F0,
     TABLE2,
@@ -15,9 +14,10 @@ from mracq.sim.mrfm_field import (
     slice_extension,
     table2_relative_errors,
 )
-from mracq.sim.mrfm_noise import noise_std, quadrature_variances, thermal_variance
-from mracq.sim.mrfm_phantom import sphere_phantom
-from mracq.sim.mrfm_psf import MU_1H, psf_blocks
+from mracq.sim.mrfm.noise import noise_std, quadrature_variances, thermal_variance
+from mracq.sim.mrfm.phantom import sphere_phantom
+from mracq.sim.mrfm.psf import MU_1H, psf_blocks
+from mracq.sim.mrfm.setup import default_setup
 
 
 def test_on_axis_field_matches_closed_form():

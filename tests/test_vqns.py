@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from mracq.recon.vqns import (
+from mracq.recon.vqns.data import pulse_number, simulate_measurements
+from mracq.recon.vqns.model import (
     Measurement,
     candidate_scores,
     lorentzian_spectrum,
     reconstruct,
     suggest_next_sequence,
 )
-from mracq.recon.vqns_data import pulse_number, simulate_measurements
 from mracq.sim.filter_function import coherence
 from mracq.sim.spectra import Lorentzians
 

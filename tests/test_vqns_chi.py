@@ -1,10 +1,10 @@
-"""Batched torch chi of mracq.recon.vqns_torch against the numpy closed form and series."""
+"""Batched torch chi of mracq.recon.vqns.chi against the numpy closed form and series."""
 
 import numpy as np
 import pytest
 import torch
 
-from mracq.recon.vqns_torch import PointSet, chi_and_grad, chi_batch
+from mracq.recon.vqns.chi import PointSet, chi_and_grad, chi_batch
 from mracq.sim.filter_function import chi_lorentzian, chi_quadrature, coherence
 from mracq.sim.spectra import Lorentzians
 
@@ -97,10 +97,10 @@ def test_pointset_rejects_bad_input():
 
 
 def test_numba_kernel_matches_torch():
-    from mracq.recon import vqns_numba
-    from mracq.recon.vqns import _Init, _Problem
-    from mracq.recon.vqns_data import simulate_measurements
-    from mracq.recon.vqns_torch import SERIES_SWITCH
+    from mracq.recon.vqns import kernel as vqns_numba
+    from mracq.recon.vqns.chi import SERIES_SWITCH
+    from mracq.recon.vqns.data import simulate_measurements
+    from mracq.recon.vqns.model import _Init, _Problem
 
     if not vqns_numba.available():
         pytest.skip("numba not installed")
@@ -121,10 +121,10 @@ def test_numba_kernel_matches_torch():
 
 def test_numba_kernel_irregular_times():
     """Unequal spacing, long equal runs and repeated times: kernel against torch."""
-    from mracq.recon import vqns_numba
-    from mracq.recon.vqns import _Init, _Problem
-    from mracq.recon.vqns_data import Measurement
-    from mracq.recon.vqns_torch import SERIES_SWITCH
+    from mracq.recon.vqns import kernel as vqns_numba
+    from mracq.recon.vqns.chi import SERIES_SWITCH
+    from mracq.recon.vqns.data import Measurement
+    from mracq.recon.vqns.model import _Init, _Problem
 
     if not vqns_numba.available():
         pytest.skip("numba not installed")

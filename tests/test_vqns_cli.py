@@ -7,7 +7,7 @@ import pytest
 
 from mracq.cli import CLIError, main
 from mracq.cli.analyze_vqns import read_csv
-from mracq.recon.vqns_data import simulate_measurements
+from mracq.recon.vqns.data import simulate_measurements
 from mracq.sim.spectra import Lorentzians
 
 TP = 2 * np.pi

@@ -8,8 +8,8 @@ from mracq.config import load_config
 from mracq.devices import build_devices
 from mracq.plans.coherence import prepare_nv
 from mracq.plans.vqns import family_of, vqns_loop
-from mracq.recon.vqns_data import decay_time
-from mracq.recon.vqns_strategy import NextSequenceStrategy
+from mracq.recon.vqns.data import decay_time
+from mracq.recon.vqns.strategy import NextSequenceStrategy
 from mracq.sim.spectra import default_nv_spectrum
 from mracq.storage import get_run, subscribe_writer
 

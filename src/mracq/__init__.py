@@ -7,7 +7,8 @@ Layers, lowest first; a module imports only from its own layer or lower ones:
 3. ``mracq.recon``: reconstruction algorithms, pure functions over arrays; may use the
    forward models of ``mracq.sim``.
 4. ``mracq.devices``: ophyd devices with transports (simulated physics or VISA).
-5. ``mracq.plans``: Bluesky plans and the closed-loop strategies.
+5. ``mracq.plans``: Bluesky plans (the closed-loop strategies they drive are pure code in
+   ``mracq.recon.<method>.strategy``).
 6. ``mracq.storage``, ``mracq.session``, ``mracq.cli``: Tiled storage, ready-made
    sessions, the ``mracq`` command.
 """

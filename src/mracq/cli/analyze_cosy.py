@@ -43,8 +43,8 @@ def run(args) -> int:
     import numpy as np
 
     from mracq.cli import CLIError
-    from mracq.recon.dlmc import reconstruct
-    from mracq.recon.dlnet import load_weights
+    from mracq.recon.cosy.dlmc import reconstruct
+    from mracq.recon.cosy.dlnet import load_weights
     from mracq.recon.metrics import spectrum2d
 
     path = Path(args.file)

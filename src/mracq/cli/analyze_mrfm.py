@@ -35,7 +35,7 @@ def add_arguments(parser):
 
 def _magnet(args):
     """The field model for the reconstruction (nm arguments), calibrated on Table 2."""
-    from mracq.sim.mrfm_field import CylinderMagnet, calibrate_surface_offset
+    from mracq.sim.mrfm.field import CylinderMagnet, calibrate_surface_offset
 
     try:
         magnet = CylinderMagnet(edge_radius=args.edge_radius * 1e-9)
@@ -79,8 +79,8 @@ def _load(args):
 def run(args) -> int:
     import numpy as np
 
-    from mracq.recon.mrfm import reconstruct
-    from mracq.sim.mrfm import default_setup
+    from mracq.recon.mrfm.pipeline import reconstruct
+    from mracq.sim.mrfm.setup import default_setup
 
     data, mask, meta = _load(args)
     geo = meta.get("geometry", {})

@@ -37,7 +37,7 @@ def add_arguments(parser) -> None:
 
 def read_csv(path: Path) -> list:
     """Measurements from the CSV; :class:`CLIError` naming the line for malformed input."""
-    from mracq.recon.vqns import COHERENCE_RANGE, Measurement, pulse_number
+    from mracq.recon.vqns.model import COHERENCE_RANGE, Measurement, pulse_number
 
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
@@ -116,8 +116,8 @@ def read_csv(path: Path) -> list:
 def run(args) -> int:
     import numpy as np
 
-    from mracq.recon.ddns import ddns
-    from mracq.recon.vqns import reconstruct
+    from mracq.recon.vqns.ddns import ddns
+    from mracq.recon.vqns.model import reconstruct
 
     ms = read_csv(args.file)
     prefix = args.out or args.file.with_name(args.file.stem + "_vqns")

@@ -44,7 +44,7 @@ def run(args) -> int:
     from mracq.config import validate_config
     from mracq.plans.coherence import coherence_scan, prepare_nv
     from mracq.plans.vqns import family_of, vqns_loop
-    from mracq.recon.vqns_strategy import DEFAULT_CANDIDATES, NextSequenceStrategy
+    from mracq.recon.vqns.strategy import DEFAULT_CANDIDATES, NextSequenceStrategy
     from mracq.viz import plot_coherence, plot_spectrum
 
     if args.config:

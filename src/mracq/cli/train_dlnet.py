@@ -29,8 +29,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from mracq.cli import CLIError
-    from mracq.recon.dlnet import save_weights
-    from mracq.recon.training import TrainConfig, train, write_model_card
+    from mracq.recon.cosy.dlnet import save_weights
+    from mracq.recon.cosy.training import TrainConfig, train, write_model_card
 
     if args.minutes <= 0 or args.maps < 1 or args.width < 1:
         raise CLIError("--minutes, --maps and --width must be positive")

@@ -8,8 +8,6 @@ MRFM devices (``scanner``, ``rf``, ``readout``) come from :mod:`mracq.devices.mr
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 
 import numpy as np
@@ -24,9 +22,10 @@ __all__ = ["build_devices", "build_nv_devices", "nv_physics_models"]
 def nv_physics_models(sim: dict) -> list:
     """Physics models of the simulated NV from the ``[sim]`` config table.
 
-    The dephasing model (coherence and Rabi programs) always; the 13C COSY model when
-    :mod:`mracq.sim.cosy` provides one.
+    The dephasing model (coherence and Rabi programs) and the 13C COSY model
+    (:mod:`mracq.sim.cosy`).
     """
+    from mracq.sim.cosy.model import default_cosy_model
     from mracq.sim.nv import DephasingModel
     from mracq.sim.spectra import default_nv_spectrum
 
@@ -35,10 +34,7 @@ def nv_physics_models(sim: dict) -> list:
         raise ValueError(f"sim.spectrum = {name!r}: only 'default' is built in; pass a "
                          "Spectrum to mracq.sim.nv.DephasingModel for others")
     models = [DephasingModel(default_nv_spectrum(sim.get("field", 0.05)))]
-    if importlib.util.find_spec("mracq.sim.cosy") is not None:
-        cosy = importlib.import_module("mracq.sim.cosy")
-        if hasattr(cosy, "default_cosy_model"):
-            models.append(cosy.default_cosy_model())
+    models.append(default_cosy_model())
     return models
 
 
@@ -83,12 +79,11 @@ def build_devices(config=None, *, clock: VirtualClock | None = None,
         Noise source of the simulators; default seeded from ``config.sim['seed']``.
     """
     from mracq.config import load_config
+    from mracq.devices.mrfm import build_mrfm_devices
 
     config = config if config is not None else load_config()
     clock = clock if clock is not None else VirtualClock()
     rng = rng if rng is not None else np.random.default_rng(config.sim.get("seed"))
     devices = build_nv_devices(config.instruments, config.sim, clock, rng)
-    if importlib.util.find_spec("mracq.devices.mrfm") is not None:
-        mrfm = importlib.import_module("mracq.devices.mrfm")
-        devices.update(mrfm.build_mrfm_devices(config.instruments, clock, rng))
+    devices.update(build_mrfm_devices(config.instruments, clock, rng))
     return devices

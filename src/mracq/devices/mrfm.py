@@ -7,7 +7,7 @@ any target with ``z < min_standoff`` *before* anything moves; the error names th
 
 The simulated backend (:class:`SimulatedMRFM`) computes the spin force variance of a sample
 density for the current position and each rf pulse with the PSF model of
-:mod:`mracq.sim.mrfm_psf`, draws in-phase and out-of-phase variance estimates (App. A), and
+:mod:`mracq.sim.mrfm.psf`, draws in-phase and out-of-phase variance estimates (App. A), and
 advances the virtual clock by T_m per pulse.
 """
 
@@ -22,9 +22,9 @@ from ophyd import Device, Signal, SoftPositioner
 from ophyd.status import AndStatus, Status
 from ophyd.utils import LimitError
 
-from mracq.sim.mrfm_field import SEED_F0, SEED_F_BW, CylinderMagnet
-from mracq.sim.mrfm_noise import SEED_F_MEAS, SEED_S_TH, SEED_TAU_M, quadrature_variances
-from mracq.sim.mrfm_psf import apply_blocks, psf_blocks
+from mracq.sim.mrfm.field import SEED_F0, SEED_F_BW, CylinderMagnet
+from mracq.sim.mrfm.noise import SEED_F_MEAS, SEED_S_TH, SEED_TAU_M, quadrature_variances
+from mracq.sim.mrfm.psf import apply_blocks, psf_blocks
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) 
     else:
         geo, dx, shape, magnet, b0, noise = "membrane", 1e-9, (168, 168, 46), None, 3.0, {}
     if density is None:
-        from mracq.sim.mrfm_phantom import sphere_phantom
+        from mracq.sim.mrfm.phantom import sphere_phantom
 
         def density():
             return sphere_phantom(shape, dx, np.random.default_rng(0))

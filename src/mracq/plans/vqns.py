@@ -1,6 +1,6 @@
 """Closed-loop noise spectroscopy: measure, reconstruct (VQNS), choose the next sequence.
 
-The plan asks a strategy (:class:`mracq.recon.vqns_strategy.NextSequenceStrategy`, or any
+The plan asks a strategy (:class:`mracq.recon.vqns.strategy.NextSequenceStrategy`, or any
 object with ``suggest(n)`` / ``ingest(points)``) what to measure, measures it with
 :func:`mracq.plans.coherence.coherence_scan` (one stored run per measurement), hands the
 decay to the strategy, and stores the spectrum estimate after each step as its own run
@@ -19,7 +19,7 @@ from bluesky import plan_stubs as bps
 from ophyd import Signal
 
 from mracq.plans.coherence import coherence_scan
-from mracq.recon.vqns_data import COHERENCE_RANGE, pulse_number
+from mracq.recon.vqns.data import COHERENCE_RANGE, pulse_number
 
 __all__ = ["vqns_loop", "store_estimate", "family_of", "LiveSpectrumPlot"]
 
@@ -87,7 +87,7 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         ``suggest(n) -> [{"sequence": str, "t": array}]`` ([] to stop),
         ``ingest(points)`` taking dicts with ``sequence``, ``t``, ``coherence``, ``sigma``,
         and a ``result`` attribute (the current VQNS result or None), as
-        :class:`~mracq.recon.vqns_strategy.NextSequenceStrategy`.
+        :class:`~mracq.recon.vqns.strategy.NextSequenceStrategy`.
     shots : int
         Repetitions per point.
     time_budget : float, optional

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mracq.recon.vqns_data import pulse_number
+from mracq.recon.vqns.data import pulse_number
 from mracq.sim.filter_function import filter_cpmg
 
 __all__ = ["sensitivity", "predicted_decay_time", "coverage"]

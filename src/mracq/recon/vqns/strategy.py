@@ -17,9 +17,9 @@ import logging
 
 import numpy as np
 
-from mracq.recon.sensitivity import predicted_decay_time
-from mracq.recon.vqns import VQNSResult, _coherence_fn, candidate_scores, reconstruct
-from mracq.recon.vqns_data import Measurement, canonical_name, pulse_number
+from mracq.recon.vqns.data import Measurement, canonical_name, pulse_number
+from mracq.recon.vqns.model import VQNSResult, _coherence_fn, candidate_scores, reconstruct
+from mracq.recon.vqns.sensitivity import predicted_decay_time
 
 __all__ = ["NextSequenceStrategy", "DEFAULT_CANDIDATES", "relative_band_width"]
 

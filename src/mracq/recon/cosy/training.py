@@ -1,7 +1,7 @@
 """Training data and training loop for DLNet (used by ``mracq train dlnet``).
 
 Data (seed 000, Fig. 2c, with the normalization made identical to inference): random
-13C clusters (`mracq.sim.cosy_couplings.random_clusters`) give noiseless COSY maps on the
+13C clusters (`mracq.sim.cosy.couplings.random_clusters`) give noiseless COSY maps on the
 experiment's grid; maps with a peak-to-peak signal below ``min_ptp`` (clusters the
 experiment would not see) are redrawn. Each map is normalized to [0, 1]; every time it is
 used it gets fresh Gaussian noise (sigma drawn in ``noise``, the seed's 0.1 inside the
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mracq.recon.dlnet import SIZE, DLNet, pad_input
-from mracq.sim.cosy import simulate_map
-from mracq.sim.cosy_couplings import random_clusters
+from mracq.recon.cosy.dlnet import SIZE, DLNet, pad_input
+from mracq.sim.cosy.couplings import random_clusters
+from mracq.sim.cosy.model import simulate_map
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def train(
 MODEL_CARD = """# DLNet model card (`{weights}`)
 
 Encoder-decoder residual CNN of Kong et al., npj Quantum Inf. 6, 79 (2020), Fig. 2
-(`mracq.recon.dlnet.DLNet`), width {width} (seed: 32), depth {depth} (64 -> {bottom} px),
+(`mracq.recon.cosy.dlnet.DLNet`), width {width} (seed: 32), depth {depth} (64 -> {bottom} px),
 {params} parameters, stored in float16 ({size_kb:.0f} kB).
 
 ## Data

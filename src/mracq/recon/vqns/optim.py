@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import torch
 
-from mracq.recon.vqns_data import Measurement, sensitive_band
-from mracq.recon.vqns_torch import PointSet, chi_and_grad
+from mracq.recon.vqns.chi import PointSet, chi_and_grad
+from mracq.recon.vqns.data import Measurement, sensitive_band
 
 log = logging.getLogger("mracq.recon.vqns")
 
@@ -58,10 +58,10 @@ class _Problem:
     def chi_basis(self, g, w0):
         """chi of each Lorentzian at unit variance, (R, K, P)."""
         if self.backend == "numba":
-            from mracq.recon import vqns_numba
-            from mracq.recon.vqns_torch import SERIES_SWITCH
+            from mracq.recon.vqns import kernel
+            from mracq.recon.vqns.chi import SERIES_SWITCH
 
-            return torch.from_numpy(vqns_numba.chi_basis(g.numpy(), w0.numpy(), self.pts,
+            return torch.from_numpy(kernel.chi_basis(g.numpy(), w0.numpy(), self.pts,
                                                          SERIES_SWITCH))
         r, k = g.shape
         unit, _ = chi_and_grad(torch.ones(r * k, 1, dtype=torch.float64), g.reshape(-1, 1),
@@ -71,10 +71,10 @@ class _Problem:
     def loss_and_grad(self, amp, g, w0):
         """Per-restart loss (R,) and d loss / d(A, g, w0) (R, K, 3)."""
         if self.backend == "numba":
-            from mracq.recon import vqns_numba
-            from mracq.recon.vqns_torch import SERIES_SWITCH
+            from mracq.recon.vqns import kernel
+            from mracq.recon.vqns.chi import SERIES_SWITCH
 
-            loss, grad = vqns_numba.loss_and_grad(
+            loss, grad = kernel.loss_and_grad(
                 amp.numpy(), g.numpy(), w0.numpy(), self.pts, self.y_np, self.wt_np,
                 SERIES_SWITCH)
             return torch.from_numpy(loss), torch.from_numpy(grad)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mracq.sim.mrfm_psf import apply_blocks
+from mracq.sim.mrfm.psf import apply_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def admm_tv(
     Parameters
     ----------
     blocks : ndarray (n_xy, n_xy // 2 + 1, n_l, n_z)
-        Fourier blocks of A (see :class:`mracq.recon.mrfm_operators.BlockScanOperator`).
+        Fourier blocks of A (see :class:`mracq.recon.mrfm.operators.BlockScanOperator`).
     data : ndarray (n_xy, n_xy, n_l)
         Scan data in the units of A.
     gamma : float

@@ -8,7 +8,7 @@ pointwise standard deviation of the successful spectra are the estimate and its 
 
 Unlike the seed (one restart at a time, minutes each), all restarts run as one batch: an
 (R, K, 3) parameter tensor whose chi is evaluated for every restart, sequence and time in
-one fused closed-form pass (:mod:`mracq.recon.vqns_torch`, exact gradients without an
+one fused closed-form pass (:mod:`mracq.recon.vqns.chi`, exact gradients without an
 autograd graph). Converged restarts are frozen and leave the batch; failed ones are
 re-drawn in place with fresh Adam state.
 
@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mracq.recon.vqns_data import (
+from mracq.recon.vqns.chi import PointSet, chi_and_grad
+from mracq.recon.vqns.data import (
     COHERENCE_RANGE,
     Measurement,
     canonical_name,
     pulse_number,
     sensitive_band,
 )
-from mracq.recon.vqns_optim import _auto_threshold, _Init, _optimize, _Problem
-from mracq.recon.vqns_torch import PointSet, chi_and_grad
+from mracq.recon.vqns.optim import _auto_threshold, _Init, _optimize, _Problem
 
 __all__ = [
     "Measurement",
@@ -227,8 +227,8 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         random start; more raises the success rate at the cost of sample diversity).
     backend : str
         Loss and gradient evaluation: "torch" (vectorized closed form,
-        :mod:`mracq.recon.vqns_torch`), "numba" (the same formulas fused in one compiled
-        loop, ~5x faster; :mod:`mracq.recon.vqns_numba`) or "auto" (numba if installed).
+        :mod:`mracq.recon.vqns.chi`), "numba" (the same formulas fused in one compiled
+        loop, ~5x faster; :mod:`mracq.recon.vqns.kernel`) or "auto" (numba if installed).
         The optimizer state and the Adam updates are torch tensors either way.
     omega : array_like, optional
         Frequency grid for ``mean`` and ``std`` in rad/s (default: 0 to twice the band).
@@ -247,9 +247,9 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     if k < 1:
         raise ValueError(f"n_lorentzians must be >= 1, got {k}")
     if backend == "auto":
-        from mracq.recon import vqns_numba
+        from mracq.recon.vqns import kernel
 
-        backend = "numba" if vqns_numba.available() else "torch"
+        backend = "numba" if kernel.available() else "torch"
     if backend not in ("torch", "numba"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
     prob = _Problem(ms, use_sigma, backend)
@@ -265,10 +265,10 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     max_failures = 5 * restarts if max_failures is None else max_failures
     nthreads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: threads only add contention
-    from mracq.recon import vqns_numba
+    from mracq.recon.vqns import kernel
 
     try:
-        with vqns_numba.threads(1):  # likewise for the compiled kernel
+        with kernel.threads(1):  # likewise for the compiled kernel
             res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold,
                             lr, betas, eps, max_iter, weight_decay, max_failures, progress,
                             oversubscribe, patience)
@@ -307,7 +307,7 @@ def candidate_scores(result: VQNSResult, measurements, candidates, *, omega=None
 
     ``u(w) = std / (mean + rel_floor * max(mean))`` is the relative width of the band;
     the score of candidate p is ``Int u(w) s_p(w) dln w`` with ``s_p`` its sensitivity
-    (:func:`mracq.recon.sensitivity.sensitivity`) normalized to a peak of 1, divided by
+    (:func:`mracq.recon.vqns.sensitivity.sensitivity`) normalized to a peak of 1, divided by
     ``1 + Sens_measured(w) / Sens_p(w)`` so that frequencies the data already cover
     count less. Sequences already measured score 0.
 
@@ -316,7 +316,7 @@ def candidate_scores(result: VQNSResult, measurements, candidates, *, omega=None
     dict
         name -> score (dimensionless, larger is better).
     """
-    from mracq.recon.sensitivity import coverage, sensitivity
+    from mracq.recon.vqns.sensitivity import coverage, sensitivity
 
     lo, hi = result.band
     w = np.geomspace(lo / 4, hi * 4, 300) if omega is None else np.asarray(omega, float)

@@ -1,6 +1,6 @@
 """MRFM scan simulator: setups for the XYZ and multislice protocols (seed 002).
 
-Geometry (seed coordinates, see :mod:`mracq.sim.mrfm_field`): the sample volume is a periodic
+Geometry (seed coordinates, see :mod:`mracq.sim.mrfm.field`): the sample volume is a periodic
 ``n_xy x n_xy`` lateral grid times ``n_z`` layers of cubic voxels of edge ``voxel_size``; at
 the scanner's base height the bottom of the volume sits ``z0`` (the minimum standoff, 15 nm)
 above the nominal magnet surface. Scan positions are the lateral grid points (scan step =
@@ -12,7 +12,7 @@ voxel size, seed Table 1).
   (n_xy, n_xy, n_heights). The z part of the 3D convolution is exact (no wrap in z).
 
 Both are ``data = irfft2(G @ rfft2(density))`` with one real ``n_l x n_z`` block per lateral
-frequency (:func:`mracq.sim.mrfm_psf.psf_blocks`).
+frequency (:func:`mracq.sim.mrfm.psf.psf_blocks`).
 
 Default grid (the seed's problem size): 1 nm voxels, n_z = 46 layers (15-61 nm, the 40 nm
 sphere with 3 nm margins, and square 46 x 46 multislice blocks), n_xy = 168: the widest
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mracq.sim.mrfm_field import SEED_F0, SEED_F0_XYZ, SEED_F_BW, CylinderMagnet
-from mracq.sim.mrfm_noise import SEED_F_MEAS, SEED_S_TH, SEED_TAU_M, noise_std
-from mracq.sim.mrfm_phantom import from_array, sphere_phantom
-from mracq.sim.mrfm_psf import apply_blocks, psf_blocks
+from mracq.sim.mrfm.field import SEED_F0, SEED_F0_XYZ, SEED_F_BW, CylinderMagnet
+from mracq.sim.mrfm.noise import SEED_F_MEAS, SEED_S_TH, SEED_TAU_M, noise_std
+from mracq.sim.mrfm.phantom import from_array, sphere_phantom
+from mracq.sim.mrfm.psf import apply_blocks, psf_blocks
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Optional fused kernel for the VQNS loss and gradient (numba, if installed).
 
-The same closed form and series as :mod:`mracq.recon.vqns_torch`, evaluated element by
+The same closed form and series as :mod:`mracq.recon.vqns.chi`, evaluated element by
 element in one compiled loop: for each restart and point, chi is summed over the K
 Lorentzians, the coherence residual formed, and the gradient of the loss with respect to
 (A, g, w0) accumulated, without the ~150 intermediate (R, K, P) tensors the vectorized

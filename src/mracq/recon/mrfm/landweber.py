@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mracq.sim.mrfm_psf import apply_blocks
+from mracq.sim.mrfm.psf import apply_blocks
 
 
 def landweber_bb(

@@ -30,7 +30,7 @@ from functools import reduce
 
 import numpy as np
 
-from mracq.sim.cosy_couplings import (
+from mracq.sim.cosy.couplings import (
     GAMMA_13C,
     dipolar_tensors,
     hyperfine_from_positions,

@@ -12,10 +12,10 @@ import logging
 
 import numpy as np
 
-from mracq.recon.mrfm_admm import admm_tv, admm_tv_masked, block_inverses
-from mracq.recon.mrfm_cs import cs_recover_fista, cs_recover_spgl1, estimate_noise_std
-from mracq.recon.mrfm_landweber import landweber_bb
-from mracq.recon.mrfm_operators import operator_norm
+from mracq.recon.mrfm.admm import admm_tv, admm_tv_masked, block_inverses
+from mracq.recon.mrfm.cs import cs_recover_fista, cs_recover_spgl1, estimate_noise_std
+from mracq.recon.mrfm.landweber import landweber_bb
+from mracq.recon.mrfm.operators import operator_norm
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ def reconstruct(data, setup, mask=None, method: str = "admm", **params) -> np.nd
     mask : ndarray of bool, optional
         Sampled xy points (n_xy, n_xy) or sampled data points. With ``cs="joint"``
         (default for ADMM) the masked data term enters the ADMM directly
-        (:func:`mracq.recon.mrfm_admm.admm_tv_masked`); with ``cs="bpdn"`` (and always for
+        (:func:`mracq.recon.mrfm.admm.admm_tv_masked`); with ``cs="bpdn"`` (and always for
         Landweber) the unsampled points are first recovered by basis pursuit denoising in
-        the Fourier domain (:mod:`mracq.recon.mrfm_cs`, the seed's route).
+        the Fourier domain (:mod:`mracq.recon.mrfm.cs`, the seed's route).
     method : {"admm", "landweber"}
         ADMM with isotropic TV and non-negativity, or projected Landweber-BB.
     **params

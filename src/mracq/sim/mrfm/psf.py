@@ -23,7 +23,7 @@ import logging
 
 import numpy as np
 
-from mracq.sim.mrfm_field import GAMMA_1H_HZ_PER_T, HBAR, CylinderMagnet
+from mracq.sim.mrfm.field import GAMMA_1H_HZ_PER_T, HBAR, CylinderMagnet
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pylops
 
-from mracq.sim.mrfm_psf import apply_blocks
+from mracq.sim.mrfm.psf import apply_blocks
 
 
 class BlockScanOperator(pylops.LinearOperator):

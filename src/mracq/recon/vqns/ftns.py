@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mracq.recon.vqns_data import Measurement
+from mracq.recon.vqns.data import Measurement
 
 __all__ = ["FTNSResult", "ftns"]
 
