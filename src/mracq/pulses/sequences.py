@@ -131,7 +131,8 @@ def _framed(sequence, t, n_units, unit_phases, *, pi_duration, pi2_duration, pha
     return _shot(mw, meta, **shot)
 
 
-def fid(t, *, pi2_duration=20e-9, phase=0.0, final_phase=0.0, **shot) -> PulseProgram:
+def fid(t, *, pi2_duration=20e-9, phase=0.0, final_phase=0.0, pi_duration=None,
+        **shot) -> PulseProgram:
     """Ramsey / free induction decay: pi/2 - t - pi/2.
 
     Parameters
@@ -144,6 +145,9 @@ def fid(t, *, pi2_duration=20e-9, phase=0.0, final_phase=0.0, **shot) -> PulsePr
         Phase of the first pi/2 pulse, the X axis (rad).
     final_phase : float
         Phase of the last pi/2 pulse relative to ``phase`` (rad).
+    pi_duration : float, optional
+        Ignored (FID has no pi pulse): lets one set of calibrated durations
+        (:meth:`mracq.pulses.calibration.PulseCalibration.program_kw`) serve every family.
     **shot
         Readout timing and ``limits``, as for :func:`rabi`.
     """
