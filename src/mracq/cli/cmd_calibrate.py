@@ -81,12 +81,16 @@ def run_calibration(session, lo, hi, *, power_dbm, shots, out=print, **kw):
 def run(args) -> int:
     from mracq.cli import CLIError
     from mracq.cli.common import human_time, open_session
+    from mracq.config import ConfigError, load_config
 
     if args.shots < 1:
         raise CLIError("--shots must be >= 1")
+    try:  # the search range is checked before anything is opened
+        lo, hi = search_range(args, load_config(args.config) if args.config else load_config())
+    except (ConfigError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
     session = open_session(args)
     with session:
-        lo, hi = search_range(args, session.config)
         print(f"mracq calibrate: searching {lo / 1e9:.6f}-{hi / 1e9:.6f} GHz, "
               f"pulses at {args.power:g} dBm; data in {session.url or session.data_dir}")
         try:

@@ -11,8 +11,8 @@ centre reaches ``target``. No Bluesky here: :func:`mracq.plans.calibration.adapt
 drives it with devices, ``benchmarks/calibration.py`` with a shot-noise model.
 
 Resampling: when the effective number of particles falls below half, particles are drawn
-by weight and moved by the Liu-West kernel (shrink towards the mean by ``a``, Gaussian
-jitter of the remaining covariance), which keeps the first two moments.
+by weight and moved by Metropolis steps on the likelihood of all the data so far
+(resample-move), which keeps them a sample of the posterior.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ class AdaptiveODMR:
     max_points : int
         Stop after this many measurements.
     criterion : {"auto", "centre", "information"}
-        How :meth:`utility` ranks candidates (default information, which did best in
-        ``benchmarks/calibration.py``); ``"auto"``: information until the centre is
-        known to better than the line width, then the centre's variance reduction.
+        How :meth:`utility` ranks candidates; ``"auto"`` (default, best in
+        ``benchmarks/calibration.py``): information until the centre is known to better
+        than the line width, then the centre's variance reduction, computed from the
+        least-squares fit once there is one (:meth:`_local_fit`).
     centre_range : (float, float), optional
         Prior range of the centre, Hz (default ``frequency_range``): the line is known to
         lie there, while its wings reach over the whole candidate range.
@@ -65,7 +66,7 @@ class AdaptiveODMR:
 
     def __init__(self, frequency_range, *, width_range=(50e3, 5e6), depth_range=(0.01, 0.6),
                  baseline=(1.0, 0.03), shape="lorentzian", splitting=0.0, target=10e3,
-                 n_particles=4000, n_candidates=201, max_points=500, criterion="information",
+                 n_particles=4000, n_candidates=201, max_points=500, criterion="auto",
                  centre_range=None, seed=None):
         lo, hi = (float(x) for x in frequency_range)
         if not hi > lo:
@@ -90,7 +91,10 @@ class AdaptiveODMR:
             r.uniform(*depth_range, n),
             r.normal(baseline[0], baseline[1], n),
         ])
-        self._lower = np.array([lo - (hi - lo), width_range[0] / 4, 0.0, -np.inf])
+        c_lo, c_hi = centre_range or (lo, hi)
+        # prior support (Metropolis moves stay inside): flat in centre and depth
+        self._lower = np.array([c_lo, width_range[0], depth_range[0], -np.inf])
+        self._upper = np.array([c_hi, width_range[1], depth_range[1], np.inf])
         self.weights = np.full(n, 1.0 / n)
         self.candidates = np.linspace(lo, hi, int(n_candidates))
         self.measured: list[tuple[float, float, float]] = []
@@ -114,21 +118,34 @@ class AdaptiveODMR:
         v = self.weights @ (self.particles - m) ** 2
         return dict(zip(PARAMS, map(float, np.sqrt(v)), strict=True))
 
+    def _local_fit(self):
+        """The least-squares fit once the posterior is one narrow peak, else None.
+
+        Needs 20 points, a posterior standard deviation of the centre below half the line
+        width, and the fit within two posterior standard deviations of the posterior mean.
+        """
+        s, m = self.std(), self.mean()
+        if len(self.measured) < 20 or s["centre"] > 0.5 * m["width"]:
+            return None
+        key = len(self.measured)
+        if getattr(self, "_fit_cache", (None,))[0] != key:
+            fit = self.fit()
+            ok = fit is not None and abs(fit["centre"] - m["centre"]) <= 2 * s["centre"] \
+                and np.isfinite(fit.errors["centre"])
+            self._fit_cache = (key, fit if ok else None)
+        return self._fit_cache[1]
+
     def centre_uncertainty(self) -> float:
         """Standard uncertainty of the centre, Hz.
 
-        The posterior standard deviation; once the posterior is one narrow peak (within
-        the line width), the least-squares standard error of the measured points when that
-        is smaller (the particle cloud's finite size and its resampling jitter broaden the
-        posterior a little), provided the two estimates agree.
+        The posterior standard deviation, or once the posterior is one narrow peak
+        (:meth:`_local_fit`), the smaller of it and the least-squares standard error of the
+        measured points (the particle cloud's finite size and its moves broaden the
+        posterior).
         """
-        s, m = self.std(), self.mean()
-        if len(self.measured) < 8 or s["centre"] > 0.5 * m["width"]:
-            return s["centre"]
-        fit = self.fit()
-        if fit is None or abs(fit["centre"] - m["centre"]) > 3 * s["centre"]:
-            return s["centre"]
-        return min(s["centre"], fit.errors["centre"])
+        sc = self.std()["centre"]
+        fit = self._local_fit()
+        return sc if fit is None else min(sc, fit.errors["centre"])
 
     def fit(self):
         """Least-squares fit (:func:`fit_odmr`) of the measured points from the posterior mean;
@@ -164,15 +181,38 @@ class AdaptiveODMR:
             if 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
                 self._resample()
 
-    def _resample(self, a: float = 0.98) -> None:
+    def _loglike(self, particles) -> np.ndarray:
+        """Log-likelihood of every measured point for each particle (Gaussian errors)."""
+        f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
+        pred = self._predict(f, particles)  # (n_measured, n_particles)
+        return -0.5 * np.sum(((y[:, None] - pred) / sig[:, None]) ** 2, axis=0)
+
+    def _resample(self, steps=((0.5, 1), (0.05, 2))) -> None:
+        """Draw particles by weight, then Metropolis moves on the full likelihood.
+
+        Moves propose Gaussian steps with ``scale`` times the posterior covariance; a
+        move is accepted with the Metropolis ratio of the likelihood of all measured
+        points (the prior taken flat within its bounds; the width's log-uniform and the
+        baseline's normal prior are ignored there, the data dominate them), so the
+        particles stay a sample of the posterior whatever the step size (resample-move;
+        Liu-West jitter alone widens a posterior with several modes by their spread).
+        """
         n = len(self.weights)
-        idx = self.rng.choice(n, size=n, p=self.weights)
-        mean = self.weights @ self.particles
         cov = np.cov(self.particles.T, aweights=self.weights)
-        new = a * self.particles[idx] + (1 - a) * mean
-        jitter = self.rng.multivariate_normal(np.zeros(4), (1 - a**2) * cov, size=n,
-                                              method="eigh")
-        self.particles = np.maximum(new + jitter, self._lower)
+        idx = self.rng.choice(n, size=n, p=self.weights)
+        parts = self.particles[idx]
+        ll = self._loglike(parts)
+        for scale, repeat in steps:
+            for _ in range(repeat):
+                prop = parts + self.rng.multivariate_normal(np.zeros(4), scale * cov, size=n,
+                                                            method="eigh")
+                inside = np.all((prop > self._lower) & (prop < self._upper), axis=1)
+                ll_prop = np.full(n, -np.inf)
+                if inside.any():
+                    ll_prop[inside] = self._loglike(prop[inside])
+                accept = np.log(self.rng.uniform(size=n)) < ll_prop - ll
+                parts[accept], ll[accept] = prop[accept], ll_prop[accept]
+        self.particles = parts
         self.weights = np.full(n, 1.0 / n)
 
     # ------------------------------------------------------------------ design
@@ -192,9 +232,44 @@ class AdaptiveODMR:
         if self.criterion == "information" or (
                 self.criterion == "auto" and self.std()["centre"] > self.mean()["width"]):
             return 0.5 * np.log1p(var / s**2)
+        fit = self._local_fit() if self.criterion == "auto" else None
+        if fit is not None:
+            return self._centre_gain_local(fit, s)
         c = self.particles[:, 0] - self.weights @ self.particles[:, 0]
         cov = dev @ (self.weights * c)
         return cov**2 / (var + s**2)
+
+    def _centre_gain_local(self, fit, sigma) -> np.ndarray:
+        """Reduction of the least-squares variance of the centre by one more point at each
+        candidate (Sherman-Morrison on the Fisher matrix at the fit), Hz^2; every third
+        point the D-optimal gain ``ln(1 + j^T F^-1 j / sigma^2)`` instead."""
+        p = np.array([fit[k] for k in PARAMS])
+        steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
+
+        def jac(f):
+            cols = []
+            for i, h in enumerate(steps):
+                up, dn = p.copy(), p.copy()
+                up[i] += h
+                dn[i] -= h
+                cols.append((odmr_model(f, *up, shape=self.shape, splitting=self.splitting)
+                             - odmr_model(f, *dn, shape=self.shape, splitting=self.splitting))
+                            / (2 * h))
+            return np.array(cols).T  # (len(f), 4)
+
+        f, _, sig = (np.array(c) for c in zip(*self.measured, strict=True))
+        j = jac(f) / sig[:, None]
+        fisher = j.T @ j + np.diag(1e-12 / steps**2)
+        cov = np.linalg.pinv(fisher)
+        jc = jac(self.candidates)  # (n_candidates, 4)
+        u = jc @ cov  # rows: cov j
+        quad = np.sum(u * jc, axis=1)
+        if len(self.measured) % 3 == 0:
+            # every third point D-optimal (all four parameters): a design of only the
+            # centre-optimal frequencies leaves width and depth undetermined, and their
+            # drift then moves those frequencies
+            return np.log1p(quad / sigma**2)
+        return u[:, 0] ** 2 / (sigma**2 + quad)
 
     def suggest(self, n: int = 1) -> list[float]:
         """The next ``n`` frequencies (Hz); empty when :attr:`done`.
