@@ -198,3 +198,32 @@ def test_cli_calibrate_rejects_a_bad_range(tmp_path, capsys):
 
     assert main(["calibrate", "--data-dir", str(tmp_path), "--range", "2e9", "1e9"]) == 2
     assert "--range" in capsys.readouterr().err
+
+
+def test_adaptive_odmr_plan_and_pulsed_odmr_on_devices():
+    """The adaptive plan drives the strategy with the simulated devices (no storage)."""
+    from bluesky import RunEngine
+
+    from mracq.config import validate_config
+    from mracq.devices import build_devices
+    from mracq.plans.calibration import adaptive_odmr, odmr_scan
+    from mracq.plans.coherence import prepare_nv
+
+    d = build_devices(validate_config({"sim": {"seed": 2, "field": 0.051}}))
+    f0 = d["nv"].transport.nv.transition_frequency
+    RE = RunEngine({}, call_returns_result=True)
+    RE(prepare_nv(d["mw"], d["laser"], frequency=f0, power_dbm=-30.0))
+    st = AdaptiveODMR((f0 - 4e6, f0 + 4e6), target=60e3, n_particles=1500, n_candidates=81,
+                      seed=0, max_points=120)
+    res = RE(adaptive_odmr(d["nv"], d["mw"], st, power_dbm=-30.0, shots=400_000)).plan_result
+    assert len(res["frequency"]) == res["result"]["points"] < 120
+    assert abs(st.mean()["centre"] - f0) < 4 * res["result"]["centre_error"]
+    assert res["hardware_time"] > 0
+    # pulsed ODMR: a pi pulse at low power gives a dip at the resonance
+    pi_low = d["nv"].transport.nv.pi_duration(-20.0)
+    scan = RE(odmr_scan(d["nv"], d["mw"], f0 + np.linspace(-3e6, 3e6, 31), mode="pulsed",
+                        power_dbm=-20.0, pi_duration=pi_low, shots=200_000)).plan_result
+    assert abs(scan["fit"]["centre"] - f0) < 4 * scan["fit"].errors["centre"]
+    assert np.nanmax(scan["contrast"]) > 0.15  # ~30 % photon contrast at the dip
+    with pytest.raises(ValueError, match="pulsed ODMR needs pi_duration"):
+        RE(odmr_scan(d["nv"], d["mw"], f0 + np.linspace(-3e6, 3e6, 31), mode="pulsed"))
