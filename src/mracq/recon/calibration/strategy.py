@@ -118,20 +118,34 @@ class AdaptiveODMR:
         v = self.weights @ (self.particles - m) ** 2
         return dict(zip(PARAMS, map(float, np.sqrt(v)), strict=True))
 
+    def centre_quantiles(self, q=(0.05, 0.5, 0.95)) -> np.ndarray:
+        """Weighted quantiles of the centre, Hz."""
+        order = np.argsort(self.particles[:, 0])
+        cw = np.cumsum(self.weights[order])
+        return self.particles[order, 0][np.minimum(np.searchsorted(cw, q), len(cw) - 1)]
+
+    def _robust_spread(self) -> tuple[float, float]:
+        """(median, (q95 - q05) / 3.29) of the centre, Hz: a standard deviation that a
+        small leftover mode (a 14N alias one splitting away) does not inflate."""
+        q05, q50, q95 = self.centre_quantiles()
+        return float(q50), float(q95 - q05) / 3.29
+
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
 
-        Needs 20 points, a posterior standard deviation of the centre below half the line
-        width, and the fit within two posterior standard deviations of the posterior mean.
+        Needs 20 points, 90 % of the centre's posterior weight within about half a line
+        width, and the fit within two spreads of the posterior median.
         """
-        s, m = self.std(), self.mean()
-        if len(self.measured) < 20 or s["centre"] > 0.5 * m["width"]:
+        if len(self.measured) < 20:
+            return None
+        med, spread = self._robust_spread()
+        if spread > 0.5 * self.mean()["width"]:
             return None
         key = len(self.measured)
         if getattr(self, "_fit_cache", (None,))[0] != key:
             fit = self.fit()
-            ok = fit is not None and abs(fit["centre"] - m["centre"]) <= 2 * s["centre"] \
-                and np.isfinite(fit.errors["centre"])
+            ok = fit is not None and np.isfinite(fit.errors["centre"]) and \
+                abs(fit["centre"] - med) <= 2 * spread + 2 * fit.errors["centre"]
             self._fit_cache = (key, fit if ok else None)
         return self._fit_cache[1]
 
@@ -141,7 +155,8 @@ class AdaptiveODMR:
         The posterior standard deviation, or once the posterior is one narrow peak
         (:meth:`_local_fit`), the smaller of it and the least-squares standard error of the
         measured points (the particle cloud's finite size and its moves broaden the
-        posterior).
+        posterior, and a leftover alias mode of a few % weight inflates its standard
+        deviation).
         """
         sc = self.std()["centre"]
         fit = self._local_fit()
@@ -230,7 +245,7 @@ class AdaptiveODMR:
         dev = pred - m[:, None]
         var = (dev**2) @ self.weights
         if self.criterion == "information" or (
-                self.criterion == "auto" and self.std()["centre"] > self.mean()["width"]):
+                self.criterion == "auto" and self._robust_spread()[1] > self.mean()["width"]):
             return 0.5 * np.log1p(var / s**2)
         fit = self._local_fit() if self.criterion == "auto" else None
         if fit is not None:
