@@ -202,7 +202,7 @@ class AdaptiveODMR:
         pred = self._predict(f, particles)  # (n_measured, n_particles)
         return -0.5 * np.sum(((y[:, None] - pred) / sig[:, None]) ** 2, axis=0)
 
-    def _resample(self, steps=((0.5, 1), (0.05, 2))) -> None:
+    def _resample(self, steps=((0.5, 2), (0.1, 2), (0.02, 2))) -> None:
         """Draw particles by weight, then Metropolis moves on the full likelihood.
 
         Moves propose Gaussian steps with ``scale`` times the posterior covariance; a
