@@ -89,6 +89,8 @@ class TransportSignal(CheckedSignal):
         d[self.name]["units"] = self._units
         if self._limit_keys is not None:
             d[self.name]["lower_ctrl_limit"], d[self.name]["upper_ctrl_limit"] = self.limits
+        if self._dtype is bool:  # ophyd infers "integer" for a bool
+            d[self.name].update(dtype="boolean", dtype_numpy="|b1")
         return d
 
 
