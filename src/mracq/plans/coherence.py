@@ -153,7 +153,7 @@ def coherence_scan(nv, family: str, times, *, n: int | None = None, shots: int =
     def points():
         for prog in programs:
             reading = yield from _measure_point(det, prog)
-            if reading is None:  # a simulator (check_limits, summarize_plan): no data
+            if not reading:  # a simulator (check_limits, summarize_plan): no data
                 out["dry_run"] = True
                 reading = {k: {"value": float("nan")} for k in ("coherence", "coherence_error")}
             out["coherence"].append(reading["coherence"]["value"])

@@ -58,9 +58,10 @@ def _measure(nv, rec, prog, i, j, t1, t2):
     yield from bps.mv(nv.program, prog, rec.i, int(i), rec.j, int(j), rec.t1, float(t1),
                       rec.t2, float(t2))
     reading = yield from bps.trigger_and_read([nv, rec.i, rec.j, rec.t1, rec.t2])
-    if reading is None:
+    key = f"{nv.name}_value"
+    if not reading or key not in reading:  # simulators answer None ({} from trigger_and_read)
         return None, 0.0
-    return reading[f"{nv.name}_value"]["value"], nv.duration.get()
+    return reading[key]["value"], nv.duration.get()
 
 
 def _finish(rec, values, mask, method, dry=False):

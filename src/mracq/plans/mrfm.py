@@ -100,8 +100,9 @@ def _move(scanner, point, last):
 
 
 def _spin_signal(reading, readout):
-    """The spin signal of a reading (None in a dry run: simulators answer no reading)."""
-    if reading is None:
+    """The spin signal of a reading (None in a dry run: simulators answer no reading, which
+    ``trigger_and_read`` turns into {})."""
+    if not reading or readout.spin_signal.name not in reading:
         return None
     return np.asarray(reading[readout.spin_signal.name]["value"], float)
 

@@ -123,15 +123,16 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     lo, hi = COHERENCE_RANGE
     walked = set()  # dry run: sequences walked without data
     while True:
-        sug = strategy.suggest(1)
+        sug = strategy.suggest(1 + len(walked))
         if not sug:
             break
-        seq, t = sug[0]["sequence"], np.asarray(sug[0]["t"], float)
-        if seq in walked:
+        sug = [s for s in sug if s["sequence"] not in walked]
+        if not sug:  # every sequence it can name without data has been walked
             log.warning("vqns_loop: no readings (dry run): the next sequence depends on the "
                         "data; stopping after the non-adaptive ones")
             stopped = "dry run"
             break
+        seq, t = sug[0]["sequence"], np.asarray(sug[0]["t"], float)
         family, n = family_of(seq)
         if time_budget is not None:
             from mracq.pulses import coherence_programs
