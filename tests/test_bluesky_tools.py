@@ -311,6 +311,8 @@ def test_every_plan_emits_schema_valid_documents(setup):
         kinds = _validate(docs)
         starts = [d for n, d in docs if n == "start"]
         names[name] = [d["plan_name"] for d in starts]
+        if name == "vqns_loop":
+            assert {d["loop_plan"] for d in starts} == {"vqns_loop"}
         if name != "prepare_nv":
             assert "event" in kinds and "descriptor" in kinds and "stop" in kinds, name
             assert all(d["exit_status"] == "success" for n, d in docs if n == "stop")

@@ -234,10 +234,15 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     """Adaptive multislice scan: measure a batch, reconstruct, choose the next batch.
 
     The grid and pulses are those of ``setup`` (an :class:`~mracq.sim.mrfm.MRFMSetup`, the
-    scanner at gap ``setup.z0``, positions ``i * voxel_size``). The first batch is random; each
-    later batch comes from ``strategy`` (default :class:`SignalWeightedStrategy`). Stops when
-    the measured fraction reaches ``budget`` or when the reconstruction changes by less than
-    ``target`` (relative L2) between batches.
+    scanner at gap ``setup.z0``, positions ``i * voxel_size``). Every batch comes from
+    ``strategy`` (default :class:`SignalWeightedStrategy` with this setup, ``t_m``, budget,
+    target and ``n_iter``: the first batch random, later ones weighted by the
+    reconstruction it makes after each batch); any object with bluesky-adaptive's
+    optimizer protocol (:mod:`mracq.recon.protocol`) taking outcomes
+    ``{"_id", "spin_signal"}`` and a ``sampled`` mask will do. Stops when the measured
+    fraction reaches ``budget``, when the reconstruction changes by less than ``target``
+    (relative L2) between batches, or when ``strategy.should_stop()`` says so. In a dry run
+    (no readings) it stops after the first batch with a warning.
 
     Returns
     -------

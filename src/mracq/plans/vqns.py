@@ -101,7 +101,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     on_scan : callable, optional
         ``on_scan(res)`` with the result of each :func:`coherence_scan` (progress output).
     md : dict, optional
-        Extra metadata for every run.
+        Extra metadata for every run (each also records ``loop_plan = "vqns_loop"``
+        beside its own ``plan_name``).
 
     Returns
     -------
@@ -146,7 +147,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         step = len(m_uids) + 1
         res = yield from coherence_scan(
             nv, family, t, n=n, shots=shots,
-            md={"vqns_step": step, "vqns_sequence": seq, **(md or {})})
+            md={"vqns_step": step, "vqns_sequence": seq, "loop_plan": "vqns_loop",
+                **(md or {})})
         spent += res["hardware_time"]
         if on_scan is not None:
             on_scan(res)
@@ -163,7 +165,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         strategy.ingest([outcome])
         result = getattr(strategy, "result", None)
         if result is not None:
-            uid = yield from store_estimate(result, m_uids, step=step, md=md)
+            uid = yield from store_estimate(result, m_uids, step=step,
+                                            md={"loop_plan": "vqns_loop", **(md or {})})
             e_uids.append(uid)
             if on_estimate is not None:
                 on_estimate(result, step)
