@@ -320,3 +320,24 @@ def test_every_plan_emits_schema_valid_documents(setup):
                  "xyz_scan", "cs_multislice_scan", "adaptive_multislice_scan"):
         assert names[name] == [name]  # each run names the plan the user called
     assert set(names["vqns_loop"]) == {"coherence_scan", "vqns_estimate"}
+
+
+def test_coherence_program_checks_agree_in_check_value_and_set(RE):
+    from mracq.devices.nv import CoherenceDetector
+    from mracq.pulses import PulseProgram, coherence_programs
+    from mracq.pulses.model import Delay, Pulse
+
+    dev = nv_rig()
+    det = CoherenceDetector(dev["nv"])
+    half = PulseProgram((Pulse("laser", 3e-6), Delay(1e-6), Pulse("mw", 20e-9, rotation=np.pi / 2),
+                         Delay(1e-6), Pulse("laser", 3e-6)), {"sequence": "custom"})
+    for _ in range(2):  # a refused program is refused again
+        with pytest.raises(ValueError, match="measures no coherence"):
+            check_limits(bps.mv(det.program, half))
+    with pytest.raises(ValueError, match="measures no coherence"):
+        det.program.set(half)
+    assert dev["nv"].program.get() is None  # the sequencer never took it
+    good = coherence_programs("hahn", [5e-6])[0]
+    check_limits(bps.mv(det.program, good))
+    det.program.set(good)
+    assert dev["nv"].program.get() is good
