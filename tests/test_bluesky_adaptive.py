@@ -64,6 +64,7 @@ def test_cosy_strategy_under_optimize():
     grid = T_GRID[:8]
     strat = EnsembleDisagreement((8, 8), np.random.default_rng(0), members=2, method="svt",
                                  budget=24, tol=1e-9)
+    assert isinstance(strat, Optimizer) and isinstance(strat, SupportsStoppingCriteria)
     docs = _run(cosy_problem(dev["nv"], strat, t1=grid, t2=grid, shots=20_000), 6)
     assert strat.should_stop() == (True, "budget: 24 points measured")
     assert strat.mask.sum() == 24 and np.all(np.isfinite(strat.values[strat.mask]))
@@ -83,6 +84,7 @@ def test_mrfm_strategy_under_optimize():
     dev = mrfm_rig(setup)
     strat = SignalWeightedStrategy((8, 8), np.random.default_rng(0), setup=setup, t_m=1.0,
                                    budget=24, n_iter=5)
+    assert isinstance(strat, Optimizer) and isinstance(strat, SupportsStoppingCriteria)
     docs = _run(mrfm_problem(dev["scanner"], dev["rf"], dev["readout"], strat, setup), 8)
     assert strat.should_stop() == (True, "budget: 24 positions measured")
     assert strat.sampled.sum() == 24 and strat.reconstruction is not None

@@ -291,7 +291,8 @@ def test_describe_agrees_with_read_before_and_after_trigger(setup):
 def _validate(docs):
     from event_model import DocumentNames, schema_validators
 
-    for name, doc in docs:
+    for name, doc in docs:  # as callbacks get them, and as JSON on a wire or on disk
+        schema_validators[DocumentNames[name]].validate(doc)
         plain = json.loads(json.dumps(doc, default=lambda o: o.tolist()
                                       if isinstance(o, np.ndarray) else o.item()))
         schema_validators[DocumentNames[name]].validate(plain)
