@@ -66,7 +66,7 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
                       criterion=criterion)
     hw = 0.0
     while not st.done:
-        (f,) = st.suggest(1)
+        (f,) = (p["frequency"] for p in st.suggest(1))
         v, err, dur = measure(f, adaptive_shots)
         hw += dur
         st.ingest([(f, v, err)])

@@ -121,13 +121,20 @@ def test_adaptive_odmr_finds_the_line_and_stops():
                       target=40e3, n_particles=2000, n_candidates=161, seed=1, max_points=300)
     sigma = 0.03
     while not st.done:
-        (f,) = st.suggest(1)
-        y = odmr_model(f, centre, 0.35e6, 0.35, 1.0, splitting=A) + rng.normal(0, sigma)
-        st.ingest([(f, y, sigma)])
+        (sug,) = st.suggest(1)  # bluesky-adaptive's protocol: {"_id", "frequency"}
+        y = odmr_model(sug["frequency"], centre, 0.35e6, 0.35, 1.0, splitting=A)
+        st.ingest([{"_id": sug["_id"], "value": y + rng.normal(0, sigma), "sigma": sigma}])
     res = st.result()
     assert res["points"] < 300 and res["centre_error"] <= 40e3
     assert abs(st.mean()["centre"] - centre) < 4 * res["centre_error"]
     assert st.suggest(1) == []
+    stop, reason = st.should_stop()
+    assert stop and "converged" in reason
+    ((_, best, err),) = st.get_best_points()
+    assert best["frequency"] == st.mean()["centre"] and err["centre_error"] <= 40e3
+    protocols = pytest.importorskip("bluesky_adaptive.protocols")
+    assert isinstance(st, protocols.Optimizer)
+    assert isinstance(st, protocols.SupportsStoppingCriteria)
 
 
 def test_calibration_state_and_warnings():

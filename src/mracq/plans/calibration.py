@@ -195,7 +195,8 @@ def adaptive_odmr(nv, mw, strategy, *, power_dbm: float | None = None, shots: in
     Parameters
     ----------
     strategy : mracq.recon.calibration.strategy.AdaptiveODMR
-        ``suggest(1)`` / ``ingest([(f, y, sigma)])``; the run ends when it suggests nothing.
+        ``suggest(1)`` -> ``[{"_id", "frequency"}]``, ``ingest([{"_id", "value",
+        "sigma"}])``; the run ends when it suggests nothing.
     power_dbm, shots, cw_duration, md
         As for :func:`odmr_scan`.
 
@@ -221,14 +222,14 @@ def adaptive_odmr(nv, mw, strategy, *, power_dbm: float | None = None, shots: in
         nxt = strategy.suggest(1)
         if not nxt:
             break
-        f = float(nxt[0])
+        f = float(nxt[0]["frequency"])
         r = yield from _point(nv, [mw.frequency], [(mw.frequency, f)])
         y, s = r[nv.value.name]["value"], r[nv.error.name]["value"]
         hw += nv.duration.get()
         for k, v in zip(("frequency", "value", "sigma"), (f, y, s), strict=True):
             out[k].append(v)
         if np.isfinite(y) and np.isfinite(s) and s > 0:
-            strategy.ingest([(f, y, s)])
+            strategy.ingest([{**nxt[0], "value": y, "sigma": s}])
     yield from bps.close_run()
     return {"uid": uid, **{k: np.array(v) for k, v in out.items()}, "hardware_time": hw,
             "result": strategy.result()}

@@ -5,10 +5,13 @@ baseline; :func:`mracq.recon.calibration.fits.odmr_model`, optionally the 14N tr
 picks the frequency whose predicted population the particles disagree on most relative to
 the measurement noise: the expected information gain of a Gaussian measurement,
 ``0.5 ln(1 + Var_posterior[y(f)] / sigma^2)`` (the utility of NIST's optbayesexpt, used on
-NV ODMR). Naming follows bluesky-adaptive: ``suggest(n)`` -> frequencies, ``ingest(points)``
-<- (frequency, population, error). It stops when the posterior standard deviation of the
-centre reaches ``target``. No Bluesky here: :func:`mracq.plans.calibration.adaptive_odmr`
-drives it with devices, ``benchmarks/calibration.py`` with a shot-noise model.
+NV ODMR). It follows bluesky-adaptive 1.0's optimizer protocol (:mod:`mracq.recon.protocol`):
+``suggest(n)`` -> ``[{"_id", "frequency"}]`` (Hz), ``ingest`` <- outcome dicts
+``{"_id", "value", "sigma"}`` (population and its standard error; or ``(frequency, value,
+sigma)`` triples), ``should_stop()``, ``get_best_points()``. It stops when the
+uncertainty of the centre reaches ``target``. No Bluesky here:
+:func:`mracq.plans.calibration.adaptive_odmr` drives it with devices,
+``benchmarks/calibration.py`` with a shot-noise model.
 
 Resampling: when the effective number of particles falls below half, particles are drawn
 by weight and moved by Metropolis steps on the likelihood of all the data so far
@@ -22,6 +25,7 @@ import logging
 import numpy as np
 
 from mracq.recon.calibration.fits import odmr_model
+from mracq.recon.protocol import ID_KEY
 
 __all__ = ["AdaptiveODMR"]
 
@@ -99,6 +103,8 @@ class AdaptiveODMR:
         self.candidates = np.linspace(lo, hi, int(n_candidates))
         self.measured: list[tuple[float, float, float]] = []
         self.noise_guess = None
+        self._suggested: dict = {}
+        self._next_id = 0
 
     # ------------------------------------------------------------------ posterior
     def _predict(self, f, particles=None):
@@ -177,13 +183,23 @@ class AdaptiveODMR:
     @property
     def done(self) -> bool:
         """Target uncertainty of the centre reached, or ``max_points`` measured."""
-        return (len(self.measured) >= self.max_points or
-                (len(self.measured) > 0 and self.centre_uncertainty() <= self.target))
+        return self.should_stop()[0]
 
     def ingest(self, points) -> None:
-        """Update the posterior with measured ``(frequency_Hz, population, error)`` triples."""
-        for f, y, s in points:
-            f, y, s = float(f), float(y), float(s)
+        """Update the posterior with measured points.
+
+        ``points``: outcome dicts ``{"_id", "value", "sigma"}`` answering a suggestion (or
+        naming their ``frequency``), or ``(frequency_Hz, population, error)`` triples.
+        """
+        for p in points:
+            if isinstance(p, dict):
+                q = {**self._suggested.pop(p.get(ID_KEY), {}), **p}
+                if "frequency" not in q:
+                    raise ValueError(f"outcome {p.get(ID_KEY)!r} names no frequency and "
+                                     "matches no open suggestion")
+                f, y, s = (float(q.get(k, np.nan)) for k in ("frequency", "value", "sigma"))
+            else:
+                f, y, s = (float(v) for v in p)
             if not (np.isfinite(f) and np.isfinite(y) and np.isfinite(s) and s > 0):
                 raise ValueError(f"ingest: bad point (f={f!r}, y={y!r}, sigma={s!r})")
             self.measured.append((f, y, s))
@@ -286,11 +302,12 @@ class AdaptiveODMR:
             return np.log1p(quad / sigma**2)
         return u[:, 0] ** 2 / (sigma**2 + quad)
 
-    def suggest(self, n: int = 1) -> list[float]:
-        """The next ``n`` frequencies (Hz); empty when :attr:`done`.
+    def suggest(self, n: int | None = 1) -> list[dict]:
+        """The next ``n`` points ``{"_id", "frequency"}`` (Hz); empty when :attr:`done`.
 
         Several at once: the best candidates at least two candidate steps apart.
         """
+        n = 1 if n is None else int(n)
         if self.done:
             return []
         u = self.utility()
@@ -301,9 +318,33 @@ class AdaptiveODMR:
             f = float(self.candidates[i])
             if all(abs(f - c) >= 2 * step for c in chosen):
                 chosen.append(f)
-            if len(chosen) == int(n):
+            if len(chosen) == n:
                 break
-        return chosen
+        out = []
+        for f in chosen:
+            self._next_id += 1
+            sug = {ID_KEY: f"odmr-{self._next_id}", "frequency": f}
+            self._suggested[sug[ID_KEY]] = sug
+            out.append(sug)
+        return out
+
+    def should_stop(self) -> tuple[bool, str | None]:
+        """(stop, reason): target uncertainty of the centre reached, or ``max_points``."""
+        n = len(self.measured)
+        if n >= self.max_points:
+            return True, f"max_points: {n} measured"
+        if n and self.centre_uncertainty() <= self.target:
+            return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
+                          f"<= target {self.target:g} Hz")
+        return False, None
+
+    def get_best_points(self) -> list[tuple]:
+        """``[("centre", {"frequency"}, {"centre_error"})]``: the line centre (Hz) and its
+        uncertainty; [] before any measurement."""
+        if not self.measured:
+            return []
+        return [("centre", {"frequency": self.mean()["centre"]},
+                 {"centre_error": self.centre_uncertainty()})]
 
     def result(self) -> dict:
         """Posterior means and standard deviations, and the number of points measured."""
