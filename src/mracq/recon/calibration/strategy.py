@@ -139,10 +139,12 @@ class AdaptiveODMR:
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
 
-        Needs 20 points, 90 % of the centre's posterior weight within about half a line
-        width, and the fit within two spreads of the posterior median.
+        Needs 40 points (with fewer, a fit of points chosen on a few flanks can trade
+        width for centre and state too small an error: benchmarks/calibration.py), 90 % of
+        the centre's posterior weight within about half a line width, and the fit within
+        two spreads of the posterior median.
         """
-        if len(self.measured) < 20:
+        if len(self.measured) < 40:
             return None
         med, spread = self._robust_spread()
         if spread > 0.5 * self.mean()["width"]:
