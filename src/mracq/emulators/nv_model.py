@@ -133,13 +133,16 @@ def decode(steps, channels: dict, iq_on: bool) -> Decoded:
     i_idx, q_idx = ai.get(str(channels.get("mw_i"))), ai.get(str(channels.get("mw_q")))
     phases = []
     t = 0
-    prev = 0
+    prev, last_analog = 0, (0, 0)
     for dur, mask, a0, a1 in steps:
         dur, mask = int(dur), int(mask)
         if dur <= 0:
             continue
         for k in range(8):
             on, was = (mask >> k) & 1, (prev >> k) & 1
+            if k == mw_ch and on and was and (a0, a1) != last_analog:  # a phase step
+                windows[k].append((open_at.pop(k), t))
+                was = 0
             if on and not was:
                 open_at[k] = t
                 if k == mw_ch:
@@ -150,7 +153,7 @@ def decode(steps, channels: dict, iq_on: bool) -> Decoded:
                         phases.append(0.0)
             elif was and not on:
                 windows[k].append((open_at.pop(k), t))
-        prev = mask
+        prev, last_analog = mask, (a0, a1)
         t += dur
     for k, t0 in open_at.items():
         windows[k].append((t0, t))
