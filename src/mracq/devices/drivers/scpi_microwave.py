@@ -22,8 +22,8 @@ pulse mod.      ``:SOUR:PULM:STAT ON|OFF``   ``:PULM:STAT ON|OFF`` (+ ``:OUTP:MO
 
 Clients: ``client="pyvisa"`` (pyvisa-py: ``TCPIP0::HOST::5025::SOCKET`` raw socket,
 ``TCPIP0::HOST::inst0::INSTR`` VXI-11, ``TCPIP0::HOST::hislip0::INSTR``) or
-``client="rsinstrument"`` (R&S's ``RsInstrument``, ``SelectVisa=socketio``: it also
-checks ``*STB?`` after each command).
+``client="rsinstrument"`` (R&S's ``RsInstrument``: ``SelectVisa=socketio`` for raw
+sockets, ``pyvisa-py`` otherwise; it also checks ``*STB?`` after each command).
 """
 
 from __future__ import annotations
@@ -66,7 +66,12 @@ class _RsClient:
     def __init__(self, address: str, timeout: float):
         from RsInstrument import RsInstrument
 
-        self.rs = RsInstrument(address, True, False, "SelectVisa=socketio")
+        if address.upper().endswith("::SOCKET"):  # RsInstrument's own socket client
+            address = "TCPIP::" + address.split("::", 1)[1]
+            options = "SelectVisa=socketio"
+        else:
+            options = "SelectVisa=pyvisa-py"
+        self.rs = RsInstrument(address, True, False, options)
         self.rs.visa_timeout = int(timeout * 1000)
 
     def write(self, cmd):
