@@ -210,7 +210,7 @@ class ScpiMicrowave(Restartable):
         with self.nv.lock:
             if key == "FREQ":
                 if query:
-                    return f"{mw.frequency:.12g}" if rs else f"{mw.frequency:+.14E}"
+                    return f"{mw.frequency:.15g}" if rs else f"{mw.frequency:+.14E}"
                 f = _number(arg, "freq")
                 lo, hi = self.spec["f"]
                 if not lo <= f <= hi:
@@ -219,7 +219,7 @@ class ScpiMicrowave(Restartable):
                 return None
             if key == "POW":
                 if query:
-                    return f"{mw.power_dbm:.12g}" if rs else f"{mw.power_dbm:+.8E}"
+                    return f"{mw.power_dbm:.15g}" if rs else f"{mw.power_dbm:+.8E}"
                 p = _number(arg, "pow")
                 lo, hi = self.spec["p"]
                 if not lo <= p <= hi:

@@ -69,22 +69,56 @@ class Reconnecting:
             except Exception:  # noqa: BLE001 - a dead client may fail to close
                 log.debug("%s: close failed", self.label, exc_info=True)
 
-    def call(self, command: str, fn, *args):
-        """``fn(client, *args)``; any failure -> :class:`InstrumentError` and a reconnect."""
-        client = self.client
+    def call(self, command: str, fn, *args, idempotent: bool = False):
+        """``fn(client, *args)``; any failure -> :class:`InstrumentError` and a reconnect.
+
+        With ``idempotent``, a connection that turns out dead on its first use since the
+        last call (the instrument was power-cycled between plans) is reopened and ``fn``
+        tried once more.
+        """
+        fresh = self._client is None
+        client = self._connect(command)
         try:
             return fn(client, *args)
-        except InstrumentError:
-            self._failed = True
-            self.drop()
-            raise
         except Exception as exc:
+            if not (idempotent and not fresh and _connection_lost(exc)):
+                return self._raise(command, exc)
+            log.warning("%s: connection lost (%s); reconnecting", self.label, _reason(exc))
             self._failed = True
             self.drop()
-            raise InstrumentError(self.label, command, _reason(exc)) from exc
+        client = self._connect(command)
+        try:
+            return fn(client, *args)
+        except Exception as exc:
+            return self._raise(command, exc)
+
+    def _connect(self, command: str):
+        try:
+            return self.client
+        except InstrumentError as exc:
+            if exc.command != "connect":
+                raise
+            raise InstrumentError(self.label, command, f"cannot connect ({exc.reason})") \
+                from exc
+
+    def _raise(self, command, exc):
+        self._failed = True
+        self.drop()
+        if isinstance(exc, InstrumentError):
+            raise exc
+        raise InstrumentError(self.label, command, _reason(exc)) from exc
 
     def close(self) -> None:
         self.drop()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A dead connection (reset, broken pipe, closed by the peer), not a timeout."""
+    if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+        return True
+    name = type(exc).__name__
+    text = str(exc)
+    return name == "VisaIOError" and ("CONN_LOST" in text or "connection" in text.lower())
 
 
 def _reason(exc: BaseException) -> str:

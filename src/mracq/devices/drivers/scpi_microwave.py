@@ -34,6 +34,10 @@ from mracq.devices.drivers.base import InstrumentError, Reconnecting
 
 log = logging.getLogger(__name__)
 
+
+class GarbledReply(ValueError):
+    """A reply that is not SCPI text."""
+
 DIALECTS = {
     "rs": {"freq": ":SOUR:FREQ:CW", "pow": ":SOUR:POW:LEV:IMM:AMPL", "outp": ":OUTP:STAT",
            "iq": ":SOUR:IQ:STAT", "pulm": ":SOUR:PULM:STAT", "mod": None},
@@ -56,7 +60,10 @@ class _PyvisaClient:
         self.res.write(cmd)
 
     def query(self, cmd):
-        return self.res.query(cmd).strip()
+        try:
+            return self.res.query(cmd).strip()
+        except UnicodeDecodeError as exc:
+            raise GarbledReply(f"garbled reply {exc.object[:32]!r}") from None
 
     def close(self):
         self.res.close()
@@ -78,7 +85,10 @@ class _RsClient:
         self.rs.write_str(cmd)
 
     def query(self, cmd):
-        return self.rs.query_str(cmd).strip()
+        try:
+            return self.rs.query_str(cmd).strip()
+        except UnicodeDecodeError as exc:
+            raise GarbledReply(f"garbled reply {exc.object[:32]!r}") from None
 
     def close(self):
         self.rs.close()
@@ -184,7 +194,7 @@ class ScpiMicrowave(Reconnecting):
                 raise InstrumentError(self.label, command, f"read back {got!r} after "
                                       f"setting {value!r}")
 
-        self.call(command, run)
+        self.call(command, run, idempotent=True)
         self._last[key] = value
 
     def _get(self, query: str, parse):
@@ -195,7 +205,7 @@ class ScpiMicrowave(Reconnecting):
             except ValueError:
                 raise InstrumentError(self.label, query, f"garbled reply {ans!r}") from None
 
-        return self.call(query, run)
+        return self.call(query, run, idempotent=True)
 
     def get_frequency(self) -> float:
         return self._get(self.cmd["freq"] + "?", _number)
