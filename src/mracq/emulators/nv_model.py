@@ -12,7 +12,8 @@ streamer plays a sequence ``n_runs`` times, :meth:`EmulatedNV.play` decodes one 
 - the microwave windows before the first gate window are the signal shot: each becomes an
   ``mw`` pulse whose rotation is ``2 pi f_R duration`` (f_R the nominal Rabi frequency at
   the calibrated power; the source's power scales it), a shot with one pulse is a Rabi
-  shot, more pulses a ``custom`` coherence shot (:mod:`mracq.sim.nv`);
+  shot, more pulses a ``custom`` coherence shot (:mod:`mracq.sim.nv`), or, when they are
+  not a pi/2 - pi ... - pi/2 frame, coherent rotations without dephasing;
 - :meth:`mracq.sim.nv.SimulatedNV.run` draws the signal, bright and dark photon counts,
   exactly as the in-process simulator does (same seed, same counts). Like it, the
   references are ideal: the gate line opened first in a run counts the signal, the second
@@ -32,9 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mracq.pulses import Delay, Pulse, PulseProgram
+from mracq.pulses import Delay, Pulse, PulseProgram, evolution_timing
 from mracq.sim.clock import VirtualClock
-from mracq.sim.nv import Drive, Readout, SimulatedNV
+from mracq.sim.nv import Drive, Readout, SimulatedNV, bloch_population
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,20 @@ class CounterTask:
     paused_by_level: bool = False
     running: bool = False
     count: int = 0
+
+
+class CoherentModel:
+    """Microwave pulses that are not a pi/2 - pi ... - pi/2 frame: rotations and free
+    precession at the detuning, without dephasing (the emulator never refuses a sequence
+    a real NV would react to)."""
+
+    uses_drive = True
+
+    def handles(self, program) -> bool:
+        return program.metadata.get("sequence") == "coherent"
+
+    def population(self, program, drive: Drive | None = None) -> float:
+        return bloch_population(program.pulses_on("mw"), drive or Drive())
 
 
 def norm_terminal(term: str) -> str:
@@ -185,7 +200,8 @@ class EmulatedNV:
         field_t = float(sim.get("field", 0.05))
         readout = Readout(bright_rate=sim.get("bright_rate", 0.03),
                           contrast=sim.get("contrast", 0.3))
-        self.nv = SimulatedNV([DephasingModel(default_nv_spectrum(field_t))], readout,
+        self.nv = SimulatedNV([DephasingModel(default_nv_spectrum(field_t)), CoherentModel()],
+                              readout,
                               VirtualClock(), np.random.default_rng(sim.get("seed")),
                               field=field_t)
         self.mw = MicrowaveState()
@@ -213,11 +229,16 @@ class EmulatedNV:
                 elements.append(Delay((t0 - t) * 1e-9))
             elements.append(Pulse("mw", dur, phase, rotation))
             t, n = t1, n + 1
-        sequence = "rabi" if n <= 1 else "custom"
-        if n == 1:  # a Rabi pulse's angle follows from the drive
+        if n <= 1:  # a Rabi pulse's angle follows from the drive
             elements = [e if isinstance(e, Delay) else Pulse("mw", e.duration, e.phase)
                         for e in elements]
-        return PulseProgram(tuple(elements), {"sequence": sequence})
+            return PulseProgram(tuple(elements), {"sequence": "rabi"})
+        program = PulseProgram(tuple(elements), {"sequence": "custom"})
+        try:
+            evolution_timing(program)
+        except ValueError:  # not pi/2 - pi ... - pi/2: coherent rotations only
+            return PulseProgram(tuple(elements), {"sequence": "coherent"})
+        return program
 
     def play(self, steps, n_runs: int) -> dict:
         """Play ``steps`` ``n_runs`` times; count photons into the running counter tasks.

@@ -88,12 +88,15 @@ class PulseStreamerEmulator(Restartable):
 
         class Binary(socketserver.BaseRequestHandler):
             def handle(self):
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 emu._clients.add(self.request)
                 try:
                     while emu.handle_binary(self.request):
                         pass
-                except (OSError, struct.error, ValueError):
+                except OSError:
                     pass
+                except Exception:  # noqa: BLE001 - log it; the client sees the drop
+                    log.exception("%s: binary connection failed", emu.name)
                 finally:
                     emu._clients.discard(self.request)
 
@@ -229,7 +232,11 @@ class PulseStreamerEmulator(Restartable):
         elif command == 0x0:
             n_runs, n_steps = struct.unpack_from("<qQ", payload, 0)
             steps = np.frombuffer(payload, dtype=STEP, count=n_steps, offset=32)
-            self._load(steps.tolist(), int(n_runs))
+            try:
+                self._load(steps.tolist(), int(n_runs))
+            except ValueError:
+                log.exception("%s: cannot play the sequence", self.name)
+                status = 2
         else:
             status = 1  # slot uploads (0x100) are not emulated
         sock.sendall(struct.pack("<4I2Q", MAGIC, cmd_id, status, 0, 0, 0))

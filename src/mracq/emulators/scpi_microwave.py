@@ -125,6 +125,7 @@ class ScpiMicrowave(Restartable):
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 emu._clients.add(self.connection)
                 try:
                     for raw in self.rfile:

@@ -99,10 +99,12 @@ class GatedCounter(Reconnecting):
             _close_all(tasks)
             raw.close()
             raise
-        return raw, tasks
+        from nidaqmx.stream_readers import CounterReader
+
+        return raw, tasks, [CounterReader(t.in_stream) for t in tasks]
 
     def _close(self, client) -> None:
-        raw, tasks = client
+        raw, tasks, _ = client
         _close_all(tasks)
         raw.close()
 
@@ -117,17 +119,17 @@ class GatedCounter(Reconnecting):
         """Counts of the signal, bright and dark gates since :meth:`start`; then stops."""
         def run(client):
             out = []
-            for role, t in zip(ROLES, client[1], strict=True):
-                v = t.read()
+            for role, reader in zip(ROLES, client[2], strict=True):
+                v = reader.read_one_sample_double(timeout=self.timeout)
                 if not (isinstance(v, float) and math.isfinite(v) and v >= 0 and v == int(v)):
-                    raise InstrumentError(self.label, f"ReadCounterF64Ex ({role} gate)",
+                    raise InstrumentError(self.label, f"ReadCounterScalarF64 ({role} gate)",
                                           f"garbled count {v!r}")
                 out.append(int(v))
             for t in client[1]:
                 t.stop()
             return tuple(out)
 
-        return self.call("ReadCounterF64Ex", run)
+        return self.call("ReadCounterScalarF64", run)
 
 
 def _close_all(tasks) -> None:

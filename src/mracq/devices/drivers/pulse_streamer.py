@@ -12,11 +12,12 @@ on its 1 ns grid, through the lab's channel map:
   shot (ms = 0: initialise and read out; ms = -1: initialise, a pi pulse, read out), each
   ``reference_duration`` long.
 
-Times are rounded to the nearest ns. A program the instrument cannot play raises
-``ValueError`` naming the pulse: a pulse shorter than ``min_pulse`` after rounding, two
-pulses of one channel overlapping after rounding, a channel the map does not wire, a
-microwave phase without IQ outputs, a per-pulse carrier frequency (the streamer only
-switches; set the source), more than 2e6 steps.
+Start times and lengths are rounded to the nearest ns (each pulse keeps its rounded
+length, so its rotation angle does not depend on where it starts). A program the
+instrument cannot play raises ``ValueError`` naming the pulse: a pulse shorter than
+``min_pulse`` after rounding, two pulses of one channel overlapping after rounding, a
+channel the map does not wire, a microwave phase without IQ outputs, a per-pulse carrier
+frequency (the streamer only switches; set the source), more than 2e6 steps.
 
 :class:`PulseStreamerSequencer` is the transport of :class:`~mracq.devices.nv.PulseSequencer`:
 it compiles (cached per program), starts the gated counter, streams the sequence for
@@ -93,7 +94,8 @@ def compile_program(program, channels: dict, *, min_pulse: float = 2e-9,
             raise ValueError(f"cannot play {what}: it sets a carrier frequency "
                              f"({p.frequency:g} Hz); the Pulse Streamer only switches, set the "
                              "source's frequency instead")
-        s, e = _ns(p.start), _ns(p.end)
+        s = _ns(p.start)
+        e = s + _ns(p.duration)  # the length is kept: a pi pulse stays a pi pulse
         if e - s < min_ns:
             raise ValueError(f"cannot play {what}: {p.duration:.4g} s is {e - s} ns on the 1 ns "
                              f"grid, shorter than the minimum pulse of {min_ns} ns")
