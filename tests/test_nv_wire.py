@@ -11,6 +11,7 @@ import pytest
 from emulator_rig import Rig
 from mracq.config import ConfigError, validate_config
 from mracq.devices import build_devices
+from mracq.devices.drivers import InstrumentError
 from mracq.pulses import Pulse, PulseProgram, coherence_programs, rabi, xy8
 
 SEED = 21
@@ -98,21 +99,29 @@ def test_rsinstrument_and_keysight_dialect(rig):
         ScpiMicrowave(addr, model="keysight_n5183b")
 
 
-def test_keysight_dialect_in_its_own_emulator(tmp_path):
-    r = Rig(tmp_path, 1, extra=["--model", "keysight_n5183b"])
+def test_keysight_dialect():
+    """Keysight's commands through pyvisa, against the SCPI server on a thread (the
+    protocol; the process and the other instruments are tested above)."""
+    from mracq.devices.drivers.scpi_microwave import ScpiMicrowave as Driver
+    from mracq.emulators.nv_model import EmulatedNV
+    from mracq.emulators.scpi_microwave import ScpiMicrowave as Server
+
+    nv = EmulatedNV({"seed": 0})
+    server = Server(nv, model="keysight_n5183b")
+    server.start()
     try:
-        raw = r.raw
-        assert raw["instruments"]["mw"]["driver"] == "keysight_n5183b"
-        d = build_devices(validate_config(raw))
-        d["mw"].frequency.put(1.5e9)
-        d["mw"].power.put(-3.5)
-        assert d["mw"].frequency.get() == 1.5e9 and d["mw"].power.get() == -3.5
-        state = r.control(cmd="state")["mw"]
-        assert state["iq"] is True and state["frequency"] == 1.5e9
-        d["nv"].transport.close()
-        d["mw"].transport.close()
+        mw = Driver(f"TCPIP0::127.0.0.1::{server.port}::SOCKET", model="keysight_n5183b")
+        mw.set_frequency(1.5e9)
+        mw.set_power_dbm(-3.5)
+        mw.set_output(True)
+        assert (mw.get_frequency(), mw.get_power_dbm(), mw.get_output()) == (1.5e9, -3.5, True)
+        assert nv.mw.iq is True  # :DM:STAT ON with :OUTP:MOD:STAT ON
+        with pytest.raises(InstrumentError, match="-222"):  # out of the N5183B's range
+            mw.set_power_dbm(25.0)
+        assert mw.get_power_dbm() == -3.5
+        mw.close()
     finally:
-        r.stop()
+        server.close()
 
 
 # ----------------------------------------------------------------------- compile, config
