@@ -203,3 +203,17 @@ def test_wire_and_in_process_xy8_shot_time_agree(rig):
     assert np.isfinite(d["nv"].estimate_time([p], 1000))
     d["nv"].transport.close()
     d["mw"].transport.close()
+
+
+def test_readme_lab_config_example_validates():
+    from pathlib import Path
+
+    from mracq.emulators.process import _toml as tomllib
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index("## Real instruments"):]
+    toml = block[block.index("```toml") + 7:]
+    cfg = validate_config(tomllib.loads(toml[:toml.index("```")]))
+    assert cfg.instruments["nv"]["driver"] == "pulsestreamer"
+    assert cfg.instruments["nv"]["channels"]["mw_q"] == "A1"
+    assert cfg.instruments["mw"]["driver"] == "rs_sgs100a"
