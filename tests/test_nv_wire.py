@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from emulator_rig import Rig
 from mracq.config import ConfigError, validate_config
 from mracq.devices import build_devices
 from mracq.devices.drivers import InstrumentError
+from mracq.emulators.process import EmulatorProcess as Rig
 from mracq.pulses import Pulse, PulseProgram, coherence_programs, rabi, xy8
 
 SEED = 21
@@ -217,3 +217,30 @@ def test_readme_lab_config_example_validates():
     assert cfg.instruments["nv"]["driver"] == "pulsestreamer"
     assert cfg.instruments["nv"]["channels"]["mw_q"] == "A1"
     assert cfg.instruments["mw"]["driver"] == "rs_sgs100a"
+
+
+def test_pulse_streamer_client_json_and_binary_uploads(rig):
+    """The vendor's client as is: both upload paths, trigger modes, status calls."""
+    import contextlib
+    import io
+
+    from pulsestreamer import OutputState, PulseStreamer, TriggerRearm, TriggerStart
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ps = PulseStreamer(rig.pulser_host)
+    assert ps._has_binary  # firmware >= 1.1.0: the binary port answered
+    assert ps.getFirmwareVersion() == "2.1.0" and ps.getSerial()
+    seq = [(3000, [0], 0, 0), (40, [1], 1.0, 0), (500, [0, 2], 0, 0)]
+    before = rig.control(cmd="state")["streams"]
+    ps.setTrigger(TriggerStart.SOFTWARE, TriggerRearm.AUTO)
+    ps.stream(seq, 10)
+    assert not ps.hasFinished() and ps.hasSequence()
+    ps.startNow()
+    assert ps.hasFinished()
+    ps._has_binary = False  # the JSON-RPC upload of older firmware
+    ps.setTrigger(TriggerStart.IMMEDIATE)
+    ps.stream(seq, 10, OutputState.ZERO())
+    assert ps.hasFinished() and not ps.isStreaming()
+    assert rig.control(cmd="state")["streams"] == before + 2
+    ps.reset()
+    ps._has_binary = True

@@ -10,9 +10,9 @@ import bluesky.plans as bp
 import numpy as np
 import pytest
 
-from emulator_rig import Rig
 from mracq.config import validate_config
 from mracq.devices.drivers import InstrumentError
+from mracq.emulators.process import EmulatorProcess as Rig
 from mracq.plans.coherence import coherence_scan, prepare_nv
 from mracq.storage import get_run, run_table
 
