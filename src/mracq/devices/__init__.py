@@ -48,6 +48,11 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
     def backend(name):
         return instruments[name]["backend"]
 
+    def visa(name):
+        """The lab config's VISA library and open_resource options of one instrument."""
+        return {"library": instruments[name].get("visa_library"),
+                "options": instruments[name].get("visa_options") or {}}
+
     def vendor(name):  # a vendor driver (mracq.devices.drivers) named by `driver`
         return instruments[name].get("driver") not in (None, "sim", "visa")
 
@@ -55,8 +60,10 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
         from mracq.devices.drivers import build_microwave
         mw_t = build_microwave(instruments["mw"])
     else:
-        mw_t = tr.SimMicrowave() if backend("mw") == "sim" else tr.VisaMicrowave(backend("mw"))
-    laser_t = tr.SimLaser() if backend("laser") == "sim" else tr.VisaLaser(backend("laser"))
+        mw_t = (tr.SimMicrowave() if backend("mw") == "sim"
+                else tr.VisaMicrowave(backend("mw"), **visa("mw")))
+    laser_t = (tr.SimLaser() if backend("laser") == "sim"
+               else tr.VisaLaser(backend("laser"), **visa("laser")))
     if vendor("nv"):
         from mracq.devices.drivers import build_sequencer
         seq_t = build_sequencer(instruments["nv"], clock=clock)
@@ -67,7 +74,7 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
                          field=sim.get("field", 0.05))
         seq_t = tr.SimSequencer(nv, mw_t, laser_t)
     else:
-        seq_t = tr.VisaSequencer(backend("nv"), clock=clock)
+        seq_t = tr.VisaSequencer(backend("nv"), clock=clock, **visa("nv"))
     return {
         "mw": MicrowaveSource(name="mw", transport=mw_t, limits=instruments["mw"]),
         "laser": Laser(name="laser", transport=laser_t, limits=instruments["laser"]),
