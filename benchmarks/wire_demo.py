@@ -59,9 +59,13 @@ def main(argv=None) -> dict:
         try:
             for label, extra in (("wire", ["--config", str(rig.config_path)]), ("local", [])):
                 t0 = time.perf_counter()
-                out = subprocess.run([sys.executable, "-m", "mracq", "demo", *common, *extra,
-                                      "--data-dir", str(tmp / label)], env=env, text=True,
-                                     capture_output=True, check=True).stdout
+                proc = subprocess.run([sys.executable, "-m", "mracq", "demo", *common, *extra,
+                                       "--data-dir", str(tmp / label)], env=env, text=True,
+                                      capture_output=True)
+                if proc.returncode:
+                    raise SystemExit(f"mracq demo ({label}) failed:\n{proc.stdout}\n"
+                                     f"{proc.stderr[-4000:]}")
+                out = proc.stdout
                 walls[label] = time.perf_counter() - t0
                 print(f"--- {label} ({walls[label]:.1f} s)\n{out}")
         finally:

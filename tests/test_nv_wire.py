@@ -236,11 +236,22 @@ def test_pulse_streamer_client_json_and_binary_uploads(rig):
     ps.stream(seq, 10)
     assert not ps.hasFinished() and ps.hasSequence()
     ps.startNow()
-    assert ps.hasFinished()
+    assert _finished(ps)
     ps._has_binary = False  # the JSON-RPC upload of older firmware
     ps.setTrigger(TriggerStart.IMMEDIATE)
     ps.stream(seq, 10, OutputState.ZERO())
-    assert ps.hasFinished() and not ps.isStreaming()
+    assert _finished(ps) and not ps.isStreaming()
     assert rig.control(cmd="state")["streams"] == before + 2
     ps.reset()
     ps._has_binary = True
+
+
+def _finished(ps, timeout=5.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while not ps.hasFinished():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True

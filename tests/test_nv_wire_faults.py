@@ -141,11 +141,11 @@ def coherence_programs_hahn():
 ])
 def test_timeout_error_and_garbled_reply_mid_scan(rig, session, instrument, kind, match):
     uid, err = _fail_after(session, K, lambda: rig.control(
-        cmd="fault", instrument=instrument, kind=kind, value=2.0), _scan(session))
+        cmd="fault", instrument=instrument, kind=kind, value=1.4), _scan(session))
     assert err.instrument and err.command
     assert __import__("re").search(match, str(err)), str(err)
     _check_stored(session, uid, "t", TIMES[:K], err)
-    time.sleep(2.2 if kind == "delay" else 0)
+    time.sleep(1.5 if kind == "delay" else 0)  # the late reply is gone
     res = session.RE(_scan(session)).plan_result
     assert len(res["t"]) == len(TIMES)
 

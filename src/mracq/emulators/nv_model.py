@@ -35,7 +35,9 @@ import numpy as np
 
 from mracq.pulses import Delay, Pulse, PulseProgram, evolution_timing
 from mracq.sim.clock import VirtualClock
-from mracq.sim.nv import Drive, Readout, SimulatedNV, bloch_population
+from mracq.sim.filter_function import chi as chi_of
+from mracq.sim.filter_function import equally_spaced
+from mracq.sim.nv import DephasingModel, Drive, Readout, SimulatedNV, bloch_population
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,32 @@ class CounterTask:
     paused_by_level: bool = False
     running: bool = False
     count: int = 0
+
+
+class GridDephasingModel(DephasingModel):
+    """:class:`~mracq.sim.nv.DephasingModel` for timings played on a 1 ns grid.
+
+    Rounding to the grid moves each pi pulse by at most half a step; when every pi centre
+    is within that of the CPMG-n times ``(k - 1/2) t / n``, chi is the closed form of
+    CPMG-n (the jitter changes the switching function over < 1 ns per pulse), otherwise
+    the general timing is integrated as in-process.
+    """
+
+    grid: float = 1e-9
+
+    def coherence(self, program) -> float:
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        if program not in cache:
+            t, centres = evolution_timing(program)
+            n = len(centres)
+            if n and np.all(np.abs(centres - equally_spaced(t, n)) <= 0.5 * self.grid + 1e-15):
+                c = float(np.exp(-chi_of(self.spectrum, np.array([t]), None, n=n)[0]))
+            else:
+                c = super().coherence(program)
+            if len(cache) > 4096:
+                cache.clear()
+            cache[program] = c
+        return cache[program]
 
 
 class CoherentModel:
@@ -190,7 +218,6 @@ class EmulatedNV:
 
     def __init__(self, sim: dict | None = None, wiring: Wiring | None = None,
                  rabi_frequency: float = Drive.rabi_frequency):
-        from mracq.sim.nv import DephasingModel
         from mracq.sim.spectra import default_nv_spectrum
 
         sim = dict(sim or {})
@@ -200,7 +227,8 @@ class EmulatedNV:
         field_t = float(sim.get("field", 0.05))
         readout = Readout(bright_rate=sim.get("bright_rate", 0.03),
                           contrast=sim.get("contrast", 0.3))
-        self.nv = SimulatedNV([DephasingModel(default_nv_spectrum(field_t)), CoherentModel()],
+        self.nv = SimulatedNV([GridDephasingModel(default_nv_spectrum(field_t)),
+                               CoherentModel()],
                               readout,
                               VirtualClock(), np.random.default_rng(sim.get("seed")),
                               field=field_t)

@@ -16,8 +16,9 @@ Protocol as the vendor's client ``pulsestreamer`` 2.1.2 (MIT) speaks it
 
 Both ports are fixed by the client: one emulator per loopback address (127.0.0.2,
 127.0.0.3, ... are loopback too). A stream plays at once (trigger ``IMMEDIATE``, the
-power-on default) or at ``startNow`` (trigger ``SOFTWARE``), instantly in wall time, into
-:meth:`mracq.emulators.nv_model.EmulatedNV.play`.
+power-on default) or at ``startNow`` (trigger ``SOFTWARE``) into
+:meth:`mracq.emulators.nv_model.EmulatedNV.play`, on a thread: the upload is answered at
+once and ``hasFinished`` turns true when the photons are counted.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class PulseStreamerEmulator(Restartable):
         self.pending = None  # (steps, n_runs) waiting for a software trigger
         self.has_sequence, self.finished, self.streaming = False, True, False
         self.streams = 0
+        self._token = None
 
     # ------------------------------------------------------------------ servers
     def start(self) -> None:
@@ -138,11 +140,22 @@ class PulseStreamerEmulator(Restartable):
             self.pending, self.finished, self.streaming = (steps, n_runs), False, False
 
     def _play(self, steps, n_runs: int) -> None:
+        """Start playing: the answer goes back at once, ``hasFinished`` turns true when the
+        emulated NV has counted the photons (in the background, as the hardware plays)."""
+        self.streaming, self.finished = True, False
         if n_runs < 0:  # REPEAT_INFINITELY: plays until the next command, counts nothing
-            self.streaming, self.finished = True, False
             return
-        self.nv.play(steps, n_runs)
-        self.streaming, self.finished = False, True
+        token = self._token = object()
+
+        def play():
+            try:
+                self.nv.play(steps, n_runs)
+            except Exception:  # noqa: BLE001 - an unplayable pattern: nothing counted
+                log.exception("%s: cannot play the sequence", self.name)
+            if self._token is token:
+                self.streaming, self.finished = False, True
+
+        threading.Thread(target=play, daemon=True, name="pulsestreamer-play").start()
 
     # ------------------------------------------------------------------ JSON-RPC
     def handle_jsonrpc(self, body: bytes) -> bytes:
@@ -180,6 +193,7 @@ class PulseStreamerEmulator(Restartable):
         if method in ("isRunning", "reset", "forceFinal", "constant", "rearm"):
             if method in ("reset", "forceFinal", "constant"):
                 self.pending, self.streaming, self.finished = None, False, True
+                self._token = None
             if method == "reset":
                 self.power_on_reset()
             return 0 if method != "isRunning" else True
@@ -232,11 +246,7 @@ class PulseStreamerEmulator(Restartable):
         elif command == 0x0:
             n_runs, n_steps = struct.unpack_from("<qQ", payload, 0)
             steps = np.frombuffer(payload, dtype=STEP, count=n_steps, offset=32)
-            try:
-                self._load(steps.tolist(), int(n_runs))
-            except ValueError:
-                log.exception("%s: cannot play the sequence", self.name)
-                status = 2
+            self._load(steps.tolist(), int(n_runs))
         else:
             status = 1  # slot uploads (0x100) are not emulated
         sock.sendall(struct.pack("<4I2Q", MAGIC, cmd_id, status, 0, 0, 0))

@@ -233,12 +233,14 @@ class PulseStreamerSequencer(Reconnecting):
             with contextlib.redirect_stdout(io.StringIO()):
                 self.call("stream", lambda ps: ps.stream(list(compiled.steps), shots))
             deadline = time.monotonic() + self.timeout + shots * compiled.duration
+            pause = 1e-3
             while not self.call("hasFinished", lambda ps: ps.hasFinished()):
                 if time.monotonic() > deadline:
                     raise InstrumentError(self.label, "hasFinished",
                                           f"not finished {self.timeout:g} s after the "
                                           "expected end of the point")
-                time.sleep(min(0.05, compiled.duration * shots / 20))
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)
             s, b, d = self.counter.read()
         except InstrumentError:
             self.counter.drop()  # the tasks were left running: start clean next time
