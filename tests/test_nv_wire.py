@@ -255,3 +255,36 @@ def _finished(ps, timeout=5.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+@pytest.mark.parametrize("prop, value", [("frequency", 2.5e9), ("power", -7.25),
+                                         ("status", 1), ("IQ_state", 1),
+                                         ("pulsemod_state", 1)])
+def test_scpi_emulator_answers_qcodes_sgs100a_description(prop, value):
+    """The SGS100A commands as QCoDeS' pyvisa-sim file writes them (an outside source)."""
+    import importlib.util
+    import socket
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    qcodes = importlib.util.find_spec("qcodes")  # its file only: importing it takes seconds
+    if qcodes is None:
+        pytest.skip("qcodes is not installed")
+    from mracq.emulators.nv_model import EmulatedNV
+    from mracq.emulators.scpi_microwave import ScpiMicrowave as Server
+
+    spec = yaml.safe_load((Path(qcodes.origin).parent / "instrument" / "sims" /
+                           "RSSGS100A.yaml").read_text())
+    p = spec["devices"]["SGS100A"]["properties"][prop]
+    server = Server(EmulatedNV({"seed": 0}))
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            f = s.makefile("rw", newline="\n")
+            f.write(p["setter"]["q"].format(value) + "\n")
+            f.write(p["getter"]["q"] + "\nSYST:ERR?\n")
+            f.flush()
+            assert float(f.readline()) == pytest.approx(value)
+            assert f.readline().strip() == '0,"No error"'
+    finally:
+        server.close()
