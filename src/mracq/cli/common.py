@@ -20,13 +20,10 @@ def add_session_arguments(parser) -> None:
 def open_session(args, **kwargs):
     """A :class:`mracq.session.Session` from the common options (config errors -> CLIError)."""
     from mracq.cli import CLIError
-    from mracq.config import ConfigError, load_config
+    from mracq.config import ConfigError
     from mracq.session import make_session
 
-    try:
-        config = load_config(args.config) if args.config else None
-    except (ConfigError, OSError) as exc:
-        raise CLIError(str(exc)) from exc
+    config = config_from_args(args)
     try:
         return make_session(config, data_dir=args.data_dir, url=args.url,
                             api_key=args.api_key, **kwargs)
@@ -34,12 +31,56 @@ def open_session(args, **kwargs):
         raise CLIError(str(exc)) from exc
 
 
-def open_catalog_from_args(args):
-    """Only the catalog (no devices): for commands that read stored runs."""
-    from mracq.storage import default_data_dir, open_catalog
+def config_from_args(args):
+    """The lab configuration ``--config`` names (else ``$MRACQ_CONFIG``, else the built-in).
 
-    data_dir = args.data_dir or (None if args.url else default_data_dir())
-    return open_catalog(data_dir, url=args.url, api_key=args.api_key)
+    A missing or broken file is a :class:`CLIError`, whichever way it was named.
+    """
+    from mracq.cli import CLIError
+    from mracq.config import ConfigError, load_config
+
+    try:
+        return load_config(getattr(args, "config", None) or None)
+    except (ConfigError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def storage_from_args(args):
+    """``(data_dir, url, api_key)`` as every command resolves them.
+
+    ``--data-dir``, else ``$MRACQ_DATA_DIR``, else ``storage.data_dir`` of the lab
+    configuration (``--config`` or ``$MRACQ_CONFIG``), else the default folder; ``--url``
+    else ``storage.url``; ``--api-key`` else ``storage.api_key``.
+    """
+    from mracq.storage import default_data_dir
+
+    cfg = config_from_args(args)
+    url = getattr(args, "url", None) or cfg.storage.get("url")
+    key = getattr(args, "api_key", None) or cfg.storage.get("api_key")
+    data_dir = getattr(args, "data_dir", None)
+    data_dir = Path(data_dir).expanduser().absolute() if data_dir else default_data_dir(cfg)
+    return data_dir, url, key
+
+
+def open_store_from_args(args):
+    """Stored runs for reading (no devices, nothing created): see :mod:`mracq.cli.store`."""
+    from mracq.cli import CLIError
+    from mracq.cli.store import open_store
+
+    data_dir, url, key = storage_from_args(args)
+    try:
+        return open_store(data_dir, url=url, api_key=key)
+    except FileNotFoundError:
+        raise CLIError(f"no runs stored in {data_dir} (no catalog there); give the data "
+                       "folder with --data-dir, or make runs first (`mracq demo`)") from None
+
+
+def open_catalog_from_args(args):
+    """Only the Tiled catalog (no devices), honouring ``--config`` like every command."""
+    from mracq.storage import open_catalog
+
+    data_dir, url, key = storage_from_args(args)
+    return open_catalog(None if url else data_dir, url=url, api_key=key)
 
 
 def figure_dir(args, data_dir) -> Path:
@@ -59,3 +100,44 @@ def human_time(seconds: float) -> str:
         return f"{int(m)} min {s:.0f} s"
     h, m = divmod(m, 60)
     return f"{int(h)} h {int(m)} min"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, also written as ``1e6`` or ``1_000_000``."""
+    import argparse
+    import math
+
+    try:
+        value = float(str(text).replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
+    if value > 1e12:
+        raise argparse.ArgumentTypeError(f"{text!r} is implausibly large (> 1e12)")
+    return int(value)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def free_path(path, *, force: bool = False, what: str = "output"):
+    """``path`` if nothing is there (or ``force``); else a :class:`CLIError` naming it."""
+    from mracq.cli import CLIError
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise CLIError(f"{what} {path} exists; choose another name or pass --force to "
+                       "overwrite it")
+    return path
