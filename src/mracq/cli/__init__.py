@@ -5,7 +5,8 @@ shared list:
 
 - ``mracq/cli/cmd_<name>.py`` becomes ``mracq <name>``;
 - ``mracq/cli/analyze_<method>.py`` becomes ``mracq analyze <method>``;
-- ``mracq/cli/train_<model>.py`` becomes ``mracq train <model>``.
+- ``mracq/cli/train_<model>.py`` becomes ``mracq train <model>``;
+- ``mracq/cli/scan_<method>.py`` becomes ``mracq scan <method>``.
 
 Each such module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int`` (the exit code). Keep heavy imports inside ``run`` so that
@@ -22,6 +23,7 @@ import sys
 
 GROUPS = {
     "analyze": "analyze data offline (CSV, .npy or a stored run)",
+    "scan": "measure and reconstruct (simulated instruments by default)",
     "train": "train a reconstruction model on simulated data",
 }
 

@@ -62,7 +62,7 @@ def _summary(run, tables) -> None:
     for stream, table in tables.items():
         n = len(table.get("seq_num", table.get("time", ())))
         keys = run.stream_metadata(stream).get("data_keys") or {}
-        print(f"  {stream:9} {n} events")
+        print(f"  events    {n}" if stream == "primary" else f"  stream {stream!r}: {n} events")
         for key, val in table.items():
             if key in ("time", "seq_num"):
                 continue

@@ -141,3 +141,34 @@ def free_path(path, *, force: bool = False, what: str = "output"):
         raise CLIError(f"{what} {path} exists; choose another name or pass --force to "
                        "overwrite it")
     return path
+
+
+def run_interruptibly(session, plan, what: str, *, again: str):
+    """``session.RE(plan)``; on Ctrl-C stop cleanly and say what was kept.
+
+    The RunEngine pauses at the first Ctrl-C (bluesky's own message tells a shell user to
+    call ``RE.resume()``, which a command-line user cannot); here the paused run is
+    aborted instead, so its stop document is written and every event measured so far
+    stays stored, and :class:`mracq.cli.Interrupted` says where and how to go on.
+    """
+    from bluesky.utils import RunEngineInterrupted
+
+    from mracq.cli import Interrupted
+
+    RE = session.RE
+    try:
+        return RE(plan)
+    except (RunEngineInterrupted, KeyboardInterrupt):
+        if RE.state in ("paused", "pausing"):
+            try:
+                RE.abort(reason="stopped with Ctrl-C at the command line")
+            except Exception as exc:  # noqa: BLE001 - report, the run is what matters
+                import logging
+
+                logging.getLogger(__name__).warning("closing the run: %s", exc)
+        scan_id = RE.md.get("scan_id")
+        where = session.url or session.data_dir
+        raise Interrupted(
+            f"{what} stopped; what was measured is stored as scan {scan_id} (closed as "
+            f"aborted) in {where}. See it with `mracq show {scan_id}`; to measure again run "
+            f"{again}") from None
