@@ -61,7 +61,7 @@ def test_runs_lists_every_kind_fast_reader_matches_tiled(stored):
         assert fast == tiled.list_runs(50)
         for ref in (kinds["mrfm"], kinds["cosy"], -1):
             a, b = local.get_run(ref), tiled.get_run(ref)
-            assert a.metadata == b.metadata and a.streams == b.streams
+            assert a.metadata == b.metadata and sorted(a.streams) == sorted(b.streams)
             for stream in a.streams:
                 ta, tb = a.table(stream), b.table(stream)
                 assert set(ta) == set(tb), stream
@@ -140,7 +140,7 @@ def test_show_draws_each_kind(stored, kind, tmp_path):
         assert len(images) == cube.shape[2]
         clims = {im.get_clim() for im in images}
         assert len(clims) == 1  # one colour scale
-        assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 1
+        assert len({id(im.colorbar) for im in images if im.colorbar is not None}) == 1
         assert fig.axes[0].get_ylabel() == "y (nm)"
         mask = tables["cube"]["cube_mask"][-1].astype(bool)
         shown = np.ma.getmaskarray(images[0].get_array())

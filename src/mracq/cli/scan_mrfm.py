@@ -118,6 +118,10 @@ def run(args) -> int:
     if not simulated:
         raise CLIError("`mracq scan mrfm` drives the simulated MRFM only so far; the lab "
                        "configuration names real MRFM instruments (use `mracq shell`)")
+    standoff = cfg.instruments.get("scanner", {}).get("min_standoff", 0.0)
+    if args.standoff * 1e-9 < standoff:
+        raise CLIError(f"--standoff {args.standoff:g} nm is below the scanner's minimum "
+                       f"standoff {standoff * 1e9:g} nm (instruments.scanner.min_standoff)")
     rng = np.random.default_rng(args.seed if args.seed is not None else cfg.sim.get("seed"))
     _say(f"MRFM {args.protocol} scan: {grid['n_xy']} x {grid['n_xy']} positions, "
          f"{grid['step'] * 1e9:g} nm steps, {grid['channels']} "
@@ -173,7 +177,10 @@ def _simulated_rig(args, grid, cfg, rng):
         kw["f0"] = grid["f0"]
     else:
         kw.update(f0=grid["f0"], n_heights=len(grid["heights"]))
-    setup = default_setup(args.geometry, args.protocol, **kw)
+    try:
+        setup = default_setup(args.geometry, args.protocol, **kw)
+    except ValueError as exc:
+        raise CLIError(f"the scan geometry is not possible: {exc}") from None
     _say(f"  scan operator ready ({time.perf_counter() - t0:.0f} s); simulating the sample")
     density = setup.phantom(rng)
     clock = VirtualClock()
