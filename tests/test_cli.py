@@ -247,16 +247,17 @@ def test_vqns_time_unit_warning(tmp_path):
     assert check_plausible([Measurement("se", t_s, np.exp(-(t_s / 20e-6) ** 2))], "f") == []
 
 
-def test_scan_mrfm_quick_stores_scan_and_plausible_reconstruction(tmp_path):
-    data = tmp_path / "data"
-    res = _mracq("scan", "mrfm", "--quick", "--n-xy", "16", "--pulses", "4", "--n-z", "8",
-                 "--t-m", "30", "--seed", "1", "--data-dir", data)
-    assert res.returncode == 0, res.stderr
-    assert "precompute" in res.stderr and "1/256" not in res.stdout
-    assert "256/256" in res.stdout  # the live table reaches the last point
-    assert "warning" not in res.stdout
+def test_scan_mrfm_quick_stores_scan_and_plausible_reconstruction(tmp_path, capsys):
+    from mracq.cli import main
     from mracq.cli.store import LocalStore
 
+    data = tmp_path / "data"
+    assert main(["scan", "mrfm", "--quick", "--n-xy", "16", "--pulses", "4", "--n-z", "8",
+                 "--t-m", "30", "--seed", "1", "--data-dir", str(data)]) == 0
+    res = capsys.readouterr()
+    assert "precompute" in res.err
+    assert "256/256" in res.out  # the live table reaches the last point
+    assert "warning" not in res.out
     store = LocalStore(data)
     try:
         scan, rec = store.get_run(1), store.get_run(2)
@@ -301,3 +302,34 @@ def test_repeat_count_bounded_and_refused_fast():
     with pytest.raises(ValueError, match="exceeds max_duration"):
         prog.validate()
     assert time.perf_counter() - t0 < 0.5  # not expanded (it took 9 s)
+
+
+def test_ctrl_c_in_demo_keeps_the_data_and_closes_the_run(tmp_path):
+    import signal
+    import time
+
+    from mracq.cli.store import LocalStore
+
+    data = tmp_path / "data"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("MRACQ_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mracq", "demo", "--no-loop", "--points",
+                             "300", "--shots", "1e5", "--data-dir", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("  scan"):  # the first run is complete, the second is running
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "RE.resume" not in out + err
+    assert "stored as scan 2 (closed as aborted)" in err and "mracq show 2" in err
+    store = LocalStore(data)
+    try:
+        runs = store.list_runs()
+        assert [r["exit_status"] for r in runs] == ["abort", "success"]
+        kept = store.get_run(2).table("primary")
+        assert 0 < len(kept["coherence"]) < 300  # what was measured before Ctrl-C
+    finally:
+        store.close()

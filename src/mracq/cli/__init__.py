@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mracq: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mracq runs | head`: the reader left, nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Interrupted as exc:
         print(f"mracq: interrupted: {exc}", file=sys.stderr)
         return 130

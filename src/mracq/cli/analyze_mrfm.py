@@ -113,13 +113,13 @@ def plausibility(volume, z_layers=None) -> list[str]:
 def run(args) -> int:
     import numpy as np
 
-    from mracq.recon.mrfm.pipeline import reconstruct
-    from mracq.sim.mrfm.setup import default_setup
-
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         raise CLIError(f"output folder {args.out} is not empty; choose another --out or pass "
                        "--force to overwrite")
     data, mask, meta = _load(args)
+    from mracq.recon.mrfm.pipeline import reconstruct
+    from mracq.sim.mrfm.setup import default_setup
+
     geo = meta.get("geometry", {})
     x = np.asarray(geo.get("x", []), float)
     if data.ndim != 3 or data.shape[0] != data.shape[1]:

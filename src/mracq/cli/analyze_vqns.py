@@ -42,7 +42,7 @@ def add_arguments(parser) -> None:
 
 def read_csv(path: Path) -> list:
     """Measurements from the CSV; :class:`CLIError` naming the line for malformed input."""
-    from mracq.recon.vqns.model import COHERENCE_RANGE, Measurement, pulse_number
+    from mracq.recon.vqns.data import COHERENCE_RANGE, Measurement, pulse_number
 
     if not path.is_file():
         raise CLIError(f"{path}: no such file")

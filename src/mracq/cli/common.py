@@ -159,13 +159,19 @@ def run_interruptibly(session, plan, what: str, *, again: str):
     try:
         return RE(plan)
     except (RunEngineInterrupted, KeyboardInterrupt):
+        import logging
+
         if RE.state in ("paused", "pausing"):
+            # bluesky logs the abort as an ERROR with a traceback: expected here, not shown
+            quiet = logging.getLogger("bluesky")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)
             try:
                 RE.abort(reason="stopped with Ctrl-C at the command line")
             except Exception as exc:  # noqa: BLE001 - report, the run is what matters
-                import logging
-
                 logging.getLogger(__name__).warning("closing the run: %s", exc)
+            finally:
+                quiet.setLevel(level)
         scan_id = RE.md.get("scan_id")
         where = session.url or session.data_dir
         raise Interrupted(
