@@ -333,3 +333,23 @@ def test_ctrl_c_in_demo_keeps_the_data_and_closes_the_run(tmp_path):
         assert 0 < len(kept["coherence"]) < 300  # what was measured before Ctrl-C
     finally:
         store.close()
+
+
+def test_live_table_in_readable_units():
+    import io
+
+    from mracq.cli.live import UnitTable
+
+    buf = io.StringIO()
+    table = UnitTable(file=buf)
+    table("start", {"uid": "abcdef12-x", "scan_id": 3, "plan_name": "multislice_scan"})
+    table("descriptor", {"uid": "d1", "name": "primary", "data_keys": {
+        "scanner_x": {"dtype": "number", "shape": []},
+        "t": {"dtype": "number", "shape": [], "units": "s"},
+        "readout_spin_signal": {"dtype": "array", "shape": [2], "units": "N^2"}}})
+    table("event", {"descriptor": "d1", "seq_num": 1,
+                    "data": {"scanner_x": 12e-9, "t": 2.5e-6, "readout_spin_signal": [1e-36,
+                                                                                      3e-33]}})
+    lines = buf.getvalue().splitlines()
+    assert "scanner_x (nm)" in lines[1] and "t (us)" in lines[1] and "aN^2" in lines[1]
+    assert lines[2].split() == ["1", "12", "2.5", "3000"]

@@ -40,7 +40,8 @@ class Interrupted(Exception):
 USER_ERRORS = ("ConfigError", "RunNotFoundError", "StorageBusyError", "LimitError",
                "InterlockError", "VisaIOError", "PermissionError", "FileNotFoundError",
                "NotADirectoryError", "IsADirectoryError", "ConnectionError",
-               "ConnectionRefusedError", "TimeoutError", "ReadOnlyDatabase")
+               "ConnectionRefusedError", "TimeoutError", "ReadOnlyDatabase", "OSError",
+               "ValueError", "InvalidSession")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,8 +104,7 @@ def _debug_flag(parser) -> None:
 def _one_line(exc: BaseException) -> str:
     """The error as one line (at most two), naming its kind when the text alone is unclear."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if type(exc).__name__ in ("PermissionError", "FileNotFoundError", "NotADirectoryError",
-                              "IsADirectoryError", "TimeoutError", "ConnectionRefusedError"):
+    if isinstance(exc, OSError) or type(exc).__name__ in ("TimeoutError",):
         text = f"{text} ({type(exc).__name__})"
     return text if len(text) <= 400 else text[:397] + "..."
 

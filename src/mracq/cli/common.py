@@ -24,11 +24,18 @@ def open_session(args, **kwargs):
     from mracq.session import make_session
 
     config = config_from_args(args)
+    data_dir, url, key = storage_from_args(args)
+    fresh = not data_dir.exists()
     try:
-        return make_session(config, data_dir=args.data_dir, url=args.url,
-                            api_key=args.api_key, **kwargs)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from exc
+        return make_session(config, data_dir=data_dir, url=url, api_key=key, **kwargs)
+    except BaseException as exc:
+        if fresh:  # a failed start (an unreachable instrument...) leaves nothing behind
+            import shutil
+
+            shutil.rmtree(data_dir, ignore_errors=True)
+        if isinstance(exc, ConfigError):
+            raise CLIError(str(exc)) from exc
+        raise
 
 
 def config_from_args(args):
