@@ -52,7 +52,7 @@ def build_catalog(data_dir: Path, n_runs: int) -> dict:
         kinds["spectrum"] = store_estimate_run(s)
         for k in range(n_runs - 3):
             n = 2 ** (1 + k % 5)
-            s.RE(coherence_scan(d["nv"], "cpmg", np.geomspace(1e-6, 40e-6, 5), n=n,
+            s.RE(coherence_scan(d["nv"], "cpmg", np.geomspace(4e-6, 60e-6, 5), n=n,
                                 shots=10_000))
         kinds["coherence"] = s.RE.md["scan_id"]
     return kinds

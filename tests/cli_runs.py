@@ -24,7 +24,7 @@ def _scan_id(session) -> int:
 def store_coherence(session, n: int = 4, points: int = 6) -> int:
     from mracq.plans.coherence import coherence_scan
 
-    session.RE(coherence_scan(session.devices["nv"], "cpmg", np.geomspace(1e-6, 40e-6, points),
+    session.RE(coherence_scan(session.devices["nv"], "cpmg", np.geomspace(4e-6, 60e-6, points),
                               n=n, shots=20_000))
     return _scan_id(session)
 
