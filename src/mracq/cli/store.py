@@ -202,8 +202,9 @@ class LocalStore:
                 raise StorageBusyError(
                     f"the data folder {self.root} is in use by another process; run "
                     "`mracq runs`/`show` again when it has finished") from exc
-        cur = self._duck.execute(f'SELECT * FROM "{table}" WHERE _dataset_id = ? '
-                                 "ORDER BY seq_num", [int(dataset_id)])
+        # the id inlined (an int): a bound parameter makes duckdb import pandas (~4 s)
+        cur = self._duck.execute(f'SELECT * FROM "{table}" WHERE _dataset_id = '
+                                 f"{int(dataset_id)} ORDER BY seq_num")
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
         cols = {}
