@@ -353,3 +353,21 @@ def test_live_table_in_readable_units():
     lines = buf.getvalue().splitlines()
     assert "scanner_x (nm)" in lines[1] and "t (us)" in lines[1] and "aN^2" in lines[1]
     assert lines[2].split() == ["1", "12", "2.5", "3000"]
+
+
+def test_live_cosy_image_updates_one_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mracq.viz import LiveCosy
+
+    t = np.arange(8) * 18e-6
+    live = LiveCosy(t, t, path=tmp_path / "live.png")
+    rng = np.random.default_rng(0)
+    for k in (10, 20):
+        live(rng.random((8, 8)) * k, rng.random((8, 8)), k)
+    assert live.frames == 2 and (tmp_path / "live.png").stat().st_size > 5000
+    rec, spec = live.images
+    assert rec.colorbar is not None and spec.colorbar is not None
+    assert rec.get_clim()[1] > 10  # rescaled to the latest frame
+    assert "20 points" in rec.axes.get_title()

@@ -276,3 +276,57 @@ def plot_montage(volume, path=None, *, x=None, y=None, labels=None, mask=None,
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+class LiveCosy:
+    """A live image for the COSY plans: ``cosy_random_mask(nv, ..., live=LiveCosy())``.
+
+    Each call ``(reconstruction, spectrum, n_points)`` redraws the reconstruction (t in us)
+    and its centred 2D spectrum (f in kHz, f1 upwards) with colour bars in one figure.
+
+    Parameters
+    ----------
+    t1, t2 : array, optional
+        Evolution times (s) of the map's rows and columns (default: the plan's grid,
+        ``mracq.sim.cosy.model.T_GRID``).
+    path : path, optional
+        Also save each frame there (PNG), e.g. for a terminal without a display.
+    """
+
+    def __init__(self, t1=None, t2=None, path=None):
+        self.t1, self.t2, self.path = t1, t2, path
+        self.fig = None
+        self.frames = 0
+
+    def __call__(self, reconstruction, spectrum, n_points):
+        plt = _plt()
+        rec = np.asarray(reconstruction, float)
+        spec = np.asarray(spectrum, float)
+        if self.t1 is None or self.t2 is None:
+            from mracq.sim.cosy.model import T_GRID
+
+            self.t1 = T_GRID[: rec.shape[0]] if self.t1 is None else self.t1
+            self.t2 = T_GRID[: rec.shape[1]] if self.t2 is None else self.t2
+        t1u, t2u, f1, f2 = _cosy_axes(*rec.shape, self.t1, self.t2, None)
+        if self.fig is None:
+            self.fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+            self.images = [
+                axes[0].imshow(rec, origin="lower", aspect="auto", cmap="viridis",
+                               extent=_extent(t2u, t1u)),
+                axes[1].imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                               extent=_extent(f2, f1)),
+            ]
+            axes[0].set(xlabel="t2 (us)", ylabel="t1 (us)")
+            axes[1].set(xlabel="f2 (kHz)", ylabel="f1 (kHz)", title="|2D spectrum|")
+            self.fig.colorbar(self.images[0], ax=axes[0], label="signal")
+            self.fig.colorbar(self.images[1], ax=axes[1], label="|S(f1, f2)| (arb.)")
+            self.fig.tight_layout()
+        for im, data in zip(self.images, (rec, spec), strict=True):
+            im.set_data(data)
+            im.set_clim(float(np.nanmin(data)), float(np.nanmax(data)))
+        self.images[0].axes.set_title(f"reconstruction after {n_points} points")
+        self.frames += 1
+        if self.path is not None:
+            self.fig.savefig(self.path, dpi=100)
+        if plt.get_backend().lower() != "agg":
+            plt.pause(0.01)
