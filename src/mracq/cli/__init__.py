@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("mracq: interrupted (nothing was being stored)", file=sys.stderr)
+        print("mracq: interrupted (stored runs and written files stay; `mracq runs` lists "
+              "the runs)", file=sys.stderr)
         return 130
     except Exception as exc:
         if debug:
