@@ -41,7 +41,7 @@ USER_ERRORS = ("ConfigError", "RunNotFoundError", "StorageBusyError", "LimitErro
                "InterlockError", "VisaIOError", "PermissionError", "FileNotFoundError",
                "NotADirectoryError", "IsADirectoryError", "ConnectionError",
                "ConnectionRefusedError", "TimeoutError", "ReadOnlyDatabase", "OSError",
-               "ValueError", "InvalidSession")
+               "ValueError", "InvalidSession", "InstrumentError")
 
 
 class _Parser(argparse.ArgumentParser):

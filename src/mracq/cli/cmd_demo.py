@@ -35,6 +35,14 @@ def demo_times(label: str, points: int):
     return np.geomspace(max(1e-6, n * 100e-9), 50e-6 * n**0.5, points)
 
 
+def _wired(config) -> bool:
+    """True when the lab config drives the NV's mw and nv through vendor drivers (as
+    ``mracq emulate nv`` prints); otherwise the demo simulates its instruments and takes
+    only the storage and ``[sim]`` settings from the config."""
+    drivers = [config.instruments.get(n, {}).get("driver") for n in ("mw", "nv")]
+    return all(v not in (None, "sim", "visa") for v in drivers)
+
+
 def run(args) -> int:
     import time
 
@@ -56,25 +64,36 @@ def run(args) -> int:
         raise CLIError(f"--shots {args.shots:g}: at most 1e8 shots per point")
     t_wall = time.perf_counter()
     # --config / $MRACQ_CONFIG give the storage (data folder, server) and the simulation
-    # settings; the instruments are always the built-in simulated ones: no real
-    # instrument is touched by a demo
+    # settings; the instruments are the built-in simulated ones unless the config names
+    # vendor drivers for the NV's mw and nv (an emulator or a rig: `mracq emulate nv`)
     lab = config_from_args(args)
     data_dir, url, key = storage_from_args(args)
-    raw = {"sim": {k: v for k, v in lab.sim.items() if v is not None}}
-    if args.seed is not None:
-        raw["sim"]["seed"] = args.seed
-    raw = validate_config(raw)  # before the heavy imports: a bad value fails fast
+    if _wired(lab):  # NV instruments with vendor drivers (`mracq emulate nv`): used as named
+        config = lab
+    else:
+        raw = {"sim": {k: v for k, v in lab.sim.items() if v is not None}}
+        if args.seed is not None:
+            raw["sim"]["seed"] = args.seed
+        config = validate_config(raw)  # before the heavy imports: a bad value fails fast
     from mracq.plans.coherence import coherence_scan, prepare_nv
     from mracq.plans.vqns import family_of, vqns_loop
     from mracq.recon.vqns.strategy import DEFAULT_CANDIDATES, NextSequenceStrategy
     from mracq.session import make_session
     from mracq.viz import plot_coherence, plot_spectrum
 
-    session = make_session(raw, data_dir=data_dir, url=url, api_key=key)
+    session = make_session(config, data_dir=data_dir, url=url, api_key=key)
     with session:
         d = session.devices
-        nv_sim = d["nv"].transport.nv
-        print(f"mracq demo: simulated NV, B = {nv_sim.field * 1e3:.0f} mT, transition "
+        nv_sim = getattr(d["nv"].transport, "nv", None)
+        where = "simulated NV"
+        if nv_sim is None:  # instruments over the wire (mracq emulate nv, or a real rig)
+            from mracq.devices import nv_physics_models
+            from mracq.sim.nv import SimulatedNV
+
+            nv_sim = SimulatedNV(nv_physics_models(config.sim),
+                                 field=config.sim.get("field", 0.05))
+            where = f"NV through {d['nv'].transport.label} and {d['mw'].transport.label}"
+        print(f"mracq demo: {where}, B = {nv_sim.field * 1e3:.0f} mT, transition "
               f"{nv_sim.transition_frequency / 1e9:.5f} GHz; data in {session.data_dir}")
         session.RE(prepare_nv(d["mw"], d["laser"], frequency=nv_sim.transition_frequency,
                               power_dbm=0.0))
