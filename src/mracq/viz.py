@@ -56,7 +56,10 @@ def plot_coherence(curves, path: str | Path | None = None, *, title: str = "NV c
             lo, hi = min(lo, np.nanmin(y) - 0.05), max(hi, np.nanmax(y) + 0.05)
         ax.errorbar(t, c["coherence"], yerr=c.get("sigma"), fmt="o-", ms=3, lw=1, capsize=2,
                     label=c["sequence"])
-    ax.set_xscale("log")
+    t_all = np.concatenate([np.asarray(c["t"], float).ravel() for c in curves] or [[1.0]])
+    t_all = t_all[t_all > 0]
+    if t_all.size and t_all.max() > 3 * t_all.min():  # log only when t spans a range
+        ax.set_xscale("log")
     ax.set_xlabel("free evolution time t (us)")
     ax.set_ylabel("coherence C(t)")
     ax.set_ylim(lo, hi)

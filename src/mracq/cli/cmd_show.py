@@ -121,6 +121,9 @@ def draw(run, tables, png):
 
     start = run.start
     title = f"scan {start.get('scan_id')} ({start.get('uid', '?')[:8]}): {start.get('plan_name')}"
+    status = run.stop.get("exit_status") or "open/aborted"
+    if status != "success":
+        title += f" [{status}: stopped early]"
     kind = kind_of(run)
     primary = tables.get("primary", {})
     if kind == "coherence" and {"t", "coherence"} <= set(primary):
