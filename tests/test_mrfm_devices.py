@@ -175,7 +175,7 @@ def test_analyze_cli_from_npz(tmp_path, rig, setup):
     assert main(["analyze", "mrfm", str(path), "--out", str(out), "--n-z", "12",
                  "--n-iter", "5"]) == 0
     vol = np.load(out / "volume.npy")
-    assert vol.shape == setup.sample_shape and (out / "slice_000.png").exists()
+    assert vol.shape == setup.sample_shape and (out / "slices.png").exists()
 
 
 def test_analyze_cli_uses_the_magnet_model(tmp_path, capsys):

@@ -284,11 +284,15 @@ SCHEMA: dict[str, dict[str, Param]] = {
 #: Known ``[sim]`` keys (others are allowed and passed through unchecked).
 SIM_SCHEMA: dict[str, Param] = {
     "seed": Param("int", None, 0, 2**63 - 1, "", "seed of the simulator's random generator"),
-    "bright_rate": Param("float", 0.03, 0, 100, "photons/shot", "NV ms=0 photon rate",
-                         lo_open=True),
-    "contrast": Param("float", 0.3, 0, 1, "", "fractional dark/bright contrast"),
+    # bounds where the simulation still means something: below 1e-6 photons/shot no
+    # shot count reaches a finite coherence; a contrast of 0 carries no signal; above
+    # 0.1025 T the ms=0 -> -1 line of the NV would be below 0 Hz
+    "bright_rate": Param("float", 0.03, 1e-6, 100, "photons/shot", "NV ms=0 photon rate"),
+    "contrast": Param("float", 0.3, 0, 1, "", "fractional dark/bright contrast",
+                      lo_open=True),
+    "field": Param("float", 0.05, 0, 0.1, "T", "static field along the NV axis (a number "
+                   "in tesla)"),
     "spectrum": Param("str", "default", description="name of the simulated noise spectrum"),
-    "field": Param("float", 0.05, 0, 0.1, "T", "static field along the NV axis"),
     "rabi_frequency": Param("float", 12.5e6, 0, 1e9, "Hz", "NV Rabi frequency at 0 dBm",
                             lo_open=True),
     "hyperfine": Param("float", 0.0, -1e7, 1e7, "Hz",
