@@ -38,7 +38,7 @@ from mracq.recon.vqns.ftns import ftns
 from mracq.recon.vqns.model import Measurement, reconstruct, sensitive_band
 from mracq.recon.vqns.strategy import NextSequenceStrategy
 from mracq.sim.filter_function import coherence
-from mracq.sim.spectra import Lorentzians, Ohmic, PowerLaw, larmor_peak
+from mracq.sim.spectra import Lorentzians, Ohmic, PowerLaw, Spectrum, larmor_peak
 
 TP = 2 * np.pi
 THREE = Lorentzians([(TP * 60e3) ** 2, (TP * 40e3) ** 2, (TP * 50e3) ** 2],
@@ -117,6 +117,120 @@ def accuracy(quick, restarts, only=None):
               + " ".join(f"{k_}={v:.3f}" for k_, v in row.items() if k_.startswith("ftns"))
               + f"  [{res.runtime_s:.1f} s, load {t0:.1f}]", flush=True)
     return rows
+
+
+# ------------------------------------------------------------------ spectral families
+
+SEQS_FID = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
+SEQS_NO_FID = ["se", "cpmg-2", "cpmg-3", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
+FAMILIES = ("lorentzians", "ohmic", "one_over_f", "background_peak", "narrow_peak")
+
+
+class GaussianPeak(Spectrum):
+    """Symmetrized Gaussian peak of variance ``amplitude`` (rad/s)^2 at ``centre``.
+
+    ``S = A sqrt(pi/2) / s [exp(-(w - w0)^2 / 2 s^2) + exp(-(w + w0)^2 / 2 s^2)]``, so that
+    ``Int S dw / 2 pi = A`` as for a Lorentzian of the same A.
+    """
+
+    def __init__(self, amplitude, centre, sd):
+        self.amplitude, self.centre, self.sd = float(amplitude), float(centre), float(sd)
+
+    def __call__(self, omega):
+        w = np.abs(np.asarray(omega, float))
+        a, w0, s = self.amplitude, self.centre, self.sd
+        return a * np.sqrt(np.pi / 2) / s * (np.exp(-(w - w0) ** 2 / (2 * s * s))
+                                              + np.exp(-(w + w0) ** 2 / (2 * s * s)))
+
+    def features(self):
+        return [(self.centre, self.sd)]
+
+    def scale(self):
+        return self.centre + 5 * self.sd
+
+
+def _logu(rng, lo, hi):
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def family_instance(family: str, rng):
+    """One random spectrum of ``family`` and its sequences: (spectrum, sequences, note).
+
+    Frequencies are drawn in Hz and converted to rad/s; amplitudes are set so that the
+    decays fall within microseconds to milliseconds, as for shallow NV centres.
+    """
+    if family == "lorentzians":
+        k = int(rng.integers(1, 5))
+        f0 = [0.0] + [_logu(rng, 0.1e6, 3e6) for _ in range(k - 1)]
+        g = [_logu(rng, 10e3, 300e3) for _ in range(k)]
+        if k >= 2 and rng.random() < 0.5:  # a near-degenerate pair: centres within a width
+            j = int(rng.integers(1, k))
+            i = (j + 1) % k if k > 2 else 0
+            f0[j] = f0[i] + rng.uniform(0.3, 1.0) * g[i]
+        a = [(TP * _logu(rng, 20e3, 80e3)) ** 2 for _ in range(k)]
+        return (Lorentzians(a, [TP * x for x in g], [TP * x for x in f0]), SEQS_FID,
+                f"{k} Lorentzians")
+    if family == "ohmic":
+        fc = _logu(rng, 0.3e6, 3e6)
+        eta = _logu(rng, 1.5, 5.0)
+        return Ohmic(eta, TP * fc), SEQS_FID, f"Ohmic fc {fc / 1e6:.2f} MHz"
+    if family == "one_over_f":
+        alpha = rng.uniform(0.5, 1.5)
+        return (PowerLaw(_logu(rng, 1e4, 1e5), alpha, TP * 1e6), SEQS_NO_FID,
+                f"1/f^{alpha:.2f}")
+    bg_g = _logu(rng, 20e3, 300e3)
+    bg = Lorentzians([(TP * _logu(rng, 30e3, 80e3)) ** 2], [TP * bg_g], [0.0])
+    f0 = rng.uniform(0.3e6, 3e6)
+    amp = (TP * _logu(rng, 10e3, 30e3)) ** 2
+    if family == "background_peak":
+        width = _logu(rng, 10e3, 60e3)
+        if rng.random() < 0.5:
+            peak, kind = GaussianPeak(amp, TP * f0, TP * width), "Gaussian"
+        else:
+            peak, kind = Lorentzians([amp], [TP * width], [TP * f0]), "Lorentzian"
+        return bg + peak, SEQS_FID, f"{kind} peak {f0 / 1e6:.2f} MHz on Drude {bg_g / 1e3:.0f} kHz"
+    if family == "narrow_peak":
+        # narrower than 1/T of the longest sequence: only its area and centre are resolved
+        t_long = max(decay_time(bg, pulse_number(s)) for s in SEQS_FID)
+        width = rng.uniform(0.05, 0.3) / t_long
+        peak = Lorentzians([amp], [width], [TP * f0])
+        return (bg + peak, SEQS_FID,
+                f"peak {f0 / 1e6:.2f} MHz, width {width / TP:.0f} Hz < 1/T {1 / t_long:.0f} Hz")
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+def family_decays(spec, seqs, rng):
+    """Noise-free decays of 40-80 points per sequence down to C ~ 0.02-0.05.
+
+    Returns a list of (sequence, t in s, coherence).
+    """
+    n_points = int(rng.integers(40, 81))
+    chi_end = rng.uniform(3.0, 4.0)
+    out = []
+    for name in seqs:
+        n = pulse_number(name)
+        te = decay_time(spec, n, chi_end)
+        t = np.linspace(te / n_points, te, n_points)
+        out.append((name, t, coherence(spec, t, n=n)))
+    return out
+
+
+def with_error(decays, noise, kind, rng):
+    """Measurements from noise-free decays with uniform (half width ``noise``) or Gaussian
+    (sd ``noise``) error, with matching error bars; none at ``noise = 0``."""
+    out = []
+    for name, t, c in decays:
+        sigma = None
+        if noise > 0:
+            if kind == "uniform":
+                c = c + rng.uniform(-noise, noise, c.shape)
+                sigma = np.full(c.shape, noise / np.sqrt(3))
+            else:
+                c = c + rng.normal(0, noise, c.shape)
+                sigma = np.full(c.shape, noise)
+            c = np.clip(c, -0.05, 1.05)
+        out.append(Measurement(name, t, c, sigma))
+    return out
 
 
 # ------------------------------------------------------------------ speed

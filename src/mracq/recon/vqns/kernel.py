@@ -26,7 +26,7 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     _HAVE = False
 
-__all__ = ["available", "chi_basis", "loss_and_grad", "threads"]
+__all__ = ["available", "chi_basis", "loss_and_grad", "residual_and_jacobian", "threads"]
 
 
 def available() -> bool:
@@ -192,6 +192,28 @@ if _HAVE:
                     grad[r, k, j] = sacc
 
     @numba.njit(cache=True, parallel=True, fastmath=_FM)
+    def _jac_kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, nterm, y, sw, chi0, switch, res,
+                    jac):
+        r_, k_ = amp.shape
+        p_ = t.size
+        for r in numba.prange(r_):
+            val = np.empty((k_, 3, p_))
+            chi = chi0[r].copy()
+            for k in range(k_):
+                a = amp[r, k]
+                _row(a, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, nterm, switch,
+                     val, k)
+                for p in range(p_):
+                    chi[p] += a * val[k, 0, p]
+            for p in range(p_):
+                c = np.exp(-chi[p])
+                res[r, p] = sw[p] * (c - y[r, p])
+                f = -sw[p] * c
+                for k in range(k_):
+                    for j in range(3):
+                        jac[r, p, 3 * k + j] = f * val[k, j, p]
+
+    @numba.njit(cache=True, parallel=True, fastmath=_FM)
     def _basis_kernel(g, w0, t, n, ni, sgn, h, rec, mom, nterm, switch, out):
         r_, k_ = g.shape
         for r in numba.prange(r_):
@@ -271,6 +293,40 @@ def loss_and_grad(amp, g, w0, pts, y, wt, switch):
     n, ni, sgn, h, rec, mom, nterm = _point_constants(pts, switch)
     _kernel(amp, g, w0, pts.t_np, n, ni, sgn, h, rec, mom, nterm, y, wt, switch, loss, grad)
     return loss, grad
+
+
+def residual_and_jacobian(amp, g, w0, pts, y, sw, switch, chi0=None):
+    """Weighted residuals (R, P) and their Jacobian (R, P, 3K), numpy float64 arrays.
+
+    ``res_p = sw_p (exp(-chi_p) - y_p)`` with ``sw = sqrt(loss weight)``, so that the loss
+    is ``sum_p res_p^2``; column ``3k + j`` of the Jacobian is the derivative with respect
+    to parameter j (A, g, w0) of Lorentzian k, in (rad/s)^-2, s and s.
+
+    Parameters
+    ----------
+    amp, g, w0 : ndarray (R, K)
+        Parameters in (rad/s)^2, rad/s, rad/s.
+    pts : PointSet
+        Points (internal order).
+    y : ndarray (R, P) or (P,)
+        Target coherences (per restart, or one set for all), same order as the points.
+    sw : ndarray (P,)
+        Square roots of the loss weights.
+    switch : float
+        ``|lam t|`` below which the series is used.
+    chi0 : ndarray (R, P), optional
+        chi of further (fixed-shape) spectral components, added before ``exp(-chi)``.
+    """
+    r, k = amp.shape
+    p = pts.t_np.size
+    chi0 = np.zeros((r, p)) if chi0 is None else np.ascontiguousarray(chi0, dtype=np.float64)
+    res = np.empty((r, p))
+    jac = np.empty((r, p, 3 * k))
+    n, ni, sgn, h, rec, mom, nterm = _point_constants(pts, switch)
+    y = np.ascontiguousarray(np.broadcast_to(y, (r, p)), dtype=np.float64)
+    _jac_kernel(np.ascontiguousarray(amp), np.ascontiguousarray(g), np.ascontiguousarray(w0),
+                pts.t_np, n, ni, sgn, h, rec, mom, nterm, y, sw, chi0, switch, res, jac)
+    return res, jac
 
 
 def chi_basis(g, w0, pts, switch):

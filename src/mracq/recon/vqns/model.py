@@ -176,12 +176,13 @@ def _check_measurements(measurements) -> list[Measurement]:
 
 def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int = 100,
                 loss_threshold: float | None = None, seed=None, lr: float = 0.1,
-                betas: tuple = (0.9, 0.99), eps: float = 1e-12, max_iter: int = 1000,
+                betas: tuple = (0.9, 0.99), eps: float = 1e-12, max_iter: int | None = None,
                 weight_decay: float = 0.0, use_sigma: bool = True,
                 threshold_factor: float = 1.1, threshold_floor: float = 1.5e-6,
                 adapt_threshold: bool = True, max_failures: int | None = None,
                 oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
-                init_candidates: int = 4,
+                init_candidates: int = 4, optimizer: str = "lm", perturb: bool = True,
+                background: bool = True,
                 omega=None, progress: bool | None = False) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
@@ -230,6 +231,21 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         :mod:`mracq.recon.vqns.chi`), "numba" (the same formulas fused in one compiled
         loop, ~5x faster; :mod:`mracq.recon.vqns.kernel`) or "auto" (numba if installed).
         The optimizer state and the Adam updates are torch tensors either way.
+    optimizer : str
+        "lm" (default): batched Levenberg-Marquardt (:mod:`mracq.recon.vqns.lm`), up to
+        ``max_iter`` iterations per restart (default 60), then, with ``perturb``, a refit
+        of every success to data with fresh errors of the data's size (the band is then
+        the spread over repeated measurements). "adam": the seed's procedure, batched
+        Adam until the loss threshold (``lr``, ``betas``, ``eps``, ``weight_decay``,
+        ``patience``, ``max_iter`` default 1000).
+    perturb : bool
+        LM only: the randomize-then-optimize refit described above.
+    background : bool
+        LM only: add a fixed bank of smooth positive bumps that vanish at ``w = 0``
+        (:class:`mracq.recon.vqns.lm._Model`) to the K Lorentzians, for spectra such as
+        the Ohmic one that no sum of Lorentzians fits. ``samples`` then holds each bump
+        as a pair of Lorentzian rows at centre 0 (one with negative A; the pair is
+        positive at every frequency).
     omega : array_like, optional
         Frequency grid for ``mean`` and ``std`` in rad/s (default: 0 to twice the band).
     progress : bool or None
@@ -252,6 +268,10 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         backend = "numba" if kernel.available() else "torch"
     if backend not in ("torch", "numba"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
+    if optimizer not in ("lm", "adam"):
+        raise ValueError(f"optimizer must be 'lm' or 'adam', got {optimizer!r}")
+    if max_iter is None:
+        max_iter = 60 if optimizer == "lm" else 1000
     prob = _Problem(ms, use_sigma, backend)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -269,12 +289,26 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
 
     try:
         with kernel.threads(1):  # likewise for the compiled kernel
-            res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold,
-                            lr, betas, eps, max_iter, weight_decay, max_failures, progress,
-                            oversubscribe, patience)
+            if optimizer == "lm":
+                from mracq.recon.vqns.lm import _Model, ensemble
+
+                model = _Model(prob, init, bank=background)
+                out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
+                               max_failures=max_failures, oversubscribe=oversubscribe,
+                               perturb=perturb)
+                samples = model.samples(out["th"])
+                losses, iters, n_failed = out["loss"], out["iters"], out["n_failed"]
+                steps = out["calls"]
+                if out["accept"] != thr:
+                    history.append((steps, out["accept"]))
+                    thr = out["accept"]
+            else:
+                res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold,
+                                lr, betas, eps, max_iter, weight_decay, max_failures,
+                                progress, oversubscribe, patience)
+                samples, losses, iters, n_failed, steps, thr = res
     finally:
         torch.set_num_threads(nthreads)
-    samples, losses, iters, n_failed, steps, thr = res
     if len(samples) == 0:
         raise RuntimeError(f"VQNS: no restart reached the loss threshold {thr:.3g} in "
                            f"{max_iter} iterations ({n_failed} failures); raise the "
