@@ -293,6 +293,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 from mracq.recon.vqns.lm import _Model, ensemble
 
                 model = _Model(prob, init, bank=background)
+                model.candidates = 1  # LM: best-of-m starts did not raise the success rate
                 out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
                                max_failures=max_failures, oversubscribe=oversubscribe,
                                perturb=perturb)

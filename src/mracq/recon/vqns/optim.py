@@ -24,6 +24,7 @@ class _Problem:
 
     def __init__(self, ms: list[Measurement], use_sigma: bool, backend: str = "torch"):
         self.backend = backend
+        self.measurements = ms
         t = np.concatenate([m.t for m in ms])
         n = np.concatenate([np.full(len(m), m.n) for m in ms])
         self.pts = PointSet(t, n)
