@@ -81,22 +81,40 @@ def plot_table(columns: dict, x: str, ys: list[str], path: str | Path | None = N
 def plot_spectrum(result, path: str | Path | None = None, *, truth=None, title: str = ""):
     """A reconstructed noise spectrum with its confidence band (and the truth, if known).
 
+    The estimate and its band (mean +- 2 sd) are drawn only where the data constrain the
+    spectrum (``result.band``); the frequencies outside are shaded and labelled as such,
+    since what a model puts there is extrapolation, not measurement.
+
     Parameters
     ----------
     result : mracq.recon.vqns.VQNSResult
-        ``omega`` (rad/s), ``mean`` and ``std`` (rad^2/s).
+        ``omega`` (rad/s), ``mean`` and ``std`` (rad^2/s), ``band`` (rad/s).
     truth : callable, optional
         The true S(omega), for simulated data.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    f = np.asarray(result.omega) / (2 * np.pi)
-    mean, std = np.asarray(result.mean), np.asarray(result.std)
-    ax.fill_between(f, np.maximum(mean - std, mean * 1e-3), mean + std, alpha=0.3,
-                    color="C0", label="VQNS mean +- 1 sd")
-    ax.plot(f, mean, color="C0", lw=1.5)
+    w = np.asarray(result.omega, float)
+    lo, hi = result.band
+    keep = w > 0
+    w = w[keep]
+    f = w / (2 * np.pi)
+    mean, std = np.asarray(result.mean)[keep], np.asarray(result.std)[keep]
+    inside = (w >= lo) & (w <= hi)
+    fi, mi, si = f[inside], mean[inside], std[inside]
+    ax.fill_between(fi, np.maximum(mi - 2 * si, mi * 1e-3), mi + 2 * si, alpha=0.3,
+                    color="C0", label="VQNS mean +- 2 sd")
+    ax.plot(fi, mi, color="C0", lw=1.5, label="VQNS mean")
     if truth is not None:
-        ax.plot(f, truth(np.asarray(result.omega)), "k--", lw=1, label="true spectrum")
+        ax.plot(f, truth(w), "k--", lw=1, label="true spectrum")
+    x0, x1 = (f.min(), f.max()) if f.size else (lo / (2 * np.pi), hi / (2 * np.pi))
+    shade = dict(color="0.85", alpha=0.6, lw=0, zorder=0)
+    if x0 < lo / (2 * np.pi):
+        ax.axvspan(x0, lo / (2 * np.pi), label="not constrained by the data", **shade)
+    if x1 > hi / (2 * np.pi):
+        ax.axvspan(hi / (2 * np.pi), x1, label=None if x0 < lo / (2 * np.pi) else
+                   "not constrained by the data", **shade)
+    ax.set_xlim(x0, x1)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("frequency omega / 2 pi (Hz)")

@@ -19,6 +19,7 @@ import torch
 from mracq.recon.vqns.chi import SERIES_SWITCH, chi_and_grad
 
 __all__ = ["levenberg_marquardt", "ensemble"]
+PATIENCE = 30
 
 
 class _Model:
@@ -213,8 +214,9 @@ class _Batch:
     :meth:`load` puts new starting points into slots.
     """
 
-    def __init__(self, model, th, y, *, lam0=1e-2, tol=1e-4, max_step=2.0):
+    def __init__(self, model, th, y, *, lam0=1e-2, tol=1e-4, max_step=2.0, loss_stop=0.0):
         self.model, self.lam0, self.tol, self.max_step = model, lam0, tol, max_step
+        self.loss_stop = loss_stop
         self.lo, self.hi = model.bounds()
         r, m = th.shape
         self.y = np.array(np.broadcast_to(y, (r, y.shape[-1])))
@@ -249,7 +251,7 @@ class _Batch:
         if idx.size == 0:
             return idx
         jt = self.jac[idx]
-        jtt = jt.transpose(0, 2, 1)
+        jtt = np.ascontiguousarray(jt.transpose(0, 2, 1))  # a strided view is 20x slower
         h = jtt @ jt
         gr = (jtt @ self.res[idx][:, :, None])[..., 0]
         dg = np.einsum("rmm->rm", h)
@@ -280,12 +282,13 @@ class _Batch:
         done = np.zeros(len(self.loss), bool)
         done[acc[gain < self.tol]] = True
         done[idx[self.lam[idx] > 1e10]] = True
+        done[acc[self.loss[acc] < self.loss_stop]] = True
         self.active &= ~done
         return np.flatnonzero(done)
 
 
 def levenberg_marquardt(model: _Model, th, y, *, max_iter: int = 60, lam0: float = 1e-2,
-                        tol: float = 1e-4, max_step: float = 2.0):
+                        tol: float = 1e-4, max_step: float = 2.0, loss_stop: float = 0.0):
     """Minimize ``sum_p wt_p (C_p(theta_r) - y_rp)^2`` for every restart r.
 
     Parameters
@@ -305,6 +308,8 @@ def levenberg_marquardt(model: _Model, th, y, *, max_iter: int = 60, lam0: float
         or when its damping exceeds 1e10 (no descent left).
     max_step : float
         Largest change of any free (log) parameter in one step (a trust box).
+    loss_stop : float
+        A restart also stops once its loss falls below this.
 
     Returns
     -------
@@ -317,7 +322,8 @@ def levenberg_marquardt(model: _Model, th, y, *, max_iter: int = 60, lam0: float
     calls : int
         Batched kernel calls (the wall-clock-relevant count).
     """
-    b = _Batch(model, np.asarray(th, float), y, lam0=lam0, tol=tol, max_step=max_step)
+    b = _Batch(model, np.asarray(th, float), y, lam0=lam0, tol=tol, max_step=max_step,
+               loss_stop=loss_stop)
     for _ in range(max_iter):
         if not b.active.any():
             break
@@ -334,12 +340,13 @@ def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures
     reached (seed App. B: the threshold adapts to the plateau the restarts reach; here
     the best fit, whose loss is the noise floor or the model's own misfit); successes
     leave, failures are redrawn in place, so the batch stays full. A restart still above
-    ``5 accept`` after ``patience`` iterations is stuck in a poor local minimum and fails
+    ``10 accept`` after ``patience`` iterations is stuck in a poor local minimum and fails
     early. Successes are judged again against the final ``accept`` at the end.
     """
     y0 = model.prob.y_np
     n = want + max(2, int(np.ceil(oversubscribe * want)))
-    b = _Batch(model, model.draw(n), y0)
+    # a loss a tenth of the threshold is as good a fit as any (noise-free data)
+    b = _Batch(model, model.draw(n), y0, loss_stop=0.1 * thr)
     found_th, found_loss, found_it = [], [], []
     n_failed = 0
     best = []  # lowest finished losses (up to 3)
@@ -353,7 +360,7 @@ def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures
         live = np.flatnonzero(b.active)
         hit = live[it[live] >= max_iter]
         if len(best) >= 3 and patience:
-            stuck = live[(it[live] >= patience) & (b.loss[live] > 5 * accept())]
+            stuck = live[(it[live] >= patience) & (b.loss[live] > 10 * accept())]
         else:
             stuck = live[:0]
         b.active[hit] = False
@@ -416,7 +423,7 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
     y0 = prob.y_np
     th, loss, iters, n_failed, calls, accept = _search(
         model, want, thr, max_iter=max_iter, max_failures=max_failures,
-        oversubscribe=oversubscribe)
+        oversubscribe=oversubscribe, patience=PATIENCE)
     sigma = np.zeros_like(y0)
     if perturb and len(th):
         base = float(np.min(loss))
@@ -426,7 +433,10 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
             sigma = np.full(y0.shape, np.sqrt(base / prob.wt_np.sum()))
         sigma = np.maximum(sigma, floor)
         yr = y0 + sigma * rng.standard_normal((len(th), y0.size))
-        th2, loss2, it2, c = levenberg_marquardt(model, th, yr, max_iter=max(10, max_iter // 2))
+        # stop where the refit is as close to its data as the errors allow
+        th2, loss2, it2, c = levenberg_marquardt(
+            model, th, yr, max_iter=max(10, max_iter // 2),
+            loss_stop=0.5 * float(np.sum(prob.wt_np * sigma**2)))
         calls += c
         # the loss a refit should reach: its stage-1 loss plus the added error
         expect = loss + np.sum(prob.wt_np * sigma**2)
