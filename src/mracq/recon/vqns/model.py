@@ -205,7 +205,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 adapt_threshold: bool = True, max_failures: int | None = None,
                 oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
                 init_candidates: int = 4, optimizer: str = "lm", perturb: bool = True,
-                background: bool = True,
+                background: bool = True, band_inflate: float = 2.0,
                 omega=None, progress: bool | None = False) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
@@ -263,6 +263,9 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         ``patience``, ``max_iter`` default 1000).
     perturb : bool
         LM only: the randomize-then-optimize refit described above.
+    band_inflate : float
+        LM only: the refit's errors are this many times the data's (see
+        :func:`mracq.recon.vqns.lm.ensemble`); 1 is the plain randomize-then-optimize.
     background : bool
         LM only: add a fixed bank of smooth positive bumps that vanish at ``w = 0``
         (:class:`mracq.recon.vqns.lm._Model`) to the K Lorentzians, for spectra such as
@@ -329,7 +332,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 model.candidates = 1  # LM: best-of-m starts did not raise the success rate
                 out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
                                max_failures=max_failures, oversubscribe=oversubscribe,
-                               perturb=perturb)
+                               perturb=perturb, inflate=band_inflate)
                 samples = model.samples(out["th"])
                 losses, iters, n_failed = out["loss"], out["iters"], out["n_failed"]
                 steps = out["calls"]
