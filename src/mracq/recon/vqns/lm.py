@@ -424,8 +424,10 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
     prob = model.prob
     max_failures = 5 * want if max_failures is None else max_failures
     y0 = prob.y_np
+    # a few spare successes: a refit that falls into a worse minimum is a failure too
+    spare = int(np.ceil(0.2 * want)) + 1 if perturb else 0
     th, loss, iters, n_failed, calls, accept = _search(
-        model, want, thr, max_iter=max_iter, max_failures=max_failures,
+        model, want + spare, thr, max_iter=max_iter, max_failures=max_failures,
         oversubscribe=oversubscribe, patience=PATIENCE)
     sigma = np.zeros_like(y0)
     if perturb and len(th):
@@ -444,8 +446,8 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
         # the loss a refit should reach: its stage-1 loss plus the added error
         expect = loss + np.sum(prob.wt_np * sigma**2)
         ok = np.isfinite(loss2) & (loss2 <= 3.0 * expect)
-        n_failed += int((~ok).sum())
-        th, iters = th2[ok], iters[ok] + it2[ok]
+        n_failed += int((~ok[:want]).sum())
+        th, iters = th2[ok][:want], (iters[ok] + it2[ok])[:want]
         res, _ = model.eval(th, np.broadcast_to(y0, (len(th), y0.size)))
         loss = np.einsum("rp,rp->r", res, res)
         calls += 1

@@ -1,5 +1,15 @@
 """VQNS: variational quantum noise spectroscopy (seed 001, Sec. II and App. B-D).
 
+Default (``optimizer="lm"``, :mod:`mracq.recon.vqns.lm`): the model is K Lorentzians plus
+a fixed bank of smooth positive bumps that vanish at w = 0 (Ohmic-like shapes, which no
+sum of Lorentzians fits); all restarts run batched Levenberg-Marquardt from random starts
+(centres partly drawn where DDNS puts spectral weight) until ``restarts`` of them reach the
+loss plateau of the best fit; each is then refitted to its own copy of the data with fresh
+errors (twice the data's, or the misfit's), and the mean and standard deviation over the
+refits are the estimate and its band. ``result.band`` is the range the data constrain.
+
+The seed's procedure (``optimizer="adam"``), kept as an option:
+
 The noise spectrum is a sum of K symmetrized Lorentzians (3K positive parameters A, g,
 w0; physics.md section 1). Each restart draws random parameters and minimizes the sum
 over sequences of the mean squared coherence error with Adam until the loss falls below
