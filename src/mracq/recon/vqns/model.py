@@ -163,17 +163,28 @@ class VQNSResult:
         return lorentzian_spectrum(self.samples, omega)
 
     def spectrum(self, omega) -> np.ndarray:
-        """Mean reconstructed S(omega) in rad^2/s at any ``omega`` (rad/s)."""
+        """Mean reconstructed S(omega) in rad^2/s at any ``omega`` (rad/s).
+
+        With ``settings["robust"]`` (the LM default) the pointwise mean leaves out the
+        highest and lowest 10 % of the restarts at each frequency, so that a few restarts
+        with a narrow spike (an ill-determined component) do not make one.
+        """
         w = np.asarray(omega, float)
-        return self.sample_spectra(w.ravel()).mean(0).reshape(w.shape)
+        return _centre(self.sample_spectra(w.ravel()), self.settings.get("robust")).reshape(
+            w.shape)
 
     def spectrum_std(self, omega) -> np.ndarray:
-        """Pointwise standard deviation of the spectra at any ``omega`` (rad/s)."""
+        """Pointwise standard deviation of the spectra at any ``omega`` (rad/s).
+
+        With ``settings["robust"]``: half the spread between the 16th and 84th percentiles
+        (the standard deviation for normally distributed spectra, blind to a few spikes).
+        """
         w = np.asarray(omega, float)
-        return self.sample_spectra(w.ravel()).std(0).reshape(w.shape)
+        return _spread(self.sample_spectra(w.ravel()), self.settings.get("robust")).reshape(
+            w.shape)
 
     def coherence(self, sequence: str, t) -> np.ndarray:
-        """Coherence predicted by the mean spectrum for ``sequence`` at ``t`` (s)."""
+        """Coherence for ``sequence`` at ``t`` (s) under the plain mean of the samples."""
         t = np.atleast_1d(np.asarray(t, float))
         n = pulse_number(sequence)
         pts = PointSet(t, np.full(t.shape, n))
@@ -186,6 +197,23 @@ class VQNSResult:
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _centre(spectra, robust) -> np.ndarray:
+    """Pointwise mean over restarts (axis 0), 10 %-trimmed at each end if ``robust``."""
+    if not robust or len(spectra) < 5:
+        return spectra.mean(0)
+    from scipy.stats import trim_mean
+
+    return trim_mean(spectra, 0.1, axis=0)
+
+
+def _spread(spectra, robust) -> np.ndarray:
+    """Pointwise standard deviation over restarts, or half the 16-84 % range if ``robust``."""
+    if not robust or len(spectra) < 5:
+        return spectra.std(0)
+    q16, q84 = np.percentile(spectra, [16, 84], axis=0)
+    return 0.5 * (q84 - q16)
+
 
 def noise_level(m: Measurement) -> np.ndarray | None:
     """Per-point noise standard deviation of a measurement: its ``sigma``, else None.
@@ -364,14 +392,17 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         omega = np.geomspace(prob.band[0] / 10, 3 * prob.band[1], 600)
     omega = np.asarray(omega, float)
     spec = lorentzian_spectrum(samples, omega)
+    robust = optimizer == "lm"
     runtime = time.perf_counter() - t0
     log.info("VQNS: %d successes, %d failures, %d batched steps, threshold %.3g, %.2f s",
              len(samples), n_failed, steps, thr, runtime)
-    return VQNSResult(omega=omega, mean=spec.mean(0), std=spec.std(0), samples=samples,
+    return VQNSResult(omega=omega, mean=_centre(spec, robust), std=_spread(spec, robust),
+                      samples=samples,
                       losses=losses, iterations=iters, n_failed=n_failed, n_steps=steps,
                       loss_threshold=thr, threshold_history=tuple(history),
                       runtime_s=runtime, band=prob.band,
                       settings=dict(n_lorentzians=k, restarts=restarts, lr=lr, backend=backend,
+                                    optimizer=optimizer, robust=robust,
                                     max_iter=max_iter, weight_decay=weight_decay,
                                     sequences=[m.sequence for m in ms]))
 
