@@ -451,7 +451,7 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
     """
     spec = THREE
     lo_hi = None
-    kw = dict(n_lorentzians=6, restarts=restarts, max_iter=800)
+    kw = dict(restarts=restarts)
     ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
     truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
                               decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
