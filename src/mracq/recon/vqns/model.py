@@ -190,7 +190,12 @@ class VQNSResult:
         pts = PointSet(t, np.full(t.shape, n))
         p = torch.as_tensor(self.samples.reshape(1, -1, 3)).clone()
         p[..., 0] /= len(self.samples)
-        chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
+        nthreads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small tensors: a thread pool only spins (20x slower loaded)
+        try:
+            chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
+        finally:
+            torch.set_num_threads(nthreads)
         out = np.empty(t.shape)
         out[pts.order] = np.exp(-chi[0].numpy())
         return out
