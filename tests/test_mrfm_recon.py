@@ -116,6 +116,23 @@ def test_noise_estimate(small_ms):
     assert estimate_noise_std(data) == pytest.approx(true, rel=0.3)
 
 
+@pytest.mark.parametrize("per_point", [False, True])
+def test_noise_estimate_with_mask_ignores_unsampled_zeros(per_point):
+    """Known sigma: a smooth scan plus white noise, half the points zeroed and masked out."""
+    rng = np.random.default_rng(11)
+    sigma = 2.0
+    ch = np.linspace(0, 1, 40)
+    clean = 50 * np.sin(3 * ch)[None, None, :] * rng.random((40, 40, 1))
+    data = clean + sigma * rng.standard_normal(clean.shape)
+    shape = data.shape if per_point else data.shape[:2]
+    mask = rng.random(shape) < 0.5
+    m3 = np.broadcast_to(mask[:, :, None], data.shape) if mask.ndim == 2 else mask
+    est = estimate_noise_std(np.where(m3, data, 0.0), mask)
+    assert est == pytest.approx(sigma, rel=0.05)
+    with pytest.raises(ValueError, match="consecutive"):
+        estimate_noise_std(data, np.zeros(data.shape, bool))
+
+
 def test_reconstruct_with_mask_and_errors(small_ms):
     s = small_ms
     rng = np.random.default_rng(7)
