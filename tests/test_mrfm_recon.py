@@ -149,3 +149,31 @@ def test_reconstruct_with_mask_and_errors(small_ms):
         reconstruct(np.full(s.data_shape, np.nan), s)
     with pytest.raises(ValueError, match="unknown"):
         reconstruct(data, s, gama=1.0)
+
+
+def test_admm_stopping_rule_and_weighted_data(small_ms):
+    """``tol`` stops at a relative change (well before the cap, near the long run's answer);
+    float weights of 0/1 are the boolean mask, and doubling every weight is halving gamma."""
+    s = small_ms
+    rng = np.random.default_rng(12)
+    o = s.phantom(rng)
+    data = s.measure(o, 60.0, rng)
+    sig = float(np.median(s.noise_std(s.forward(o), 60.0)))
+    kw = {"nu1": 1e-3, "nu2": 1e-3, "noise_std": sig}
+    n_run = []
+    x_tol = reconstruct(data, s, n_iter=2000, tol=1e-4,
+                        callback=lambda k, x: n_run.append(k), **kw)
+    x_long = reconstruct(data, s, n_iter=1500, **kw)
+    assert 20 < len(n_run) < 1000
+    assert _rmse(x_tol, o) == pytest.approx(_rmse(x_long, o), rel=0.02)
+    mask = rng.random(s.data_shape) < 0.6
+    sub = np.where(mask, data, 0.0)
+    x_b = reconstruct(sub, s, mask=mask, n_iter=15, **kw)
+    x_f = reconstruct(sub, s, mask=mask.astype(float), n_iter=15, **kw)
+    np.testing.assert_allclose(x_f, x_b, rtol=1e-5, atol=1e-6 * x_b.max())
+    x_1 = reconstruct(sub, s, mask=mask.astype(float), n_iter=400, tol=1e-5, gamma_rel=0.01,
+                      **kw)
+    x_2 = reconstruct(sub, s, mask=2.0 * mask, n_iter=400, tol=1e-5, gamma_rel=0.02, **kw)
+    assert _rmse(x_1, x_2) < 0.02 * _rmse(0 * o, o)
+    with pytest.raises(ValueError, match="weights"):
+        reconstruct(sub, s, mask=-1.0 * mask, **kw)
