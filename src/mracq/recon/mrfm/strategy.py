@@ -84,13 +84,15 @@ class HardwareTimeStrategy:
     integration time spent on it. A pilot round spends ``pilot_time`` on every pulse at a
     ``pilot_fraction`` of the positions. After each round the plan reconstructs from the
     time-weighted data (:meth:`weights`) and predicts the noise-free scan s = A o; the
-    strategy turns it into each point's predicted detectability d = r / (r0 + r),
+    strategy turns it into each point's predicted detectability d = r^2 / (r0^2 + r^2),
     r = s / sigma_ref(s), with sigma_ref the noise model's standard error at ``t_ref``. A
     point whose slice misses the sample (predicted signal far below ``r0`` times the noise)
     says little more about the reconstruction however long it is measured; every point whose
     slice sees spins keeps reducing the reconstruction's uncertainty, the weak ones
     (0.1 < r < 1) as much as the strong ones (benchmarks/mrfm_targets.py, docs/mrfm.md), so
-    d saturates early (r0 = 0.1) and the footprint is measured nearly evenly. The next
+    d saturates early (r0 = 0.1) and the footprint is measured nearly evenly, while the
+    square keeps the faint speckle a noisy reconstruction predicts outside the footprint
+    (r ~ 0.01-0.05) from drawing time. The next
     round's ``round_time``
     seconds are water-filled: the total time of each point is raised towards lambda * d
     (lambda set by the round's budget), in steps of ``t_step``. That one rule decides
@@ -125,7 +127,7 @@ class HardwareTimeStrategy:
     """
 
     criterion = ("water-filling of integration time over (position, pulse) towards the "
-                 "predicted detectability r/(r0+r), r = predicted SNR at t_ref; stop on "
+                 "predicted detectability r^2/(r0^2+r^2), r = predicted SNR at t_ref; stop on "
                  "relative change of the reconstruction")
 
     def __init__(self, shape, t_ref, pilot_time, round_time, budget, t_step=5.0, tol=0.01,
@@ -232,7 +234,7 @@ class HardwareTimeStrategy:
         if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
             raise ValueError("noise_std_ref must be positive and finite")
         r = s / sigma
-        self.detectability = r / (self.r0 + r)
+        self.detectability = r**2 / (self.r0**2 + r**2)
 
     def done(self, recon) -> bool:
         """True when the reconstruction changed by < tol since the last call, or no budget."""
