@@ -177,3 +177,30 @@ def test_admm_stopping_rule_and_weighted_data(small_ms):
     assert _rmse(x_1, x_2) < 0.02 * _rmse(0 * o, o)
     with pytest.raises(ValueError, match="weights"):
         reconstruct(sub, s, mask=-1.0 * mask, **kw)
+
+
+def test_hardware_time_strategy_water_fills_and_averages():
+    from mracq.recon.mrfm.strategy import HardwareTimeStrategy
+
+    st = HardwareTimeStrategy((4, 4, 3), t_ref=10.0, pilot_time=2.0, round_time=50.0,
+                              budget=200.0, t_step=1.0, tol=0.05)
+    pilot = st.suggest()
+    assert np.all(pilot == 2.0)
+    st.ingest(pilot, np.full(pilot.shape, 4.0))
+    pred = np.zeros(pilot.shape)
+    pred[:2] = 1.0  # half the points predicted far above the noise, half at zero
+    st.update(pred, 0.1)
+    alloc = st.suggest()
+    assert 45.0 <= alloc.sum() <= 50.0 and np.all(alloc[2:] == 0) and np.all(alloc[:2] >= 1)
+    back = np.zeros(alloc.shape)
+    for i, j, t, chans in st.visits(alloc):
+        back[i, j, chans] = t
+    np.testing.assert_array_equal(back, alloc)
+    st.ingest(alloc, np.where(alloc > 0, 1.0, 0.0))
+    k = alloc > 0
+    np.testing.assert_allclose(st.mean[k], (4.0 * 2.0 + alloc[k]) / (2.0 + alloc[k]))
+    np.testing.assert_allclose(st.weights(), st.time / 10.0)
+    x = np.ones((4, 4, 2))
+    assert not st.done(x) and not st.done(1.5 * x) and st.done(1.52 * x)
+    with pytest.raises(ValueError, match="shape"):
+        HardwareTimeStrategy((4, 4), 10.0, 2.0, 50.0, 200.0)
