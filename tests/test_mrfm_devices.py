@@ -252,3 +252,20 @@ def test_adaptive_time_scan_spends_time_where_the_sample_is(rig, setup):
     assert strat.time[signal].mean() > 1.5 * strat.time[empty].mean()  # uniform: 1.0
     start = next(d for n, d in docs if n == "start")
     assert start["plan_name"] == "adaptive_time_multislice_scan"
+
+
+def test_adaptive_time_scan_dry_run_stops_after_the_pilot(rig, setup, capsys):
+    from bluesky.simulators import summarize_plan
+
+    from mracq.plans.mrfm import adaptive_time_multislice_scan
+    from mracq.recon.mrfm.strategy import HardwareTimeStrategy
+
+    devs, clock, *_ = rig
+    strat = HardwareTimeStrategy(setup.data_shape, 4.0, 1.0, 100.0, 1e4, t_step=0.5,
+                                 pilot_fraction=0.05, rng=np.random.default_rng(0))
+    summarize_plan(adaptive_time_multislice_scan(devs["scanner"], devs["rf"], devs["readout"],
+                                                 setup, t_ref=4.0, pilot_time=1.0, t_step=0.5,
+                                                 strategy=strat))
+    out = capsys.readouterr().out
+    assert out.count("Read ['readout', 'scanner']") == int(round(0.05 * setup.n_xy**2))
+    assert strat.rounds == 0 and clock.now == 0.0
