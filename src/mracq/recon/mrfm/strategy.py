@@ -190,15 +190,15 @@ class HardwareTimeStrategy:
     integration time spent on it. A pilot round spends ``pilot_time`` on every pulse at a
     ``pilot_fraction`` of the positions. After each round the plan reconstructs from the
     time-weighted data (:meth:`weights`) and predicts the noise-free scan s = A o; the
-    strategy turns it into each point's predicted detectability d = r^2 / (r0^2 + r^2),
+    strategy turns it into each point's predicted detectability d = r^k / (r0^k + r^k),
     r = s / sigma_ref(s), with sigma_ref the noise model's standard error at ``t_ref``. A
     point whose slice misses the sample (predicted signal far below ``r0`` times the noise)
     says little more about the reconstruction however long it is measured; every point whose
     slice sees spins keeps reducing the reconstruction's uncertainty, the weak ones
     (0.1 < r < 1) as much as the strong ones (benchmarks/mrfm_targets.py, docs/mrfm.md), so
-    d saturates early (r0 = 0.1) and the footprint is measured nearly evenly, while the
-    square keeps the faint speckle a noisy reconstruction predicts outside the footprint
-    (r ~ 0.01-0.05) from drawing time. The next
+    d saturates early (r0 = 0.1) and the footprint is measured nearly evenly; a power
+    k = 2 would keep the faint speckle of noisy reconstructions (r ~ 0.01-0.05) from
+    drawing time, but measured worse (docs/mrfm.md). The next
     round's ``round_time``
     seconds are water-filled: the total time of each point is raised towards lambda * d
     (lambda set by the round's budget), in steps of ``t_step``. That one rule decides
@@ -228,22 +228,24 @@ class HardwareTimeStrategy:
         Share of the xy positions in the pilot round (random, ``rng``).
     r0 : float
         Predicted SNR (at ``t_ref``) at which a point counts half.
+    power : float
+        Steepness k of the detectability.
     rng : numpy.random.Generator, optional
         For the pilot positions when ``pilot_fraction < 1``.
     """
 
     criterion = ("water-filling of integration time over (position, pulse) towards the "
-                 "predicted detectability r^2/(r0^2+r^2), r = predicted SNR at t_ref; stop on "
+                 "predicted detectability r^k/(r0^k+r^k), r = predicted SNR at t_ref; stop on "
                  "relative change of the reconstruction")
 
     def __init__(self, shape, t_ref, pilot_time, round_time, budget, t_step=5.0, tol=0.01,
-                 pilot_fraction=1.0, rng=None, r0=0.1):
+                 pilot_fraction=1.0, rng=None, r0=0.1, power=1.0):
         shape = tuple(int(v) for v in shape)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be (nx, ny, n_pulses), got {shape!r}")
         for name, v in (("t_ref", t_ref), ("pilot_time", pilot_time),
                         ("round_time", round_time), ("budget", budget), ("t_step", t_step),
-                        ("tol", tol), ("r0", r0)):
+                        ("tol", tol), ("r0", r0), ("power", power)):
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be positive and finite, got {v!r}")
         if not 0 < pilot_fraction <= 1:
@@ -251,7 +253,7 @@ class HardwareTimeStrategy:
         self.shape = shape
         self.t_ref, self.pilot_time, self.round_time = t_ref, pilot_time, round_time
         self.budget, self.t_step, self.tol = budget, t_step, tol
-        self.pilot_fraction, self.r0 = pilot_fraction, r0
+        self.pilot_fraction, self.r0, self.power = pilot_fraction, r0, power
         self.rng = rng if rng is not None else np.random.default_rng()
         self.time = np.zeros(shape)  # s spent per point
         self.mean = np.zeros(shape)  # time-weighted mean of the data per point
@@ -340,7 +342,8 @@ class HardwareTimeStrategy:
         if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
             raise ValueError("noise_std_ref must be positive and finite")
         r = s / sigma
-        self.detectability = r**2 / (self.r0**2 + r**2)
+        rk = r**self.power
+        self.detectability = rk / (self.r0**self.power + rk)
 
     def done(self, recon) -> bool:
         """True when the reconstruction changed by < tol since the last call, or no budget."""
