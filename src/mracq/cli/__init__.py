@@ -31,7 +31,8 @@ class CLIError(Exception):
 
 
 #: library errors that mean "fix your input", printed like CLIError
-USER_ERRORS = ("ConfigError", "RunNotFoundError", "StorageBusyError", "LimitError")
+USER_ERRORS = ("ConfigError", "RunNotFoundError", "StorageBusyError", "LimitError",
+               "InstrumentError")
 
 
 def _modules(prefix: str) -> list[str]:
