@@ -374,7 +374,7 @@ def serve(method: str, address=None, *, catalog=None, publish=None, max_runs=Non
     max_runs : int, optional
         Return after this many source runs of the method have ended.
     idle_timeout : float, optional
-        Return after this many seconds without a document.
+        Return after this many seconds without a document, once the first has arrived.
     stop_event : threading.Event, optional
         Return when set (checked every 0.2 s).
     on_ready : callable, optional
@@ -404,7 +404,7 @@ def serve(method: str, address=None, *, catalog=None, publish=None, max_runs=Non
         log.info("%s worker listening on %s", method, out)
         if on_ready is not None:
             on_ready()
-        last = time.monotonic()
+        last = None
         while True:
             if stop_event is not None and stop_event.is_set():
                 break
@@ -412,7 +412,8 @@ def serve(method: str, address=None, *, catalog=None, publish=None, max_runs=Non
                 break
             got = sub.recv(timeout=0.2)
             if got is None:
-                if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                if idle_timeout is not None and last is not None \
+                        and time.monotonic() - last > idle_timeout:
                     log.info("%s worker: idle for %.0f s, stopping", method, idle_timeout)
                     break
                 continue

@@ -38,7 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-runs", type=int, default=None,
                         help="exit after this many source runs have ended")
     parser.add_argument("--idle-timeout", type=float, default=None, metavar="S",
-                        help="exit after S seconds without a document")
+                        help="exit after S seconds without a document (once one came)")
     add_session_arguments(parser)
 
 
