@@ -293,7 +293,8 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
         worker = None
         try:
             _wait_for_line(plog, "mracq proxy:", proxy, 30)
-            worker = _start(["worker", "vqns", "--zmq", str(p_out), "--data-dir",
+            worker = _start(["worker", "vqns", "--zmq", str(p_out), "--publish", str(p_in),
+                             "--data-dir",
                              str(tmp_path / "worker"), "--restarts", "8", "--max-iter", "400",
                              "--seed", "1", "--idle-timeout", "4"], fw)
             _wait_for_line(wlog, "listening on", worker)
