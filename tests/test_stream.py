@@ -309,11 +309,12 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
                                 frequency=d["nv"].transport.nv.transition_frequency,
                                 power_dbm=0.0))
                 big = s.RE(coherence_scan(d["nv"], "fid", np.linspace(1e-7, 2e-5, 1000),
-                                          shots=10_000)).plan_result
+                                          shots=100_000)).plan_result
                 strategy = RemoteVQNSStrategy(
                     remote, initial=[("fid", np.geomspace(2e-7, 2e-5, 20)),
                                      ("se", np.geomspace(1e-6, 1e-4, 20))],
-                    max_measurements=3, n_points=20, timeout=300)
+                    candidates=["cpmg-2", "cpmg-4", "cpmg-8"], max_measurements=3,
+                    n_points=20, timeout=300)
                 loop = s.RE(vqns_loop(d["nv"], strategy, shots=100_000)).plan_result
                 sent = s.publisher.sent
                 local = {u: get_run(s.catalog, u) for u in loop["estimate_uids"]}
