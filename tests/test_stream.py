@@ -293,10 +293,9 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
         worker = None
         try:
             _wait_for_line(plog, "mracq proxy:", proxy, 30)
-            worker = _start(["worker", "vqns", "--zmq", str(p_out), "--publish", str(p_in),
-                             "--data-dir",
-                             str(tmp_path / "worker"), "--restarts", "8", "--max-iter", "400",
-                             "--seed", "1", "--idle-timeout", "4"], fw)
+            worker = _start(["-v", "worker", "vqns", "--zmq", str(p_out), "--publish",
+                             str(p_in), "--data-dir", str(tmp_path / "worker"), "--restarts",
+                             "8", "--max-iter", "400", "--seed", "1"], fw)
             _wait_for_line(wlog, "listening on", worker)
             counted = []
             with make_session(validate_config({"sim": {"seed": 0}}),
@@ -319,6 +318,9 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
                 sent = s.publisher.sent
                 local = {u: get_run(s.catalog, u) for u in loop["estimate_uids"]}
                 local = {u: (r.metadata["start"], run_table(r)) for u, r in local.items()}
+            # every document sent has been received once the worker says so; then stop it
+            _wait_for_line(wlog, f"worker: {sent} documents received", worker)
+            worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=120)
         finally:
             if worker is not None:

@@ -420,6 +420,9 @@ def serve(method: str, address=None, *, catalog=None, publish=None, max_runs=Non
             last = time.monotonic()
             _, name, doc = got
             worker(name, doc)
+            if name == "stop":
+                log.info("%s worker: %d documents received, %d runs of the method ended",
+                         method, worker.documents, worker.finished)
     finally:
         worker.close()
         sub.close()
