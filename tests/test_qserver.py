@@ -121,7 +121,14 @@ def test_queue_runs_coherence_scan_and_vqns_loop(tmp_path, redis_port):
             r = RM.item_add(item)
             assert r["success"], r
         RM.queue_start()
-        RM.wait_for_idle(timeout=240)
+        # wait_for_idle alone can return before the manager has left "idle" for the queue
+        deadline = time.monotonic() + 300
+        while True:
+            st = RM.status()
+            if st["items_in_history"] == 3 and st["manager_state"] == "idle":
+                break
+            assert time.monotonic() < deadline, (st, log.read_text()[-3000:])
+            time.sleep(0.5)
         history = RM.history_get()["items"]
         assert [h["result"]["exit_status"] for h in history] == ["completed"] * 3, history
         run_uids = [h["result"]["run_uids"] for h in history]
