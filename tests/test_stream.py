@@ -350,3 +350,31 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
             assert np.all(table["mean"][0] > 0)
     finally:
         close_catalog(catalog)
+
+
+def test_session_publishes_when_asked_by_the_environment(tmp_path, monkeypatch):
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    from mracq.session import make_session
+
+    proxy = StreamProxy("127.0.0.1:0", "127.0.0.1:0")
+    thread = threading.Thread(target=proxy.start)
+    thread.start()
+    try:
+        with DocumentSubscriber(proxy.out_address) as sub:
+            assert sub.wait_connected(5)
+            monkeypatch.setenv("MRACQ_PUBLISH", proxy.in_address)
+            with make_session(data_dir=tmp_path, devices={"det": det}) as s:
+                uid = s.RE(count([det], 3)).run_start_uids[0]
+                pub = s.publisher
+            assert pub is not None and pub.sent == 6
+            names = []
+            while (msg := sub.recv(timeout=2.0)) is not None:
+                names.append(msg[1])
+                if msg[1] == "start":
+                    assert msg[2]["uid"] == uid
+        assert names == ["start", "descriptor", "event", "event", "event", "stop"]
+    finally:
+        proxy.stop()
+        thread.join(10)

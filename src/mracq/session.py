@@ -181,7 +181,8 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
     publish : str, int or mracq.stream.DocumentPublisher, optional
         Also publish every document to the 0MQ proxy at this address (a port means
         127.0.0.1; ``mracq proxy`` runs one), msgpack-encoded, for workers elsewhere
-        (``mracq worker``); see :mod:`mracq.stream`.
+        (``mracq worker``); see :mod:`mracq.stream`. Default: env ``MRACQ_PUBLISH`` (so
+        every ``mracq`` command can publish), else none.
 
     Returns
     -------
@@ -222,6 +223,8 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
         session = Session(RE=RE, catalog=catalog, devices={}, clock=clock, config=cfg,
                           data_dir=root, url=url, rng=rng)
         session.tokens.append(subscribe_writer(RE, catalog))
+        if publish is None:
+            publish = os.environ.get("MRACQ_PUBLISH") or None
         if publish is not None:
             from .stream import DocumentPublisher
 

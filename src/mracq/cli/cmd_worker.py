@@ -1,10 +1,11 @@
 """``mracq worker vqns|cosy|mrfm``: reconstruct live from a 0MQ document stream.
 
 Subscribes to a proxy's output (``mracq proxy``; sessions publish with
-``make_session(publish=...)`` or ``mracq shell --publish``), reconstructs the method's runs
-as their documents arrive, writes each estimate as a run linked to its source runs
-(``source_uids``) to its own catalog, and publishes the estimate documents back to the
-proxy. See :mod:`mracq.worker` for what is stored per method.
+``make_session(publish=...)``, commands with ``MRACQ_PUBLISH=5577 mracq ...``),
+reconstructs the method's runs as their documents arrive, writes each estimate as a run
+linked to its source runs (``source_uids``) to its own catalog, and publishes the
+estimate documents back to the proxy. See :mod:`mracq.worker` for what is stored per
+method.
 """
 
 from __future__ import annotations
