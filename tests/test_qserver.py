@@ -146,7 +146,9 @@ def test_queue_runs_coherence_scan_and_vqns_loop(tmp_path, redis_port):
         assert scan.metadata["start"]["plan_name"] == "coherence_scan"
         assert scan.metadata["start"]["sequence"] == "cpmg-8"
         c = run_table(scan)["coherence"]
-        assert c.shape == (12,) and np.all((c > -0.2) & (c < 1.2))
+        # 2-100 us of CPMG-8: the coherence decays from ~1 to ~0 (shot noise ~0.1-0.2)
+        assert c.shape == (12,) and np.isfinite(c).all()
+        assert c[:3].mean() - c[-3:].mean() > 0.5
         assert scan.metadata["stop"]["exit_status"] == "success"
         names = [catalog[u].metadata["start"]["plan_name"] for u in run_uids[2]]
         assert names.count("coherence_scan") == 3 and names.count("vqns_estimate") == 2
