@@ -15,6 +15,11 @@ the same ``TiledWriter(max_array_size=0)``:
 
 Usage: ``python benchmarks/overhead.py [--points 200] [--repeats 3] [--no-wire] [--out FILE]``.
 Prints per-point times and the ratio, writes JSON (default ``benchmarks/overhead.json``).
+
+``--publisher``: instead, the per-point cost of ``coherence_scan`` with the 0MQ publisher
+(``make_session(publish=...)``) on against off, through a proxy to a subscriber in another
+process that counts every document, and a 1000-point scan whose documents are counted
+at the far end (target: ratio <= 1.2, nothing lost). JSON: ``benchmarks/overhead_publisher.json``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-wire", action="store_true",
                     help="skip the wire path (emulated instruments over TCP)")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("overhead.json")))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--publisher", action="store_true",
+                    help="measure the 0MQ publisher's overhead instead")
     args = ap.parse_args(argv)
+    if args.publisher:
+        from overhead_publisher import publisher_overhead
+
+        return publisher_overhead(args.points, args.repeats,
+                                  args.out or str(Path(__file__).with_name(
+                                      "overhead_publisher.json")))
+    args.out = args.out or str(Path(__file__).with_name("overhead.json"))
 
     import bluesky.plans as bp
     from ophyd import Signal

@@ -91,10 +91,10 @@ def test_cli_demo_runs_show(tmp_path, capsys):
         assert len(pngs) == 1 and pngs[0].stat().st_size > 10_000
     assert main(["runs", "--data-dir", data]) == 0
     listing = capsys.readouterr().out
-    assert listing.count("coherence_scan") == 8  # the ladder and the suggested sequence
+    assert listing.count("coherence_scan") == 9  # the ladder (to CPMG-64) and the suggestion
     assert listing.count("vqns_estimate") == 2  # after the ladder and after the suggestion
     assert listing.count("calibration") >= 1  # the demo calibrates the rig first
-    # scans 1-5: ODMR coarse/fine, Rabi, Ramsey, calibration; 6-12 the ladder
+    # scans 1-5: ODMR coarse/fine, Rabi, Ramsey, calibration; 6-13 the ladder (12: CPMG-32)
     assert main(["show", "12", "--data-dir", data, "--out", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
     assert "cpmg-32" in shown and "events    4" in shown

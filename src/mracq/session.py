@@ -55,6 +55,8 @@ class Session:
         The Tiled server, when not embedded.
     rng : numpy.random.Generator
         The generator given to the simulated devices.
+    publisher : mracq.stream.DocumentPublisher or None
+        Publishes every document to a 0MQ proxy (``make_session(publish=...)``).
     """
 
     RE: Any
@@ -65,6 +67,7 @@ class Session:
     data_dir: Path
     url: str | None = None
     rng: np.random.Generator | None = None
+    publisher: Any = None
     tokens: list[int] = field(default_factory=list, repr=False)
     closed: bool = field(default=False, repr=False)
 
@@ -76,6 +79,8 @@ class Session:
         for token in self.tokens:
             self.RE.unsubscribe(token)
         self.tokens.clear()
+        if self.publisher is not None:
+            self.publisher.close()
         md = self.RE.md
         _release_md(md, self.data_dir)
         self.RE.md = dict(md)  # a RunEngine used after close no longer touches the folder
@@ -157,7 +162,7 @@ def _add_live_feedback(RE) -> list[int]:
 def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
                  url: str | None = None, api_key: str | None = None,
                  devices: dict | None = None, interactive: bool = False,
-                 clock=None) -> Session:
+                 clock=None, publish=None) -> Session:
     """Build a ready session.
 
     Steps: validate the lab configuration (nothing is created if it is invalid), open
@@ -184,6 +189,11 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
     clock : VirtualClock, optional
         Simulated hardware clock; default a new ``mracq.sim.clock.VirtualClock`` (None if
         that module is not available and ``devices`` is given).
+    publish : str, int or mracq.stream.DocumentPublisher, optional
+        Also publish every document to the 0MQ proxy at this address (a port means
+        127.0.0.1; ``mracq proxy`` runs one), msgpack-encoded, for workers elsewhere
+        (``mracq worker``); see :mod:`mracq.stream`. Default: env ``MRACQ_PUBLISH`` (so
+        every ``mracq`` command can publish), else none.
 
     Returns
     -------
@@ -214,7 +224,7 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
 
     root.mkdir(parents=True, exist_ok=True)
     md = _open_md(root)
-    catalog = None
+    catalog = session = None
     try:
         from bluesky import RunEngine
 
@@ -224,6 +234,14 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
         session = Session(RE=RE, catalog=catalog, devices={}, clock=clock, config=cfg,
                           data_dir=root, url=url, rng=rng)
         session.tokens.append(subscribe_writer(RE, catalog))
+        if publish is None:
+            publish = os.environ.get("MRACQ_PUBLISH") or None
+        if publish is not None:
+            from .stream import DocumentPublisher
+
+            pub = publish if callable(publish) else DocumentPublisher(publish)
+            session.publisher = pub
+            session.tokens.append(RE.subscribe(pub))
         if devices is None:
             from .devices import build_devices
 
@@ -236,6 +254,8 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
             session.tokens.extend(_add_live_feedback(RE))
     except BaseException:
         _release_md(md, root)
+        if session is not None and session.publisher is not None:
+            session.publisher.close()
         if catalog is not None:
             close_catalog(catalog)
         raise

@@ -91,6 +91,10 @@ def plot_spectrum(result, path: str | Path | None = None, *, truth=None, points=
 
     The one place a VQNS spectrum is drawn (demo, ``analyze vqns``, ``show``).
 
+    The estimate and its band (mean +- 2 sd) are drawn only where the data constrain the
+    spectrum (``result.band``); the frequencies outside are shaded and labelled as such,
+    since what a model puts there is extrapolation, not measurement.
+
     Parameters
     ----------
     result : mracq.recon.vqns.VQNSResult or any object with the same fields
@@ -117,15 +121,20 @@ def plot_spectrum(result, path: str | Path | None = None, *, truth=None, points=
     f = omega / (2 * np.pi)
     mean = np.asarray(result.mean, float)[keep]
     std = np.asarray(result.std, float)[keep]
-    ax.fill_between(f, np.maximum(mean - n_sd * std, mean * 1e-3), mean + n_sd * std,
+    band = getattr(result, "band", None)
+    # the estimate only where the data constrain it: outside, a model's numbers are
+    # extrapolation, not measurement
+    inside = ((omega >= band[0]) & (omega <= band[1]) if band is not None
+              else np.ones(omega.shape, bool))
+    fi, mi, si = f[inside], mean[inside], std[inside]
+    ax.fill_between(fi, np.maximum(mi - n_sd * si, mi * 1e-3), mi + n_sd * si,
                     alpha=0.3, color="C0", label=f"VQNS mean +- {n_sd:g} sd")
-    ax.plot(f, mean, color="C0", lw=1.5, label="VQNS mean")
+    ax.plot(fi, mi, color="C0", lw=1.5, label="VQNS mean")
     if truth is not None:
         ax.plot(f, truth(omega), "k--", lw=1, label="true spectrum")
     if points is not None:
         w, s = (np.asarray(a, float) for a in points)
         ax.plot(w / (2 * np.pi), s, ".", color="k", ms=3, label="DDNS")
-    band = getattr(result, "band", None)
     if band is not None and len(f):
         lo, hi = (float(b) / (2 * np.pi) for b in band)
         shade = {"color": "0.5", "alpha": 0.15, "lw": 0}
@@ -134,6 +143,7 @@ def plot_spectrum(result, path: str | Path | None = None, *, truth=None, points=
         if hi < f[-1]:
             ax.axvspan(hi, f[-1], label=None if lo > f[0] else "not constrained by the data",
                        **shade)
+        ax.set_xlim(f[0], f[-1])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("frequency omega / 2 pi (Hz)")

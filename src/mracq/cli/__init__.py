@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _modules("cmd_"):
         mod = _load("cmd_", name)
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        # cmd_qserver_profile.py -> `mracq qserver-profile`
+        p = sub.add_parser(name.replace("_", "-"), help=mod.HELP, description=mod.HELP)
         _debug_flag(p)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 HELP = ("simulated closed-loop NV session: calibrate the uncalibrated rig (ODMR, Rabi, "
-        "Ramsey), measure FID, Hahn echo and CPMG-2...32, "
+        "Ramsey), measure FID, Hahn echo and CPMG-2...64, "
         "reconstruct the noise spectrum (VQNS), measure the sequence it suggests, "
         "reconstruct again; store every run, plot, report the hardware time")
 
-DEFAULT_N = (2, 4, 8, 16, 32)
+DEFAULT_N = (2, 4, 8, 16, 32, 64)  # 64: the 1H line at 2.1 MHz lies inside the band
 DEMO_RABI_FREQUENCY = 10e6  # Hz at 0 dBm: a 50 ns pi pulse, not the default 40 ns
 CALIBRATION_SHOTS = 1_000_000
 
@@ -46,8 +46,14 @@ def add_arguments(parser) -> None:
                         help="only the fixed FID/SE/CPMG ladder, no reconstruction")
 
 
-def demo_times(label: str, points: int):
-    """Evolution times (s) suited to the default simulated NV for one sequence."""
+def demo_times(label: str, points: int, larmor_hz: float | None = None):
+    """Evolution times (s) suited to the default simulated NV for one sequence.
+
+    With ``larmor_hz`` (the 1H Larmor frequency of the field in use, as an experimenter
+    would compute it from B), a CPMG-n curve spends a quarter of its points around the
+    time ``n / (2 f_L)`` where its filter passes that frequency, so that the nuclear peak
+    is measured and not stepped over by the logarithmic grid.
+    """
     import numpy as np
 
     if label == "fid":
@@ -55,7 +61,13 @@ def demo_times(label: str, points: int):
     if label == "se":
         return np.geomspace(1e-6, 60e-6, points)
     n = int(label.split("-")[1])  # T2 grows roughly as n^(1/2) for this bath
-    return np.geomspace(max(1e-6, n * 100e-9), 50e-6 * n**0.5, points)
+    lo, hi = max(1e-6, n * 100e-9), 50e-6 * n**0.5
+    t_res = n / (2 * larmor_hz) if larmor_hz else 0.0
+    n_res = points // 4 if lo < t_res < hi and points >= 8 else 0
+    t = np.geomspace(lo, hi, points - n_res)
+    if n_res:
+        t = np.concatenate([t, t_res * np.linspace(0.95, 1.05, n_res)])
+    return np.unique(t)
 
 
 def _wired(config) -> bool:
@@ -124,7 +136,10 @@ def run(args) -> int:
               f"{session.data_dir}")
         calibrate_rig(session, nv_sim, show_truth=in_process)
         ladder = ["fid", "se"] + [f"cpmg-{n}" for n in DEFAULT_N]
-        initial = [(label, demo_times(label, args.points)) for label in ladder]
+        from mracq.sim.spectra import GAMMA_1H
+
+        f_1h = GAMMA_1H * nv_sim.field / (2 * np.pi)
+        initial = [(label, demo_times(label, args.points, f_1h)) for label in ladder]
         curves, scan_ids = [], []
 
         def record(res):  # each measurement: a line of output and a curve in the figure
