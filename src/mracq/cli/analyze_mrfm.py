@@ -59,7 +59,7 @@ def _load(args):
         return np.asarray(z["data"], float), np.asarray(z["mask"], bool), json.loads(str(z["meta"]))
     from mracq.storage import RunNotFoundError, close_catalog, get_run, open_catalog, run_table
 
-    client = open_catalog(args.data_dir)
+    client = open_catalog(args.data_dir, readonly=True)
     try:
         run = get_run(client, args.run)
         start = dict(run.metadata["start"])

@@ -37,6 +37,8 @@ def run(args) -> int:
         print(f"scan {start.get('scan_id')}  uid {start['uid']}")
         print(f"  plan      {start.get('plan_name')}  started {when}  "
               f"status {stop.get('exit_status', 'open/aborted')}")
+        if stop.get("reason"):
+            print(f"  reason    {stop['reason']}")
         args_ = {k: v for k, v in (start.get("plan_args") or {}).items() if k != "times"}
         print(f"  plan_args {json.dumps(args_, default=str)[:200]}")
         if "sequence" in start:
@@ -48,6 +50,10 @@ def run(args) -> int:
         table = run_table(r)
         n = len(table["time"])
         print(f"  events    {n}")
+        if n == 0:
+            print("  no events stored (the run is still being written, or its process "
+                  "stopped before any event was written)")
+            return 0
         for key, val in table.items():
             if key in ("time", "seq_num"):
                 continue

@@ -35,11 +35,16 @@ def open_session(args, **kwargs):
 
 
 def open_catalog_from_args(args):
-    """Only the catalog (no devices): for commands that read stored runs."""
-    from mracq.storage import default_data_dir, open_catalog
+    """Only the catalog (no devices), read only: for commands that read stored runs (they
+    work while a session holds the folder, and on a read-only copy)."""
+    from mracq.cli import CLIError
+    from mracq.storage import RunNotFoundError, default_data_dir, open_catalog
 
     data_dir = args.data_dir or (None if args.url else default_data_dir())
-    return open_catalog(data_dir, url=args.url, api_key=args.api_key)
+    try:
+        return open_catalog(data_dir, url=args.url, api_key=args.api_key, readonly=True)
+    except RunNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def figure_dir(args, data_dir) -> Path:
