@@ -11,6 +11,7 @@ from bluesky import plan_stubs as bps
 from bluesky.utils import Msg
 
 from mracq.devices.nv import CoherenceDetector
+from mracq.plans._stored import StoredEvents
 from mracq.pulses import coherence_programs
 
 __all__ = ["coherence_scan", "pack_programs", "prepare_nv", "sequence_label", "stored_programs"]
@@ -43,7 +44,7 @@ def stored_programs(start: dict) -> list:
 
 
 def _measure_point(det, program):
-    """checkpoint; set the program; trigger; read one ``primary`` event.
+    """checkpoint; set the program; trigger; read one ``primary`` event; checkpoint.
 
     The messages of ``bps.checkpoint``, ``bps.mv`` and ``bps.trigger_and_read``, yielded
     directly: bluesky wraps each stub call in a ``Plan`` that formats the whole call
@@ -57,6 +58,7 @@ def _measure_point(det, program):
     yield Msg("create", None, name="primary")
     reading = yield Msg("read", det)
     yield Msg("save")
+    yield Msg("checkpoint")
     return reading
 
 
@@ -146,16 +148,22 @@ def coherence_scan(nv, family: str, times, *, n: int | None = None, shots: int =
     yield from bps.mv(nv.shots, shots)
     out = {"coherence": [], "sigma": [], "duration": []}
 
+    stored = StoredEvents()
+
     def points():
         for prog in programs:
             reading = yield from _measure_point(det, prog)
-            out["coherence"].append(reading["coherence"]["value"])
-            out["sigma"].append(reading["coherence_error"]["value"])
+            row = stored.take(reading)  # what was stored (after a hard pause: the replay)
+            out["coherence"].append(row.get("coherence"))
+            out["sigma"].append(row.get("coherence_error"))
             out["duration"].append(nv.duration.get())  # local bookkeeping, not stored
 
-    uid = yield from bps.open_run(md=_md)
+    yield Msg("subscribe", None, stored, "all")
+    uid = stored.run_uid = yield from bps.open_run(md=_md)
+    yield Msg("checkpoint")
     yield from points()
     yield from bps.close_run()
+    yield Msg("checkpoint")
     return {
         "uid": uid,
         "sequence": label,

@@ -18,6 +18,7 @@ import numpy as np
 from bluesky import plan_stubs as bps
 
 from mracq.devices.soft import SoftSignal
+from mracq.plans._stored import StoredEvents, point_done
 from mracq.pulses.cosy import cosy_program
 from mracq.recon.cosy.dlmc import reconstruct
 from mracq.recon.cosy.strategy import EnsembleDisagreement
@@ -52,12 +53,28 @@ class _Recorder:
         self.spectrum = SoftSignal(name="spectrum", value=np.zeros((1, 1)))
 
 
-def _measure(nv, rec, prog, i, j, t1, t2):
+def _measure(nv, rec, stored, prog, i, j, t1, t2):
+    """Plan: one point between checkpoints; (stored value, hardware time in s)."""
     yield from bps.checkpoint()
     yield from bps.mv(nv.program, prog, rec.i, int(i), rec.j, int(j), rec.t1, float(t1),
                       rec.t2, float(t2))
     reading = yield from bps.trigger_and_read([nv, rec.i, rec.j, rec.t1, rec.t2])
-    return reading[f"{nv.name}_value"]["value"], nv.duration.get()
+    yield from point_done()
+    return stored.take(reading).get(f"{nv.name}_value"), nv.duration.get()
+
+
+def _open(md):
+    """Plan: subscribe a :class:`StoredEvents`, open the run, checkpoint; (uid, stored)."""
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(md=md)
+    yield from point_done()
+    return uid, stored
+
+
+def _close():
+    yield from bps.close_run()
+    yield from point_done()
 
 
 def _finish(rec, values, mask, method):
@@ -146,9 +163,9 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     mask = np.zeros(shape, bool)
     hw = 0.0
     yield from bps.mv(nv.shots, shots)
-    uid = yield from bps.open_run(md=_m)
+    uid, stored = yield from _open(_m)
     for k, ((i, j), prog) in enumerate(zip(points, programs, strict=True), start=1):
-        v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j])
+        v, dt = yield from _measure(nv, rec, stored, prog, i, j, t1[i], t2[j])
         values[i, j] = v
         mask[i, j] = True
         hw += dt
@@ -158,7 +175,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     measured, recon, spec = yield from _finish(rec, values, mask, method)
     if live is not None:
         live(recon, spec, n)
-    yield from bps.close_run()
+    yield from _close()
     return {"uid": uid, "mask": mask, "measured": measured, "reconstruction": recon,
             "spectrum": spec, "hardware_time": hw, "n_points": n}
 
@@ -223,12 +240,12 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     stop = "budget"
     todo = strategy.suggest(max(1, int(round(initial * t1.size * t2.size))))
     yield from bps.mv(nv.shots, shots)
-    uid = yield from bps.open_run(md=_m)
+    uid, stored = yield from _open(_m)
     while todo:
         got = []
         for i, j in todo:
             prog = cosy_program(t1[i], t2[j], **program_kw).validate(nv.timing_limits)
-            v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j])
+            v, dt = yield from _measure(nv, rec, stored, prog, i, j, t1[i], t2[j])
             got.append((i, j, v))
             hw += dt
         strategy.ingest(got)
@@ -251,7 +268,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
             break
         todo = strategy.suggest(min(batch, budget - n_have))
     measured, recon, spec = yield from _finish(rec, strategy.values, strategy.mask, method)
-    yield from bps.close_run()
+    yield from _close()
     return {"uid": uid, "mask": strategy.mask.copy(), "measured": measured,
             "reconstruction": recon, "spectrum": spec, "hardware_time": hw,
             "n_points": int(strategy.mask.sum()), "changes": changes, "stop_reason": stop}

@@ -18,6 +18,7 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
+from mracq.plans._stored import StoredEvents, point_done
 from mracq.recon.mrfm.strategy import SignalWeightedStrategy
 from mracq.sim.mrfm.field import SEED_F0, SEED_F0_XYZ, SEED_F_BW
 
@@ -72,6 +73,20 @@ def _store_cube_and_close(cube, mask):
     yield from bps.read(store)
     yield from bps.save()
     yield from bps.close_run()
+    yield from point_done()
+
+
+def _measure_at(scanner, readout, stored, position):
+    """Plan: move, trigger and read one position; the stored spin signal (one per pulse).
+
+    Checkpoint before and after: a deferred pause stops between points, a hard pause
+    replays at most this point, and the value returned is the one stored.
+    """
+    yield from bps.checkpoint()
+    yield from bps.mv(scanner, position)
+    reading = yield from bps.trigger_and_read([readout, scanner])
+    yield from point_done()
+    return np.asarray(stored.take(reading).get(readout.spin_signal.name), float)
 
 
 def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md, plan_name,
@@ -103,12 +118,13 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
     t0 = clock.now if clock is not None else 0.0
     yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, f_bw)
     yield from bps.mv(rf.pulse_list, [float(f) for f in pulses])
-    uid = yield from bps.open_run(meta)
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(meta)
+    yield from point_done()
     cube = np.full((x.size, y.size, n_ch), np.nan)
     for i, j, k in idx:
-        yield from bps.mv(scanner, (x[i], y[j], heights[k]))
-        reading = yield from bps.trigger_and_read([readout, scanner])
-        val = np.asarray(reading[readout.spin_signal.name]["value"], float)
+        val = yield from _measure_at(scanner, readout, stored, (x[i], y[j], heights[k]))
         if heights.size == 1:
             cube[i, j, :] = val
         else:
@@ -214,7 +230,10 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     t0 = clock.now if clock is not None else 0.0
     yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, setup.f_bw)
     yield from bps.mv(rf.pulse_list, pulses)
-    uid = yield from bps.open_run(meta)
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(meta)
+    yield from point_done()
     cube = np.zeros(setup.data_shape)
     prev = None
     first = True
@@ -228,9 +247,8 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
         else:
             idx = strategy.suggest(k)
         for i, j in idx:
-            yield from bps.mv(scanner, (coords[i], coords[j], setup.z0))
-            reading = yield from bps.trigger_and_read([readout, scanner])
-            cube[i, j] = np.asarray(reading[readout.spin_signal.name]["value"], float)
+            cube[i, j] = yield from _measure_at(scanner, readout, stored,
+                                                (coords[i], coords[j], setup.z0))
         strategy.ingest(idx)
         recon = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
         predicted = setup.forward(recon)

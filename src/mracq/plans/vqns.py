@@ -70,8 +70,10 @@ def store_estimate(result, measurement_uids, *, step: int, md: dict | None = Non
         **(md or {}),
     }
     uid = yield from bps.open_run(md=_md)
+    yield from bps.checkpoint()
     yield from bps.trigger_and_read(sigs)
     yield from bps.close_run()
+    yield from bps.checkpoint()  # a hard pause after this run never replays it
     return uid
 
 
