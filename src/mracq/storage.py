@@ -664,4 +664,7 @@ def run_table(run, stream: str = "primary") -> dict[str, np.ndarray]:
         shapes = {k: tuple((data_keys.get(k) or {}).get("shape") or ()) for k in names}
         return {k: np.empty((0, *shapes.get(k, ()))) for k in
                 dict.fromkeys([*names, "time", "seq_num"]) if wanted(k)}
+    for key in ("time", "seq_num"):
+        out.setdefault(key, np.arange(1, len(next(iter(out.values()))) + 1)
+                       if key == "seq_num" and out else np.empty(0))
     return out
