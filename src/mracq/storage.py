@@ -155,6 +155,26 @@ class FolderLock:
             os.close(fd)  # closing the descriptor drops the flock
 
 
+def _read_only_tables(uri: str) -> None:
+    """Let tiled read an SQLite table file in a folder this process cannot write.
+
+    tiled opens embedded SQL storage read-write and refuses a folder it cannot write to;
+    the shared storage instance for ``uri`` connects read-only instead (only done when the
+    folder is not writable, so a writer in this process is never affected).
+    """
+    from tiled.storage import parse_storage, path_from_uri
+
+    storage = parse_storage(uri)
+    path = path_from_uri(storage.uri)
+
+    def connect():
+        import adbc_driver_sqlite.dbapi
+
+        return adbc_driver_sqlite.dbapi.connect(f"file:{path}?mode=ro&immutable=1")
+
+    object.__setattr__(storage, "create_adbc_connection", connect)  # frozen dataclass
+
+
 def _init_catalog_db(db: Path) -> bool:
     """Create and stamp a fresh SQLite catalog in-process; False if that is not possible.
 
@@ -262,6 +282,8 @@ def open_catalog(data_dir: str | os.PathLike | None = None, *, url: str | None =
         if not (db.exists() and db.stat().st_size > 0):
             raise RunNotFoundError(f"no catalog in {root} (no runs stored there yet)")
         readable += [f"file://{root / ARRAY_DIR}", f"sqlite:///{root / TABLE_FILE}"]
+        if not os.access(root, os.W_OK | os.X_OK):
+            _read_only_tables(readable[-1])
         adapter = catalog_from_uri(f"sqlite:///file:{db}?mode=ro&uri=true",
                                    readable_storage=readable, init_if_not_exists=False)
     else:
