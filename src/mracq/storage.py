@@ -63,6 +63,7 @@ __all__ = [
     "JournalWriter",
     "open_catalog",
     "recover_journals",
+    "resume_state",
     "run_summary",
     "run_table",
     "subscribe_writer",
@@ -630,6 +631,27 @@ def get_run(client, ref):
         raise RunNotFoundError(f"uid prefix {ref!r} matches more than one run; "
                                "give more characters")
     return found[0]
+
+
+def resume_state(client, ref) -> dict[str, Any]:
+    """What a plan needs to go on from a stored run: ``uid``, ``start`` (document),
+    ``stop`` (document or None), ``primary`` (:func:`run_table`, {} without events) and,
+    for a run of a ``vqns_loop``, ``group``: the same for every run of that loop, in
+    order.  Pass it as ``resume=`` to ``cosy_adaptive``, ``adaptive_multislice_scan`` or
+    ``vqns_loop``."""
+    from tiled.queries import Eq
+
+    def state(run):
+        start = dict(run.metadata["start"])
+        return {"uid": start["uid"], "start": start, "stop": run.metadata.get("stop"),
+                "primary": run_table(run) if "primary" in run else {}}
+
+    out = state(get_run(client, ref))
+    loop = out["start"].get("vqns_loop_id")
+    if loop:  # every run of one adaptive loop, in order
+        runs = [state(r) for r in client.search(Eq("start.vqns_loop_id", loop)).values()]
+        out["group"] = sorted(runs, key=lambda r: r["start"]["time"])
+    return out
 
 
 def run_table(run, stream: str = "primary") -> dict[str, np.ndarray]:

@@ -90,6 +90,20 @@ def _finish(rec, values, mask, method):
     return measured, recon, spec
 
 
+def _resumed_points(resume, t1, t2):
+    """(i, j, value) of a stored run's points, after checking it used the same grid."""
+    start = resume.get("start") or {}
+    for name, t in (("t1", t1), ("t2", t2)):
+        grid = start.get(f"{name}_grid")
+        if grid is not None and not np.allclose(grid, t, rtol=1e-12, atol=0):
+            raise ValueError(f"run {resume.get('uid', '?')[:8]} used another {name} grid: "
+                             "resume with the same t1 and t2")
+    table = resume.get("primary") or {}
+    i, j, v = (np.asarray(table.get(k, []), float) for k in ("i", "j", "nv_value"))
+    return [(int(a), int(b), float(c)) for a, b, c in zip(i, j, v, strict=True)
+            if np.isfinite(c)]
+
+
 def _md(name, args, nv, t1, t2, program_kw, md):
     example = cosy_program(t1[0], t2[0], **program_kw)
     return {
@@ -184,7 +198,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
                   batch: int = 25, max_coverage: float = 0.4, tol: float = 0.02,
                   max_hardware_time: float | None = None, members: int = 4,
                   method: str = "dlmc", rng=None, live=None, program_kw: dict | None = None,
-                  md: dict | None = None):
+                  md: dict | None = None, resume: dict | None = None):
     """Grow the COSY mask in batches where an ensemble of reconstructions disagrees.
 
     Parameters
@@ -210,6 +224,13 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
         Ensemble size (see the module docstring for how the ensemble is formed).
     method, rng, live, program_kw, md
         As for `cosy_random_mask` (``live`` is called after each batch).
+    resume : dict, optional
+        Go on from a stored run (one cut short by a crash, an abort, ...):
+        ``{"uid": str, "start": start document, "primary": {"i", "j", "nv_value": arrays}}``
+        as :func:`mracq.storage.resume_state` gives.  Its points seed the strategy and are
+        not measured again; the new run stores only new points and records
+        ``resumed_from`` (the uid); the result covers all points (``hardware_time``: the
+        new run's).
 
     Returns
     -------
@@ -238,7 +259,17 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     changes = []
     prev = None
     stop = "budget"
-    todo = strategy.suggest(max(1, int(round(initial * t1.size * t2.size))))
+    if resume is not None:
+        got = _resumed_points(resume, t1, t2)
+        if got:
+            strategy.ingest(got)
+        _m["resumed_from"] = resume["uid"]
+        _m["resumed_points"] = len(got)
+    n_have = int(strategy.mask.sum())
+    if n_have == 0:
+        todo = strategy.suggest(max(1, int(round(initial * t1.size * t2.size))))
+    else:
+        todo = strategy.suggest(min(batch, budget - n_have)) if n_have < budget else []
     yield from bps.mv(nv.shots, shots)
     uid, stored = yield from _open(_m)
     while todo:

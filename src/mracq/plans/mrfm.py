@@ -189,8 +189,26 @@ def cs_multislice_scan(scanner, rf, readout, x, y, p, rng, z=15e-9, f0_list=None
                                        meta))
 
 
+def _resumed_positions(resume, coords, n_pulses):
+    """[((i, j), spin signal per pulse)] of a stored run, on this plan's grid."""
+    geom = (resume.get("start") or {}).get("geometry") or {}
+    if geom.get("x") is not None and not np.allclose(geom["x"], coords, rtol=0, atol=1e-15):
+        raise ValueError(f"run {resume.get('uid', '?')[:8]} scanned another grid: resume "
+                         "with the same setup")
+    table = resume.get("primary") or {}
+    xs = np.asarray(table.get("scanner_x", []), float)
+    ys = np.asarray(table.get("scanner_y", []), float)
+    sig = np.asarray(table.get("readout_spin_signal", np.empty((0, n_pulses))), float)
+    out = {}
+    for x, y, v in zip(xs, ys, sig.reshape(len(xs), -1), strict=True):
+        i, j = int(np.abs(coords - x).argmin()), int(np.abs(coords - y).argmin())
+        out.setdefault((i, j), v)
+    return list(out.items())
+
+
 def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, batch=0.125,
-                             target=None, strategy=None, rng=None, n_iter=20, md=None):
+                             target=None, strategy=None, rng=None, n_iter=20, md=None,
+                             resume=None):
     """Adaptive multislice scan: measure a batch, reconstruct, choose the next batch.
 
     The grid and pulses are those of ``setup`` (an :class:`~mracq.sim.mrfm.MRFMSetup`, the
@@ -198,6 +216,11 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     later batch comes from ``strategy`` (default :class:`SignalWeightedStrategy`). Stops when
     the measured fraction reaches ``budget`` or when the reconstruction changes by less than
     ``target`` (relative L2) between batches.
+
+    ``resume`` (``{"uid", "start", "primary"}`` of a stored run of this plan, as
+    :func:`mracq.storage.resume_state` gives) goes on from that run: its positions seed
+    the strategy and are not measured again, the new run stores only new positions and
+    records ``resumed_from``; the result covers all positions.
 
     Returns
     -------
@@ -226,6 +249,22 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
                          "resonator": setup.geometry},
             "criterion": getattr(strategy, "criterion", type(strategy).__name__)}
     meta.update(md or {})
+    cube = np.zeros(setup.data_shape)
+    prev = None
+    first = True
+    if resume is not None:
+        old = _resumed_positions(resume, coords, len(pulses))
+        if old:
+            idx = [ij for ij, _ in old]
+            for (i, j), v in old:
+                cube[i, j] = v
+            strategy.ingest(idx)
+            prev = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
+            predicted = setup.forward(prev)
+            strategy.update(predicted, setup.noise_std(predicted, t_m))
+            first = False
+        meta["resumed_from"] = resume["uid"]
+        meta["resumed_points"] = len(old)
     clock = _clock(readout)
     t0 = clock.now if clock is not None else 0.0
     yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, setup.f_bw)
@@ -234,9 +273,6 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     yield from stored.subscribe()
     uid = stored.run_uid = yield from bps.open_run(meta)
     yield from point_done()
-    cube = np.zeros(setup.data_shape)
-    prev = None
-    first = True
     while strategy.sampled.sum() < n_budget:
         k = min(n_batch, n_budget - int(strategy.sampled.sum()))
         if first:
