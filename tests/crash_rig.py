@@ -45,6 +45,7 @@ def build(seed: int = 3) -> dict:
     devices.update(build_mrfm_devices(MRFM_INSTRUMENTS, clock, rng, setup=setup,
                                       density=density))
     devices["_setup"] = setup
+    devices["_density"] = density
     return devices
 
 

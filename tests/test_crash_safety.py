@@ -15,6 +15,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
 
@@ -228,3 +229,106 @@ def test_kill_9_loses_at_most_the_point_in_flight(tmp_path):
                 stored += len(seq)
             assert recovered == 1, (job, rep)
             assert rep["seen"] <= stored <= rep["seen"] + 1, (job, rep, stored)
+
+
+# --- resume after kill -9 ----------------------------------------------------------
+
+def _killed(jobs):
+    proc = subprocess.run([sys.executable, "-c", FORKER.format(src=SRC, tests=TESTS)],
+                          input="".join(json.dumps(j) + "\n" for j in jobs),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+RESUME_KILLS = {"cosy_adaptive": 6, "adaptive_multislice_scan": 10, "vqns_loop": 9}
+
+
+def test_resume_after_kill_9_measures_nothing_twice_and_loses_nothing(tmp_path):
+    """Each adaptive plan is killed mid-run (kill -9), then resumed from its stored runs in
+    a new session: no stored point is measured again, none is lost, and the final estimate
+    agrees with an uninterrupted run of the same plan."""
+    from mracq.recon.mrfm.pipeline import reconstruct
+    from mracq.session import make_session
+    from mracq.storage import resume_state
+
+    data = tmp_path / "data"
+    jobs = [{"plan": p, "kill_after": k, "delay": 0.0, "dir": str(data)}
+            for p, k in RESUME_KILLS.items()]
+    reports = _killed(jobs)
+    plans = crash_rig.plans()
+    with make_session(data_dir=data, devices=crash_rig.build()) as s:
+        s.RE(crash_rig.prepare(s.devices))
+        for job, rep in zip(jobs, reports, strict=True):
+            name = job["plan"]
+            state = resume_state(s.catalog, rep["uids"][0])
+            ref = s.RE(plans[name](s.devices)).plan_result  # uninterrupted, for comparison
+            if name == "cosy_adaptive":
+                from mracq.plans.cosy import cosy_adaptive
+
+                old = state["primary"]
+                assert len(old["i"]) >= rep["seen"]
+                res = s.RE(cosy_adaptive(
+                    s.devices["nv"], t1=crash_rig.GRID, t2=crash_rig.GRID, shots=20_000,
+                    initial=0.12, batch=3, max_coverage=0.4, tol=1e-9, members=2,
+                    method="svt", rng=np.random.default_rng(7), resume=state)).plan_result
+                new = resume_state(s.catalog, res["uid"])
+                pairs_old = set(zip(old["i"].astype(int), old["j"].astype(int), strict=True))
+                pairs_new = set(zip(new["primary"]["i"].astype(int),
+                                    new["primary"]["j"].astype(int), strict=True))
+                assert not pairs_old & pairs_new  # nothing measured again
+                assert res["n_points"] == len(pairs_old) + len(pairs_new) == ref["n_points"]
+                i, j = old["i"].astype(int), old["j"].astype(int)
+                np.testing.assert_array_equal(res["measured"][i, j], old["nv_value"])
+                assert new["start"]["resumed_from"] == state["uid"]
+                truth = np.where(np.isfinite(ref["measured"]), ref["measured"], 0)
+                err = np.linalg.norm(res["reconstruction"] - ref["reconstruction"])
+                assert err <= 0.5 * np.linalg.norm(truth), err
+            elif name == "adaptive_multislice_scan":
+                from mracq.plans.mrfm import adaptive_multislice_scan
+
+                setup = s.devices["_setup"]
+                old = state["primary"]
+                res = s.RE(adaptive_multislice_scan(
+                    s.devices["scanner"], s.devices["rf"], s.devices["readout"], setup,
+                    t_m=0.05, budget=0.4, batch=0.125, rng=np.random.default_rng(9),
+                    n_iter=3, resume=state)).plan_result
+                new = resume_state(s.catalog, res.uid)["primary"]
+                assert len(old["scanner_x"]) >= rep["seen"]
+                xy_old = set(zip(np.round(old["scanner_x"], 12), np.round(old["scanner_y"], 12),
+                                 strict=True))
+                xy_new = set(zip(np.round(new["scanner_x"], 12), np.round(new["scanner_y"], 12),
+                                 strict=True))
+                assert not xy_old & xy_new and len(xy_old) == len(old["scanner_x"])
+                assert res.mask.sum() == len(xy_old) + len(xy_new) == ref.mask.sum()
+                truth = np.asarray(s.devices["_density"], float)
+                a, b = (reconstruct(np.nan_to_num(r.data), setup, mask=r.mask, n_iter=10)
+                        for r in (res, ref))
+                err_a, err_b = (np.linalg.norm(x - truth) / np.linalg.norm(truth)
+                                for x in (a, b))
+                assert err_a <= 1.25 * err_b + 0.05, (err_a, err_b)
+            else:
+                from mracq.plans.vqns import vqns_loop
+
+                res = s.RE(vqns_loop(s.devices["nv"], crash_rig.vqns_strategy(),
+                                     shots=20_000, resume=state)).plan_result
+                group = resume_state(s.catalog, res["measurement_uids"][0])["group"]
+                measured = [(r["start"]["vqns_sequence"], round(float(t), 15))
+                            for r in group if r["start"]["plan_name"] == "coherence_scan"
+                            for t in r["primary"].get("t", [])]
+                assert len(measured) == len(set(measured))  # nothing measured twice
+                assert res["sequences"] == ref["sequences"][:len(res["sequences"])]
+                assert len(measured) == 6 * len(res["sequences"])  # nothing lost
+                steps = [r["start"]["step"] for r in group
+                         if r["start"]["plan_name"] == "vqns_estimate"]
+                assert steps == sorted(set(steps)) and steps[-1] == len(res["sequences"])
+                last = group[-1]["start"]
+                assert last["measurement_uids"] == res["measurement_uids"]
+                from mracq.config import load_config
+                from mracq.sim.spectra import default_nv_spectrum
+
+                truth = default_nv_spectrum(load_config().sim.get("field", 0.05))
+                w = np.geomspace(*ref["result"].band, 9)
+                err_a, err_b = (np.mean(np.abs(np.log(r["result"].spectrum(w) / truth(w))))
+                                for r in (res, ref))
+                assert err_a <= 1.5 * err_b + 0.2, (err_a, err_b)
