@@ -109,7 +109,7 @@ def adaptive_vs_random(truths, noisy, rng, batch: int = 25, start: float = 0.04)
         todo = s.suggest(int(round(start * t.size)))
         err = np.inf
         while todo:
-            s.ingest([(i, j, y[i, j]) for i, j in todo])
+            s.ingest([{"_id": p["_id"], "value": y[p["i"], p["j"]]} for p in todo])
             err = rmse(_rec(y, s.mask, "dlmc"), t) / scale
             if err <= target or s.mask.sum() >= 0.4 * t.size:
                 break

@@ -83,7 +83,8 @@ def test_unknown_key_and_instrument_list_known_ones(tmp_path):
     assert len(err.value.errors) == 3
     text = str(err.value)
     assert ("instruments.mw.max_powr_dbm is not a known key; known: backend, max_frequency, "
-            "max_power_dbm, min_frequency, visa_options (did you mean 'max_power_dbm'?)") in text
+            "max_power_dbm, min_frequency, visa_library, visa_options (did you mean "
+            "'max_power_dbm'?)") in text
     assert ("instruments.wm is not a known instrument; known: laser, mw, nv, readout, rf, "
             "scanner") in text
     assert "simulator is not a known top-level table; known: instruments, sim, storage" in text

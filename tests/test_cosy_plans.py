@@ -78,7 +78,7 @@ def test_strategy_scores_disagreement_and_sparsity():
         s = EnsembleDisagreement((20, 20), np.random.default_rng(0), members=3, method="svt",
                                  gap_weight=gap_weight)
         s.ingest(pts)
-        return s, s.suggest(10)
+        return s, [(p["i"], p["j"]) for p in s.suggest(10)]
 
     s, sug = strategy(10.0)  # sparsity dominates: the empty columns first
     assert len(set(sug)) == 10 and all(not s.mask[p] for p in sug)

@@ -113,9 +113,11 @@ def test_strategy_prefers_predicted_signal():
     pred = np.zeros((10, 10, 2))
     pred[:5, :, :] = 1.0
     st.update(pred)
-    pts = st.suggest(40)
+    sug = st.suggest(40)
+    pts = [(s["i"], s["j"]) for s in sug]
     assert len(set(pts)) == 40 and all(i < 5 for i, _ in pts)
-    st.ingest(pts)
+    assert len({s["_id"] for s in sug}) == 40
+    st.ingest([{"_id": s["_id"]} for s in sug])  # outcomes keyed by _id
     assert st.sampled.sum() == 40 and len(st.suggest(100)) == 60
 
 

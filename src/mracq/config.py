@@ -68,7 +68,7 @@ class Param:
     ----------
     kind : str
         ``"float"``, ``"int"``, ``"range"`` (two increasing floats), ``"str"``,
-        ``"table"`` or ``"backend"``.
+        ``"table"``, ``"backend"`` or ``"library"`` (a VISA library).
     default : object
         Value used when the file does not name the key (``None``: no value).
     lo, hi : float, optional
@@ -104,7 +104,13 @@ def _backend() -> Param:
 
 
 def _visa_options() -> Param:
-    return Param("table", None, description="extra keyword arguments for pyvisa open_resource")
+    return Param("table", None, description="extra keyword arguments for pyvisa open_resource "
+                 "(timeout in ms, query_delay in s, read_termination, ...)")
+
+
+def _visa_library() -> Param:
+    return Param("library", None, description='VISA library: "@py" (pyvisa-py), "@ivi", '
+                 '"@sim" (packaged pyvisa-sim file) or a pyvisa-sim YAML file')
 
 
 _F_LIMITS = (1e3, 50e9)
@@ -117,12 +123,14 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_frequency": Param("float", 6e9, *_F_LIMITS, "Hz", "highest output frequency"),
         "max_power_dbm": Param("float", 10.0, -140, 30, "dBm", "highest output power"),
         "visa_options": _visa_options(),
+        "visa_library": _visa_library(),
     },
     "laser": {
         "backend": _backend(),
         "max_power": Param("float", 0.05, 0, 2, "W", "highest optical power"),
         "wavelength": Param("float", 532e-9, 200e-9, 2e-6, "m", "laser wavelength"),
         "visa_options": _visa_options(),
+        "visa_library": _visa_library(),
     },
     "nv": {
         "backend": _backend(),
@@ -133,6 +141,7 @@ SCHEMA: dict[str, dict[str, Param]] = {
                                       lo_open=True),
         "max_shots": Param("int", 100_000_000, 1, 1e10, "", "most repetitions per trigger"),
         "visa_options": _visa_options(),
+        "visa_library": _visa_library(),
     },
     "scanner": {
         "backend": _backend(),
@@ -142,6 +151,7 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "z_range": Param("range", [15e-9, 2e-6], -1e-2, 1e-2, "m", "z travel (tip height)"),
         "max_step": Param("float", 1e-6, 0, 1e-3, "m", "largest single move", lo_open=True),
         "visa_options": _visa_options(),
+        "visa_library": _visa_library(),
     },
     "rf": {
         "backend": _backend(),
@@ -150,12 +160,14 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_power": Param("float", 10.0, 0, 1000, "W", "highest rf power"),
         "max_bandwidth": Param("float", 5e6, 0, 1e9, "Hz", "widest frequency sweep"),
         "visa_options": _visa_options(),
+        "visa_library": _visa_library(),
     },
     "readout": {
         "backend": _backend(),
         "min_integration": Param("float", 1e-3, 1e-9, 1e6, "s", "shortest integration time"),
         "max_integration": Param("float", 3600.0, 1e-9, 1e6, "s", "longest integration time"),
         "visa_options": _visa_options(),
+        "visa_library": _visa_library(),
     },
 }
 
@@ -327,6 +339,7 @@ def validate_config(raw: dict, *, path: str | os.PathLike | None = None) -> LabC
         instruments[name] = _validate_table(prefix, table, SCHEMA[name], errors, where,
                                             allow_unknown=False)
         _cross_check(name, instruments[name], errors, where)
+        _resolve_library(prefix, instruments[name], path, errors, where)
 
     sim_table = merged.get("sim", {})
     if not isinstance(sim_table, dict):
@@ -434,6 +447,12 @@ def _check(full: str, value: Any, param: Param) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{full} = {_show(value)} must be a table")
         return copy.deepcopy(value)
+    if kind == "library":
+        text = value if isinstance(value, str) else ""
+        if text.startswith("@") and len(text) > 1 or _is_yaml(text):
+            return text
+        raise ValueError(f'{full} = {_show(value)} is not a VISA library: use "@py", "@ivi", '
+                         '"@sim" or the path of a pyvisa-sim YAML file')
     if kind == "backend":
         if value == "sim" or is_visa_resource(value):
             return value
@@ -442,6 +461,25 @@ def _check(full: str, value: Any, param: Param) -> Any:
             'string such as "TCPIP0::10.0.0.5::inst0::INSTR", "GPIB0::19::INSTR", '
             '"ASRL/dev/ttyUSB0::INSTR" (append "@sim" for pyvisa-sim)')
     raise AssertionError(f"unknown parameter kind {kind!r}")  # pragma: no cover
+
+
+def _is_yaml(text: str) -> bool:
+    """A pyvisa-sim instrument file, optionally with pyvisa's ``@sim`` suffix."""
+    return text.removesuffix("@sim").lower().endswith((".yaml", ".yml"))
+
+
+def _resolve_library(prefix: str, values: dict, path, errors: list[str], where: str) -> None:
+    """Make a YAML ``visa_library`` absolute (relative to the lab file) and check it exists."""
+    lib = values.get("visa_library")
+    if not lib or not _is_yaml(lib):
+        return
+    f = Path(lib.removesuffix("@sim")).expanduser()
+    if not f.is_absolute() and path is not None:
+        f = path.parent / f
+    if not f.is_file():
+        errors.append(f"{prefix}.visa_library = {lib!r}: no such file {f}{where}")
+        return
+    values["visa_library"] = str(f.absolute())
 
 
 def _cross_check(name: str, values: dict, errors: list[str], where: str) -> None:

@@ -48,8 +48,15 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
     def backend(name):
         return instruments[name]["backend"]
 
-    mw_t = tr.SimMicrowave() if backend("mw") == "sim" else tr.VisaMicrowave(backend("mw"))
-    laser_t = tr.SimLaser() if backend("laser") == "sim" else tr.VisaLaser(backend("laser"))
+    def visa(name):
+        """The lab config's VISA library and open_resource options of one instrument."""
+        return {"library": instruments[name].get("visa_library"),
+                "options": instruments[name].get("visa_options") or {}}
+
+    mw_t = (tr.SimMicrowave() if backend("mw") == "sim"
+            else tr.VisaMicrowave(backend("mw"), **visa("mw")))
+    laser_t = (tr.SimLaser() if backend("laser") == "sim"
+               else tr.VisaLaser(backend("laser"), **visa("laser")))
     if backend("nv") == "sim":
         readout = Readout(bright_rate=sim.get("bright_rate", 0.03),
                           contrast=sim.get("contrast", 0.3))
@@ -57,7 +64,7 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
                          field=sim.get("field", 0.05))
         seq_t = tr.SimSequencer(nv, mw_t, laser_t)
     else:
-        seq_t = tr.VisaSequencer(backend("nv"), clock=clock)
+        seq_t = tr.VisaSequencer(backend("nv"), clock=clock, **visa("nv"))
     return {
         "mw": MicrowaveSource(name="mw", transport=mw_t, limits=instruments["mw"]),
         "laser": Laser(name="laser", transport=laser_t, limits=instruments["laser"]),

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal, SoftPositioner
-from ophyd.status import AndStatus, Status
+from ophyd.status import AndStatus, Status, StatusBase
 from ophyd.utils import LimitError
 
 from mracq.sim.mrfm.field import SEED_F0, SEED_F_BW, CylinderMagnet
@@ -70,6 +70,17 @@ class ScannerAxis(SoftPositioner):
             parent.check_point((point["x"], point["y"], point["z"]))
         super().check_value(pos)
 
+    def move(self, position, wait=True, **kwargs):
+        """Check (interlock, limits, then the maximum step from here) and move."""
+        self.check_value(position)
+        parent = self.parent
+        if parent is not None and getattr(parent, "_interlock_ready", False):
+            step = parent.max_step.get()
+            if abs(float(position) - self.position) > step:
+                raise LimitError(f"{self.name}: step to {float(position):g} m exceeds "
+                                 f"max_step {step:g} m")
+        return super().move(position, wait=wait, **kwargs)
+
 
 class Scanner(Device):
     """Three-axis scanner with soft limits and a hard minimum-standoff interlock.
@@ -118,6 +129,21 @@ class Scanner(Device):
                 raise LimitError(f"scanner {a} = {v:g} m of point ({x:g}, {y:g}, {z:g}) is "
                                  f"outside [{lo:g}, {hi:g}] m")
 
+    def check_value(self, point):
+        """The checks of :meth:`set` that do not depend on where the scanner is now.
+
+        Interlock (minimum standoff), soft limits and finiteness of ``point`` = (x, y, z)
+        in m; Bluesky's ``check_limits`` calls this for ``mv(scanner, point)``. The
+        maximum step depends on the current position, which a dry run does not change, so
+        :meth:`set` checks it (and the plans check it between consecutive points up front).
+        """
+        try:
+            if len(point) != 3:
+                raise TypeError
+        except TypeError:
+            raise LimitError(f"{self.name}: a point is (x, y, z) in m, got {point!r}") from None
+        self.check_point(point)
+
     def check_step(self, point):
         """Raise ``LimitError`` if any axis of ``point`` is more than max_step away."""
         step = self.max_step.get()
@@ -128,7 +154,7 @@ class Scanner(Device):
 
     def set(self, point):
         """Move to ``point`` = (x, y, z) in m; everything is checked before any motion."""
-        self.check_point(point)
+        self.check_value(point)
         self.check_step(point)
         st = [getattr(self, a).set(float(v)) for a, v in zip("xyz", point, strict=True)]
         return AndStatus(AndStatus(st[0], st[1]), st[2])
@@ -136,6 +162,32 @@ class Scanner(Device):
     @property
     def position(self):
         return (self.x.position, self.y.position, self.z.position)
+
+
+class PulseListSignal(Signal):
+    """Centre frequencies (Hz) of the inversion pulses, each checked against the rf limits."""
+
+    def check_value(self, value):
+        try:
+            f0 = [float(f) for f in np.atleast_1d(value)]
+        except (TypeError, ValueError):
+            raise LimitError(f"{self.name}: {value!r} is not a list of frequencies (Hz)") \
+                from None
+        if not f0:
+            raise LimitError(f"{self.name}: the pulse list is empty")
+        for f in f0:
+            self.parent.frequency.check_value(f)
+
+    def put(self, value, **kwargs):
+        self.check_value(value)
+        super().put([float(f) for f in np.atleast_1d(value)], **kwargs)
+
+    def set(self, value, **kwargs):
+        self.check_value(value)
+        self.put(value)
+        st = StatusBase()
+        st.set_finished()
+        return st
 
 
 class RFSource(Device):
@@ -152,7 +204,7 @@ class RFSource(Device):
     power = Cpt(LimitedSignal, value=1.0, limits=(0.0, 10.0), units="W", kind="config")
     resonator_frequency = Cpt(LimitedSignal, value=1e6, limits=(1.0, 1e9), units="Hz",
                               kind="config")
-    pulse_list = Cpt(Signal, value=[133.9e6], kind="config")
+    pulse_list = Cpt(PulseListSignal, value=[133.9e6], kind="config")
 
     def configure_limits(self, cfg: dict):
         """Apply an ``[instruments.rf]`` table (min/max_frequency Hz, max_power W, ...)."""
@@ -164,11 +216,9 @@ class RFSource(Device):
     def set_pulses(self, f0_list, f_bw=None):
         """Check and store the list of centre frequencies (Hz) and the half-bandwidth (Hz)."""
         f0 = [float(f) for f in np.atleast_1d(f0_list)]
-        if not f0:
-            raise ValueError("pulse list is empty")
-        for f in f0:
-            self.frequency.check_value(f)
+        self.pulse_list.check_value(f0)
         if f_bw is not None:
+            self.bandwidth.check_value(float(f_bw))
             self.bandwidth.set(float(f_bw)).wait()
         self.pulse_list.put(f0)
         self.frequency.put(f0[0])
@@ -254,13 +304,21 @@ class ResonatorReadout(Device):
 
     integration_time = Cpt(LimitedSignal, value=1.0, limits=(1e-3, 3600.0), units="s",
                            kind="config")
-    in_phase = Cpt(Signal, value=[0.0], kind="normal")
-    out_of_phase = Cpt(Signal, value=[0.0], kind="normal")
-    spin_signal = Cpt(Signal, value=[0.0], kind="hinted")
+    in_phase = Cpt(Signal, value=[float("nan")], kind="normal")
+    out_of_phase = Cpt(Signal, value=[float("nan")], kind="normal")
+    spin_signal = Cpt(Signal, value=[float("nan")], kind="hinted")
 
     def __init__(self, *args, backend=None, scanner=None, rf=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend, self.scanner, self.rf = backend, scanner, rf
+        if rf is not None:  # one value per pulse, also before the first trigger
+            rf.pulse_list.subscribe(self._pulses_changed, run=True)
+
+    def _pulses_changed(self, value=None, **kwargs):
+        nan = [float("nan")] * len(value)
+        for sig in (self.in_phase, self.out_of_phase, self.spin_signal):
+            if len(sig.get()) != len(nan):
+                sig.put(nan)
 
     def configure_limits(self, cfg: dict):
         """Apply a ``[instruments.readout]`` table (min/max_integration, s)."""

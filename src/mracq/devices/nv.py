@@ -116,6 +116,8 @@ class TransportSignal(CheckedSignal):
         d[self.name]["units"] = self._units
         if self._limit_keys is not None:
             d[self.name]["lower_ctrl_limit"], d[self.name]["upper_ctrl_limit"] = self.limits
+        if self._dtype is bool:  # ophyd infers "integer" for a bool
+            d[self.name].update(dtype="boolean", dtype_numpy="|b1")
         return d
 
 
@@ -240,20 +242,30 @@ class _CoherenceProgram(CheckedSignal):
     """Program of a :class:`CoherenceDetector`: loaded into the sequencer on put."""
 
     def check_value(self, value):
-        self.parent.sequencer.program.check_value(value)
-
-    def put(self, value, **kwargs):
+        """The sequencer's checks, and that the program measures a coherence."""
         from mracq.sim.nv import ideal_population
 
-        seq = self.parent.sequencer
-        seq.program.put(value)
-        program = seq.program.get()
-        ideal = ideal_population(program)
+        if isinstance(value, dict):
+            value = PulseProgram.from_dict(value)
+        self.parent.sequencer.program.check_value(value)
+        cached = getattr(self, "_checked", (None, None))
+        if cached[0] is value:  # programs are immutable; set() checks, then put()
+            return cached[1]
+        ideal = ideal_population(value)
         if abs(2 * ideal - 1) < 0.5:
             raise ValueError(f"{self.name}: the program does not end in a population "
                              "eigenstate without noise; it measures no coherence")
+        self._checked = (value, ideal)  # only a valid program is remembered
+        return ideal
+
+    def put(self, value, **kwargs):
+        if isinstance(value, dict):
+            value = PulseProgram.from_dict(value)
+        ideal = self.check_value(value)  # before the sequencer takes the program
+        seq = self.parent.sequencer
+        seq.program.put(value)
         self.parent._ideal = ideal
-        super().put(program, **kwargs)
+        super().put(seq.program.get(), **kwargs)
 
 
 class CoherenceDetector(Device):

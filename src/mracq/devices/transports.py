@@ -112,22 +112,57 @@ def sim_yaml_path() -> str:
     return str(resources.files("mracq") / "data" / "visa_sim.yaml")
 
 
-def open_visa(resource: str, timeout: float = 5.0):
+def visa_library(resource: str, library: str | None = None) -> tuple[str, str]:
+    """(resource, pyvisa ResourceManager argument) for a resource and a configured library.
+
+    ``library`` (the lab config's ``visa_library``) wins over a suffix of ``resource``
+    (``...::INSTR@sim``, ``...::INSTR@py``). ``"@sim"`` means the packaged instrument file
+    (:func:`sim_yaml_path`); a path of a pyvisa-sim YAML file (with or without pyvisa's own
+    ``@sim`` suffix) selects pyvisa-sim with that file; ``"@py"``, ``"@ivi"`` pass through;
+    nothing: pyvisa's default.
+    """
+    suffix = ""
+    if "@" in resource.rsplit("::", 1)[-1]:
+        resource, suffix = resource.rsplit("@", 1)
+        suffix = "@" + suffix
+    lib = library or suffix
+    if lib == "@sim":
+        return resource, f"{sim_yaml_path()}@sim"
+    if lib.removesuffix("@sim").lower().endswith((".yaml", ".yml")):
+        path = lib.removesuffix("@sim")
+        return resource, (path[1:] if path.startswith("@") else path) + "@sim"
+    if lib.startswith("@") or not lib:
+        return resource, lib
+    # a suffix without "@" in the resource string, e.g. "...::INSTR@/path/file.yaml"
+    raise ValueError(f"{resource}: {lib!r} is not a VISA library (@py, @ivi, @sim or a "
+                     "pyvisa-sim YAML file)")
+
+
+def open_visa(resource: str, timeout: float = 5.0, *, library: str | None = None,
+              options: dict | None = None):
     """Open a VISA resource.
 
-    ``resource`` is a VISA resource string; a suffix ``@sim`` selects pyvisa-sim with the
-    packaged instrument file, ``@py`` forces pyvisa-py.
+    Parameters
+    ----------
+    resource : str
+        VISA resource string; a suffix ``@sim``, ``@py`` or ``@<file>.yaml`` selects the
+        library when ``library`` does not (:func:`visa_library`).
+    timeout : float
+        I/O timeout in s (unless ``options`` gives pyvisa's ``timeout`` in ms).
+    library : str, optional
+        The lab config's ``visa_library``.
+    options : dict, optional
+        The lab config's ``visa_options``: keyword arguments of pyvisa's
+        ``open_resource`` (resource attributes such as ``query_delay`` in s,
+        ``read_termination``, ``timeout`` in ms). Terminations default to ``"\\n"``.
     """
     import pyvisa
 
-    library = ""
-    if "@" in resource.rsplit("::", 1)[-1]:
-        resource, library = resource.rsplit("@", 1)
-        library = f"{sim_yaml_path()}@sim" if library == "sim" else f"@{library}"
-    rm = pyvisa.ResourceManager(library) if library else pyvisa.ResourceManager()
-    res = rm.open_resource(resource, read_termination="\n", write_termination="\n")
-    res.timeout = int(timeout * 1000)
-    return res
+    resource, lib = visa_library(resource, library)
+    rm = pyvisa.ResourceManager(lib) if lib else pyvisa.ResourceManager()
+    kw = {"read_termination": "\n", "write_termination": "\n",
+          "timeout": int(timeout * 1000), **(options or {})}
+    return rm.open_resource(resource, **kw)
 
 
 class InstrumentError(RuntimeError):
@@ -143,15 +178,17 @@ class VisaTransport:
         VISA resource string (see :func:`open_visa`).
     timeout : float
         I/O timeout, s.
+    library, options
+        As for :func:`open_visa`.
     error_query : str or None
         SCPI error-queue query read after each setting (None: the instrument has none).
     """
 
-    def __init__(self, resource: str, timeout: float = 5.0,
-                 error_query: str | None = "SYST:ERR?"):
+    def __init__(self, resource: str, timeout: float = 5.0, *, library: str | None = None,
+                 options: dict | None = None, error_query: str | None = "SYST:ERR?"):
         self.resource_name = resource
         self.error_query = error_query
-        self.res = open_visa(resource, timeout)
+        self.res = open_visa(resource, timeout, library=library, options=options)
         self.instrument = self.idn()
         log.info("opened %s: %s", resource, self.instrument)
         if self.error_query:
@@ -236,31 +273,32 @@ def _onoff(ans: str) -> bool:
 
 
 class _VisaOutput(VisaTransport):
-    """SCPI ``OUTP`` on/off, shared by the sources."""
+    """SCPI ``:OUTP:STAT`` on/off (rooted long form, as R&S and Keysight sources and
+    QCoDeS' RSSGS100A model take it), shared by the sources."""
 
     def get_output(self):
-        return _onoff(self.query("OUTP?"))
+        return _onoff(self.query(":OUTP:STAT?"))
 
     def set_output(self, on):
         if not isinstance(on, bool):
             raise TypeError(f"output must be True or False, got {on!r}")
-        self.setting(f"OUTP {'ON' if on else 'OFF'}", "OUTP?", on, parse=_onoff)
+        self.setting(f":OUTP:STAT {'ON' if on else 'OFF'}", ":OUTP:STAT?", on, parse=_onoff)
 
 
 class VisaMicrowave(_VisaOutput):
-    """SCPI microwave source: ``FREQ``, ``POW`` (dBm), ``OUTP``."""
+    """SCPI microwave source: ``SOUR:FREQ`` (Hz), ``SOUR:POW`` (dBm), ``:OUTP:STAT``."""
 
     def get_frequency(self):
-        return float(self.query("FREQ?"))
+        return float(self.query("SOUR:FREQ?"))
 
     def set_frequency(self, f):
-        self.setting(f"FREQ {float(f):.3f}", "FREQ?", float(f), 2e-3)
+        self.setting(f"SOUR:FREQ {float(f):.2f}", "SOUR:FREQ?", float(f), 0.011)
 
     def get_power_dbm(self):
-        return float(self.query("POW?"))
+        return float(self.query("SOUR:POW?"))
 
     def set_power_dbm(self, p):
-        self.setting(f"POW {float(p):.2f}", "POW?", float(p), 0.011)
+        self.setting(f"SOUR:POW {float(p):.2f}", "SOUR:POW?", float(p), 0.011)
 
 
 class VisaLaser(_VisaOutput):
@@ -280,8 +318,8 @@ class VisaSequencer(VisaTransport):
     ``READ?`` plays the program and answers ``signal,bright,dark`` counts.
     """
 
-    def __init__(self, resource: str, timeout: float = 60.0, clock=None):
-        super().__init__(resource, timeout)
+    def __init__(self, resource: str, timeout: float = 60.0, clock=None, **kwargs):
+        super().__init__(resource, timeout, **kwargs)
         self.clock = clock
 
     def time_per_shot(self, program) -> float:

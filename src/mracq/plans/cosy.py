@@ -54,13 +54,20 @@ class _Recorder:
 
 
 def _measure(nv, rec, stored, prog, i, j, t1, t2):
-    """Plan: one point between checkpoints; (stored value, hardware time in s)."""
+    """Plan: one point between checkpoints; (stored value, hardware time in s).
+
+    The value is the one stored (after a hard pause: the replayed point's); None in a dry
+    run (a simulator answers no reading).
+    """
     yield from bps.checkpoint()
     yield from bps.mv(nv.program, prog, rec.i, int(i), rec.j, int(j), rec.t1, float(t1),
                       rec.t2, float(t2))
     reading = yield from bps.trigger_and_read([nv, rec.i, rec.j, rec.t1, rec.t2])
     yield from point_done()
-    return stored.take(reading).get(f"{nv.name}_value"), nv.duration.get()
+    key = f"{nv.name}_value"
+    if not reading or key not in reading:  # simulators answer None ({} from trigger_and_read)
+        return None, 0.0
+    return stored.take(reading).get(key), nv.duration.get()
 
 
 def _open(md):
@@ -77,10 +84,14 @@ def _close():
     yield from point_done()
 
 
-def _finish(rec, values, mask, method):
+def _finish(rec, values, mask, method, dry=False):
     measured = np.where(mask, values, np.nan)
-    recon = reconstruct(measured, mask, method)
-    spec = np.fft.fftshift(spectrum2d(recon))
+    if dry:  # dry run: no data to reconstruct, the documents keep their shapes
+        recon = spec = np.zeros(mask.shape)
+        values = np.zeros(mask.shape)
+    else:
+        recon = reconstruct(measured, mask, method)
+        spec = np.fft.fftshift(spectrum2d(recon))
     # stored with 0 where missing (the mask says which entries are data): a NaN would never
     # compare equal to itself and the soft signal's set would not finish
     yield from bps.mv(rec.mask, mask.astype(np.uint8), rec.measured, np.where(mask, values, 0.0),
@@ -178,16 +189,20 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     hw = 0.0
     yield from bps.mv(nv.shots, shots)
     uid, stored = yield from _open(_m)
+    dry = False
     for k, ((i, j), prog) in enumerate(zip(points, programs, strict=True), start=1):
         v, dt = yield from _measure(nv, rec, stored, prog, i, j, t1[i], t2[j])
-        values[i, j] = v
+        dry = dry or v is None
+        values[i, j] = np.nan if v is None else v
         mask[i, j] = True
         hw += dt
-        if k % every == 0 and k < n and live is not None:
+        if k % every == 0 and k < n and live is not None and not dry:
             r = reconstruct(np.where(mask, values, np.nan), mask, method)
             live(r, np.fft.fftshift(spectrum2d(r)), k)
-    measured, recon, spec = yield from _finish(rec, values, mask, method)
-    if live is not None:
+    if dry:
+        log.warning("cosy_random_mask: no readings (dry run): nothing reconstructed")
+    measured, recon, spec = yield from _finish(rec, values, mask, method, dry)
+    if live is not None and not dry:
         live(recon, spec, n)
     yield from _close()
     return {"uid": uid, "mask": mask, "measured": measured, "reconstruction": recon,
@@ -246,7 +261,8 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     program_kw = dict(program_kw or {})
     shape = (t1.size, t2.size)
     budget = int(round(max_coverage * t1.size * t2.size))
-    strategy = EnsembleDisagreement(shape, rng, members=members, method=method)
+    strategy = EnsembleDisagreement(shape, rng, members=members, method=method,
+                                    budget=budget, tol=tol)
     nv.shots.check_value(shots)
     rec = _Recorder()
     args = {"shots": shots, "initial": initial, "batch": batch, "max_coverage": max_coverage,
@@ -256,8 +272,6 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     _m["ensemble"] = (f"{members} {method} reconstructions from random 80% subsets "
                       "of the measured points; next points: largest ensemble std")
     hw = 0.0
-    changes = []
-    prev = None
     stop = "budget"
     if resume is not None:
         got = _resumed_points(resume, t1, t2)
@@ -265,41 +279,46 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
             strategy.ingest(got)
         _m["resumed_from"] = resume["uid"]
         _m["resumed_points"] = len(got)
-    n_have = int(strategy.mask.sum())
-    if n_have == 0:
+    if not strategy.mask.any():
         todo = strategy.suggest(max(1, int(round(initial * t1.size * t2.size))))
-    else:
-        todo = strategy.suggest(min(batch, budget - n_have)) if n_have < budget else []
+    else:  # resumed: go on as after a batch
+        todo = [] if strategy.should_stop()[0] else strategy.suggest(batch)
     yield from bps.mv(nv.shots, shots)
     uid, stored = yield from _open(_m)
     while todo:
         got = []
-        for i, j in todo:
+        for s in todo:
+            i, j = s["i"], s["j"]
             prog = cosy_program(t1[i], t2[j], **program_kw).validate(nv.timing_limits)
             v, dt = yield from _measure(nv, rec, stored, prog, i, j, t1[i], t2[j])
-            got.append((i, j, v))
+            got.append({"_id": s["_id"], "value": v})
             hw += dt
+        if any(g["value"] is None for g in got):
+            stop = "dry run"
+            log.warning("cosy_adaptive: no readings (dry run): the next points depend on the "
+                        "data; stopping after the random starting set")
+            for s in todo:
+                strategy.mask[s["i"], s["j"]] = True
+            break
         strategy.ingest(got)
-        cur = reconstruct(np.where(strategy.mask, strategy.values, np.nan), strategy.mask,
-                          method)
+        cur = strategy.reconstruction
         if live is not None:
             live(cur, np.fft.fftshift(spectrum2d(cur)), int(strategy.mask.sum()))
-        if prev is not None:
-            changes.append(float(np.sqrt(np.mean((cur - prev) ** 2)) / (np.ptp(cur) or 1.0)))
-            log.info("cosy_adaptive: %d points, change %.4f", strategy.mask.sum(), changes[-1])
-            if changes[-1] < tol:
-                stop = "converged"
-                break
-        prev = cur
-        n_have = int(strategy.mask.sum())
-        if n_have >= budget:
+        if strategy.changes:
+            log.info("cosy_adaptive: %d points, change %.4f", strategy.mask.sum(),
+                     strategy.changes[-1])
+        done, why = strategy.should_stop()
+        if done:
+            stop = why.split(":")[0]
             break
         if max_hardware_time is not None and hw >= max_hardware_time:
             stop = "hardware_time"
             break
-        todo = strategy.suggest(min(batch, budget - n_have))
-    measured, recon, spec = yield from _finish(rec, strategy.values, strategy.mask, method)
+        todo = strategy.suggest(batch)
+    measured, recon, spec = yield from _finish(rec, strategy.values, strategy.mask, method,
+                                               stop == "dry run")
     yield from _close()
     return {"uid": uid, "mask": strategy.mask.copy(), "measured": measured,
             "reconstruction": recon, "spectrum": spec, "hardware_time": hw,
-            "n_points": int(strategy.mask.sum()), "changes": changes, "stop_reason": stop}
+            "n_points": int(strategy.mask.sum()), "changes": list(strategy.changes),
+            "stop_reason": stop}

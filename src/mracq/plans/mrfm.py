@@ -1,11 +1,16 @@
 """MRFM scan plans: XYZ, multislice, compressed-sensing multislice and an adaptive scan.
 
-Every plan checks all its scan points against the scanner's interlock and soft limits, and
-all pulses against the rf limits, before it emits a single message (so a refused plan moves
-nothing; the error names the point). Each run records ``plan_name``, ``plan_args``, the
-geometry, the pulse list and the sampling mask in the start document, one event per scan
-position in ``primary`` (scanner position, in/out-of-phase variances, spin signal) and the
-assembled data cube with its mask in a ``cube`` stream. Plans return a :class:`ScanResult`.
+Every plan checks all its scan points against the scanner's interlock, soft limits and
+maximum step, and all pulses, the bandwidth and the integration time against their limits,
+before it emits a single message (so a refused plan moves nothing; the error names the
+point). The scanner moves axis by axis (``scanner_x``, ``scanner_y``, then ``scanner_z`` when
+the gap shrinks, first when it grows), so ``bluesky.simulators.plot_raster_path(plan,
+"scanner_x", "scanner_y")`` draws the path; in a dry run (``check_limits``,
+``summarize_plan``: no readings) the adaptive scan stops after its random first batch.
+Each run records ``plan_name``, ``plan_args``, the geometry, the pulse list and the sampling
+mask in the start document, one event per scan position in ``primary`` (scanner position,
+in/out-of-phase variances, spin signal) and the assembled data cube with its mask in a
+``cube`` stream. Plans return a :class:`ScanResult`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
+from ophyd.utils import LimitError
 
 from mracq.plans._stored import StoredEvents, point_done
 from mracq.recon.mrfm.strategy import SignalWeightedStrategy
@@ -48,14 +54,58 @@ class _Cube(Device):
         return d
 
 
-def check_scan(scanner, rf, points, pulses, t_m=None, readout=None):
-    """Check every point (interlock, soft limits) and pulse (rf limits) before any motion."""
-    for p in points:
-        scanner.check_point(p)
-    for f in pulses:
-        rf.frequency.check_value(f)
+def check_scan(scanner, rf, points, pulses, t_m=None, readout=None, f_bw=None,
+               ordered=True):
+    """Check every point (interlock, soft limits, steps), pulse, bandwidth and integration
+    time before any motion.
+
+    ``ordered``: the points are visited in this order from the scanner's position (each
+    step checked); else in any order (the extent of the points and the way to the nearest
+    one are checked against the maximum step).
+    """
+    pts = np.asarray([tuple(map(float, p)) for p in points], float).reshape(-1, 3)
+    for p in pts:
+        scanner.check_value(tuple(p))
+    if pts.size:
+        step = scanner.max_step.get()
+        here = np.asarray(scanner.position, float)
+        if ordered:
+            path = np.vstack([here, pts])
+            jumps = np.abs(np.diff(path, axis=0))
+        else:
+            near = pts[np.argmin(np.abs(pts - here).max(axis=1))]
+            jumps = np.vstack([np.abs(near - here), np.ptp(pts, axis=0)])
+        k, a = np.unravel_index(np.argmax(jumps), jumps.shape)
+        if jumps[k, a] > step:
+            raise LimitError(f"scanner {'xyz'[a]}: a step of {jumps[k, a]:g} m in this scan "
+                             f"exceeds max_step {step:g} m")
+    rf.pulse_list.check_value(list(pulses))
+    if f_bw is not None:
+        rf.bandwidth.check_value(f_bw)
     if t_m is not None and readout is not None:
         readout.integration_time.check_value(t_m)
+
+
+def _move(scanner, point, last):
+    """Move axis by axis to ``point`` (m): z first when the gap grows, last when it shrinks
+    (every intermediate point keeps the standoff); x and y always, for raster plots."""
+    x, y, z = (float(v) for v in point)
+    z_change = last is None or z != last[2]
+    up = last is not None and z > last[2]
+    if z_change and up:
+        yield from bps.mv(scanner.z, z)
+    yield from bps.mv(scanner.x, x, scanner.y, y)
+    if z_change and not up:
+        yield from bps.mv(scanner.z, z)
+    return (x, y, z)
+
+
+def _spin_signal(reading, readout):
+    """The spin signal of a reading (None in a dry run: simulators answer no reading, which
+    ``trigger_and_read`` turns into {})."""
+    if not reading or readout.spin_signal.name not in reading:
+        return None
+    return np.asarray(reading[readout.spin_signal.name]["value"], float)
 
 
 def _clock(readout):
@@ -76,17 +126,20 @@ def _store_cube_and_close(cube, mask):
     yield from point_done()
 
 
-def _measure_at(scanner, readout, stored, position):
-    """Plan: move, trigger and read one position; the stored spin signal (one per pulse).
+def _measure_at(scanner, readout, stored, position, last):
+    """Plan: move, trigger and read one position; (stored spin signal per pulse, position).
 
     Checkpoint before and after: a deferred pause stops between points, a hard pause
-    replays at most this point, and the value returned is the one stored.
+    replays at most this point, and the value returned is the one stored (None in a dry
+    run: simulators answer no reading).
     """
     yield from bps.checkpoint()
-    yield from bps.mv(scanner, position)
+    last = yield from _move(scanner, position, last)
     reading = yield from bps.trigger_and_read([readout, scanner])
     yield from point_done()
-    return np.asarray(stored.take(reading).get(readout.spin_signal.name), float)
+    if _spin_signal(reading, readout) is None:
+        return None, last
+    return np.asarray(stored.take(reading).get(readout.spin_signal.name), float), last
 
 
 def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md, plan_name,
@@ -100,7 +153,7 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
     idx = [(i, j, k) for k in range(heights.size) for i in range(x.size) for j in range(y.size)
            if mask[i, j]]
     points = [(x[i], y[j], heights[k]) for i, j, k in idx]
-    check_scan(scanner, rf, points, pulses, t_m, readout)
+    check_scan(scanner, rf, points, pulses, t_m, readout, f_bw)
     n_ch = len(pulses) if heights.size == 1 else heights.size
     meta = {
         "plan_name": plan_name,
@@ -123,8 +176,12 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
     uid = stored.run_uid = yield from bps.open_run(meta)
     yield from point_done()
     cube = np.full((x.size, y.size, n_ch), np.nan)
+    last = None
     for i, j, k in idx:
-        val = yield from _measure_at(scanner, readout, stored, (x[i], y[j], heights[k]))
+        val, last = yield from _measure_at(scanner, readout, stored, (x[i], y[j], heights[k]),
+                                           last)
+        if val is None:
+            continue
         if heights.size == 1:
             cube[i, j, :] = val
         else:
@@ -135,7 +192,7 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
 
 
 def multislice_scan(scanner, rf, readout, x, y, z=15e-9, f0_list=None, f_bw=SEED_F_BW,
-                    t_m=1.0, mask=None, md=None):
+                    t_m=1.0, mask=None, md=None, *, _plan_name="multislice_scan"):
     """Multislice scan: one xy plane at gap ``z``, all pulses of ``f0_list`` per position.
 
     Parameters
@@ -160,8 +217,11 @@ def multislice_scan(scanner, rf, readout, x, y, z=15e-9, f0_list=None, f_bw=SEED
     f0 = list(SEED_F0 if f0_list is None else f0_list)
     args = {"x": list(map(float, x)), "y": list(map(float, y)), "z": float(z),
             "f0_list": [float(f) for f in f0], "f_bw": float(f_bw), "t_m": float(t_m)}
+    if _plan_name != "multislice_scan":  # called by cs_multislice_scan
+        args = {**args, **(md or {}).get("plan_args", {})}
+        md = {k: v for k, v in (md or {}).items() if k != "plan_args"}
     return (yield from _grid_scan(scanner, rf, readout, x, y, [z], f0, f_bw, t_m, mask, md,
-                                  "multislice_scan", args))
+                                  _plan_name, args))
 
 
 def xyz_scan(scanner, rf, readout, x, y, z, f0=SEED_F0_XYZ, f_bw=SEED_F_BW, t_m=1.0, md=None):
@@ -183,10 +243,10 @@ def cs_multislice_scan(scanner, rf, readout, x, y, p, rng, z=15e-9, f0_list=None
     if not 0 < p <= 1:
         raise ValueError(f"sampling ratio p must be in (0, 1], got {p!r}")
     mask = rng.random((len(x), len(y))) < p
-    meta = {"sampling_ratio": float(p)}
+    meta = {"sampling_ratio": float(p), "plan_args": {"p": float(p)}}
     meta.update(md or {})
     return (yield from multislice_scan(scanner, rf, readout, x, y, z, f0_list, f_bw, t_m, mask,
-                                       meta))
+                                       meta, _plan_name="cs_multislice_scan"))
 
 
 def _resumed_positions(resume, coords, n_pulses):
@@ -212,10 +272,15 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     """Adaptive multislice scan: measure a batch, reconstruct, choose the next batch.
 
     The grid and pulses are those of ``setup`` (an :class:`~mracq.sim.mrfm.MRFMSetup`, the
-    scanner at gap ``setup.z0``, positions ``i * voxel_size``). The first batch is random; each
-    later batch comes from ``strategy`` (default :class:`SignalWeightedStrategy`). Stops when
-    the measured fraction reaches ``budget`` or when the reconstruction changes by less than
-    ``target`` (relative L2) between batches.
+    scanner at gap ``setup.z0``, positions ``i * voxel_size``). Every batch comes from
+    ``strategy`` (default :class:`SignalWeightedStrategy` with this setup, ``t_m``, budget,
+    target and ``n_iter``: the first batch random, later ones weighted by the
+    reconstruction it makes after each batch); any object with bluesky-adaptive's
+    optimizer protocol (:mod:`mracq.recon.protocol`) taking outcomes
+    ``{"_id", "spin_signal"}`` and a ``sampled`` mask will do. Stops when the measured
+    fraction reaches ``budget``, when the reconstruction changes by less than ``target``
+    (relative L2) between batches, or when ``strategy.should_stop()`` says so. In a dry run
+    (no readings) it stops after the first batch with a warning.
 
     ``resume`` (``{"uid", "start", "primary"}`` of a stored run of this plan, as
     :func:`mracq.storage.resume_state` gives) goes on from that run: its positions seed
@@ -228,17 +293,17 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
         Data (NaN where not measured) and the final mask; reconstruct with
         ``reconstruct(np.nan_to_num(data), setup, mask=mask)``.
     """
-    from mracq.recon.mrfm.pipeline import reconstruct
-
     rng = rng if rng is not None else np.random.default_rng()
     n = setup.n_xy
     coords = np.fft.fftfreq(n, 1.0 / n) * setup.voxel_size
     pulses = [float(f) for f in setup.f0]
     points = [(coords[i], coords[j], setup.z0) for i in range(n) for j in range(n)]
-    check_scan(scanner, rf, points, pulses, t_m, readout)
-    strategy = strategy or SignalWeightedStrategy((n, n), rng)
+    check_scan(scanner, rf, points, pulses, t_m, readout, setup.f_bw, ordered=False)
     n_batch = max(1, int(round(batch * n * n)))
     n_budget = int(round(budget * n * n))
+    strategy = strategy or SignalWeightedStrategy((n, n), rng, setup=setup, t_m=t_m,
+                                                  budget=n_budget, target=target,
+                                                  n_iter=n_iter)
     meta = {"plan_name": "adaptive_multislice_scan",
             "plan_args": {"t_m": float(t_m), "budget": float(budget), "batch": float(batch),
                           "target": target, "n_iter": int(n_iter)},
@@ -250,19 +315,12 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
             "criterion": getattr(strategy, "criterion", type(strategy).__name__)}
     meta.update(md or {})
     cube = np.zeros(setup.data_shape)
-    prev = None
-    first = True
     if resume is not None:
         old = _resumed_positions(resume, coords, len(pulses))
-        if old:
-            idx = [ij for ij, _ in old]
+        if old:  # one batch of outcomes: the strategy reconstructs and re-weights
             for (i, j), v in old:
                 cube[i, j] = v
-            strategy.ingest(idx)
-            prev = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
-            predicted = setup.forward(prev)
-            strategy.update(predicted, setup.noise_std(predicted, t_m))
-            first = False
+            strategy.ingest([{"i": i, "j": j, "spin_signal": v} for (i, j), v in old])
         meta["resumed_from"] = resume["uid"]
         meta["resumed_points"] = len(old)
     clock = _clock(readout)
@@ -273,27 +331,27 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     yield from stored.subscribe()
     uid = stored.run_uid = yield from bps.open_run(meta)
     yield from point_done()
+    last = None
     while strategy.sampled.sum() < n_budget:
-        k = min(n_batch, n_budget - int(strategy.sampled.sum()))
-        if first:
-            free = np.flatnonzero(~strategy.sampled)
-            idx = [tuple(int(v) for v in np.unravel_index(c, (n, n)))
-                   for c in rng.choice(free, size=k, replace=False)]
-            first = False
-        else:
-            idx = strategy.suggest(k)
-        for i, j in idx:
-            cube[i, j] = yield from _measure_at(scanner, readout, stored,
-                                                (coords[i], coords[j], setup.z0))
-        strategy.ingest(idx)
-        recon = reconstruct(cube, setup, mask=strategy.sampled.copy(), n_iter=n_iter)
-        predicted = setup.forward(recon)
-        strategy.update(predicted, setup.noise_std(predicted, t_m))
-        if prev is not None and target is not None:
-            change = np.linalg.norm(recon - prev) / max(np.linalg.norm(recon), 1e-300)
-            if change < target:
-                break
-        prev = recon
+        todo = strategy.suggest(min(n_batch, n_budget - int(strategy.sampled.sum())))
+        if not todo:
+            break
+        got = []
+        for s in todo:
+            i, j = s["i"], s["j"]
+            val, last = yield from _measure_at(scanner, readout, stored,
+                                               (coords[i], coords[j], setup.z0), last)
+            got.append({"_id": s["_id"], "spin_signal": val})
+            if val is not None:
+                cube[i, j] = val
+        if any(g["spin_signal"] is None for g in got):
+            log.warning("adaptive_multislice_scan: no readings (dry run): the next positions "
+                        "depend on the data; stopping after the random first batch")
+            strategy.ingest([{"_id": g["_id"]} for g in got])
+            break
+        strategy.ingest(got)
+        if strategy.should_stop()[0]:
+            break
     mask = strategy.sampled.copy()
     yield from _store_cube_and_close(cube, mask)
     hw = (clock.now - t0) if clock is not None else float("nan")

@@ -118,9 +118,11 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     nv : mracq.devices.nv.PulseSequencer
         Sequencer + counter (simulated or real).
     strategy : object
-        ``suggest(n) -> [{"sequence": str, "t": array}]`` ([] to stop),
-        ``ingest(points)`` taking dicts with ``sequence``, ``t``, ``coherence``, ``sigma``,
-        and a ``result`` attribute (the current VQNS result or None), as
+        bluesky-adaptive's optimizer protocol (:mod:`mracq.recon.protocol`):
+        ``suggest(n) -> [{"_id", "sequence": str, "t": array}]`` ([] to stop),
+        ``ingest(outcomes)`` taking dicts with ``_id``, ``coherence``, ``sigma`` (and
+        ``sequence``, ``t``), ``should_stop() -> (bool, reason)``, and a ``result``
+        attribute (the current VQNS result or None), as
         :class:`~mracq.recon.vqns.strategy.NextSequenceStrategy`.
     shots : int
         Repetitions per point.
@@ -133,7 +135,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     on_scan : callable, optional
         ``on_scan(res)`` with the result of each :func:`coherence_scan` (progress output).
     md : dict, optional
-        Extra metadata for every run.
+        Extra metadata for every run (each also records ``loop_plan = "vqns_loop"``
+        beside its own ``plan_name``).
     resume : dict, optional
         Go on with an interrupted loop: :func:`mracq.storage.resume_state` of any of its
         runs (its ``group`` holds every run with the same ``vqns_loop_id``).  Complete
@@ -146,7 +149,9 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     -------
     dict
         ``measurement_uids``, ``estimate_uids``, ``sequences``, ``hardware_time`` (s),
-        ``result`` (the final VQNS result or None) and ``stopped`` (why the loop ended).
+        ``result`` (the final VQNS result or None) and ``stopped`` (why the loop ended:
+        ``"strategy"``, ``"budget"``, or ``"dry run"`` when a simulator answered no
+        readings and the next sequence would depend on them).
 
     Notes
     -----
@@ -155,10 +160,12 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     """
     import uuid
 
+    nv.shots.check_value(shots)
     m_uids, e_uids, seqs = [], [], []
     spent = 0.0
     stopped = "strategy"
     lo, hi = COHERENCE_RANGE
+    walked = set()  # dry run: sequences walked without data
     loop_id = str(uuid.uuid4())
     if resume is not None:
         loop_id = resume["start"].get("vqns_loop_id") or loop_id
@@ -177,7 +184,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
             res = yield from coherence_scan(
                 nv, family, rest, n=n, shots=shots,
                 md={"vqns_step": len(seqs) + 1, "vqns_sequence": seq,
-                    "vqns_loop_id": loop_id, "vqns_continues": uid, **(md or {})})
+                    "loop_plan": "vqns_loop", "vqns_loop_id": loop_id, "vqns_continues": uid,
+                    **(md or {})})
             spent += res["hardware_time"]
             order = np.argsort(np.concatenate([point["t"], res["t"]]))
             merged = {"sequence": seq}
@@ -192,11 +200,18 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         result = getattr(strategy, "result", None)
         if result is not None and len(seqs) not in estimated:
             uid = yield from store_estimate(result, m_uids, step=len(seqs),
-                                            md={"vqns_loop_id": loop_id, **(md or {})})
+                                            md={"loop_plan": "vqns_loop",
+                                                "vqns_loop_id": loop_id, **(md or {})})
             e_uids.append(uid)
     while True:
-        sug = strategy.suggest(1)
+        sug = strategy.suggest(1 + len(walked))
         if not sug:
+            break
+        sug = [s for s in sug if s["sequence"] not in walked]
+        if not sug:  # every sequence it can name without data has been walked
+            log.warning("vqns_loop: no readings (dry run): the next sequence depends on the "
+                        "data; stopping after the non-adaptive ones")
+            stopped = "dry run"
             break
         seq, t = sug[0]["sequence"], np.asarray(sug[0]["t"], float)
         family, n = family_of(seq)
@@ -212,23 +227,35 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         step = len(seqs) + 1
         res = yield from coherence_scan(
             nv, family, t, n=n, shots=shots,
-            md={"vqns_step": step, "vqns_sequence": seq, "vqns_loop_id": loop_id,
+            md={"vqns_step": step, "vqns_sequence": seq, "loop_plan": "vqns_loop",
+                "vqns_loop_id": loop_id,
                 **(md or {})})
         spent += res["hardware_time"]
         if on_scan is not None:
             on_scan(res)
         m_uids.append(res["uid"])
         seqs.append(seq)
-        strategy.ingest({"sequence": seq, "t": res["t"],
-                         "coherence": np.clip(res["coherence"], lo, hi),
-                         "sigma": np.maximum(res["sigma"], 1e-6)})
+        if res.get("dry_run"):
+            walked.add(seq)
+            continue
+        outcome = {"sequence": seq, "t": res["t"],
+                   "coherence": np.clip(res["coherence"], lo, hi),
+                   "sigma": np.maximum(res["sigma"], 1e-6)}
+        if "_id" in sug[0]:
+            outcome["_id"] = sug[0]["_id"]
+        strategy.ingest([outcome])
         result = getattr(strategy, "result", None)
         if result is not None:
             uid = yield from store_estimate(result, m_uids, step=step,
-                                            md={"vqns_loop_id": loop_id, **(md or {})})
+                                            md={"loop_plan": "vqns_loop",
+                                                "vqns_loop_id": loop_id, **(md or {})})
             e_uids.append(uid)
             if on_estimate is not None:
                 on_estimate(result, step)
+        stop = strategy.should_stop() if hasattr(strategy, "should_stop") else (False, None)
+        if isinstance(stop, tuple) and stop[0]:
+            log.info("vqns_loop: stopping: %s", stop[1])
+            break
     return {"measurement_uids": m_uids, "estimate_uids": e_uids, "sequences": seqs,
             "hardware_time": spent, "result": getattr(strategy, "result", None),
             "stopped": stopped}

@@ -1,6 +1,6 @@
 """Adaptive COSY sampling: where an ensemble of reconstructions disagrees most.
 
-`EnsembleDisagreement` (``suggest``/``ingest`` as bluesky-adaptive):
+`EnsembleDisagreement` (bluesky-adaptive 1.0's optimizer protocol, `mracq.recon.protocol`):
 the ensemble is K DLMC reconstructions, each from a random 80% subset of the measured
 points (bootstrap-like subsampling: a point the data pin down comes out the same in
 all, a poorly constrained one varies); the score of an unmeasured point is its ensemble
@@ -13,7 +13,11 @@ alone 390, gap_weight 1: 325, 3: 265, 10: 210. So most of the gain comes from ba
 rows and columns (what a low-rank completion needs); the ensemble orders points within
 equally sparse rows and columns.
 
-Pure code (no Bluesky): `mracq.plans.cosy.cosy_adaptive` drives it.
+Suggestions are ``{"_id", "i", "j"}`` (map indices); outcomes ``{"_id", "value"}``. After
+each ingested batch the strategy reconstructs the map and records its change (RMS change
+over the peak-to-peak); ``should_stop`` reports convergence (change below ``tol``), the
+point budget or a full map. Pure code (no Bluesky): `mracq.plans.cosy.cosy_adaptive` and
+bluesky-adaptive's ``optimize`` (`mracq.plans.adaptive`) drive it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from mracq.recon.cosy.dlmc import reconstruct
+from mracq.recon.protocol import ID_KEY
 
 __all__ = ["EnsembleDisagreement"]
 
@@ -42,12 +47,25 @@ class EnsembleDisagreement:
     gap_weight : float
         Weight of the row/column sparsity term (`gap`) against the normalized ensemble
         standard deviation in the score (module docstring for the measured effect).
+    budget : int, optional
+        Stop once this many points are measured.
+    tol : float, optional
+        Stop when a batch changes the reconstruction by less than ``tol``.
     """
 
     def __init__(self, shape, rng, *, members: int = 4, keep: float = 0.8,
-                 method: str = "dlmc", gap_weight: float = 10.0) -> None:
+                 method: str = "dlmc", gap_weight: float = 10.0, budget: int | None = None,
+                 tol: float | None = None) -> None:
         if members < 2 or not 0 < keep < 1:
             raise ValueError(f"need members >= 2 and 0 < keep < 1, got {members}, {keep}")
+        if budget is not None and budget < 1 or tol is not None and not tol > 0:
+            raise ValueError(f"need budget >= 1 and tol > 0, got {budget}, {tol}")
+        self.budget, self.tol = budget, tol
+        self.reconstruction = None  # after the last ingested batch
+        self.changes: list[float] = []  # per batch after the first
+        self._suggested: dict = {}
+        self._last_id = None
+        self._next_id = 0
         self.shape = tuple(shape)
         self.rng = rng
         self.members = members
@@ -58,10 +76,62 @@ class EnsembleDisagreement:
         self.mask = np.zeros(self.shape, bool)
 
     def ingest(self, points) -> None:
-        """Record measured points: iterable of ``(i, j, value)``."""
-        for i, j, v in points:
+        """Record a batch of measured points and update the reconstruction.
+
+        ``points``: outcome dicts ``{"_id", "value"}`` answering suggestions, dicts with
+        ``i``, ``j`` and ``value``, or ``(i, j, value)`` tuples.
+        """
+        n = 0
+        for p in points:
+            if isinstance(p, dict):
+                sid = p.get(ID_KEY)
+                q = {**self._suggested.pop(sid, {}), **p}
+                if "i" not in q or "j" not in q:
+                    raise ValueError(f"outcome {sid!r} names no (i, j) and matches no "
+                                     "open suggestion")
+                i, j, v = int(q["i"]), int(q["j"]), float(q["value"])
+                self._last_id = sid if sid is not None else (i, j)
+            else:
+                i, j, v = p
             self.values[i, j] = v
             self.mask[i, j] = True
+            n += 1
+        if n:
+            prev, self.reconstruction = self.reconstruction, reconstruct(
+                np.where(self.mask, self.values, np.nan), self.mask, self.method)
+            if prev is not None:
+                cur = self.reconstruction
+                self.changes.append(float(np.sqrt(np.mean((cur - prev) ** 2))
+                                          / (np.ptp(cur) or 1.0)))
+
+    def should_stop(self) -> tuple[bool, str | None]:
+        """(stop, reason): ``"converged"``, ``"budget"`` or ``"complete"`` (every point)."""
+        n = int(self.mask.sum())
+        if self.tol is not None and self.changes and self.changes[-1] < self.tol:
+            return True, f"converged: change {self.changes[-1]:.3g} < tol {self.tol:g}"
+        if self.budget is not None and n >= self.budget:
+            return True, f"budget: {n} points measured"
+        if n == self.mask.size:
+            return True, "complete: every point measured"
+        return False, None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """First word of :meth:`should_stop`'s reason (None: keep going)."""
+        stop, why = self.should_stop()
+        return why.split(":")[0] if stop else None
+
+    def get_best_points(self) -> list[tuple]:
+        """``[(_id, {"n_points"}, {"reconstruction", "change"})]``: the current map estimate.
+
+        A map has no single best point; the best state is the latest reconstruction
+        (``_id`` of the last ingested point). [] before any data.
+        """
+        if self.reconstruction is None:
+            return []
+        change = self.changes[-1] if self.changes else float("nan")
+        return [(self._last_id, {"n_points": int(self.mask.sum())},
+                 {"reconstruction": self.reconstruction, "change": change})]
 
     def disagreement(self) -> np.ndarray:
         """Ensemble standard deviation per entry (0 where measured)."""
@@ -86,8 +156,22 @@ class EnsembleDisagreement:
         cols = self.mask.sum(axis=0, keepdims=True)
         return 0.5 * (1.0 / (1.0 + rows) + 1.0 / (1.0 + cols))
 
-    def suggest(self, n: int) -> list[tuple[int, int]]:
-        """Up to ``n`` unmeasured points (i, j), largest disagreement first, spread out."""
+    def suggest(self, n: int | None = 1) -> list[dict]:
+        """Up to ``n`` unmeasured points ``{"_id", "i", "j"}``, largest disagreement first,
+        spread out; within the budget."""
+        n = 1 if n is None else int(n)
+        if self.budget is not None:
+            n = min(n, self.budget - int(self.mask.sum()))
+        out = self._points(n) if n > 0 else []
+        sugs = []
+        for i, j in out:
+            self._next_id += 1
+            sid = f"cosy-{self._next_id}"
+            self._suggested[sid] = {"i": i, "j": j}
+            sugs.append({ID_KEY: sid, "i": i, "j": j})
+        return sugs
+
+    def _points(self, n: int) -> list[tuple[int, int]]:
         free = ~self.mask
         if not free.any():
             return []

@@ -1,11 +1,14 @@
 """Closed-loop choice of the next coherence measurement (seed Sec. III.3), as a strategy.
 
-:class:`NextSequenceStrategy` follows the bluesky-adaptive naming: ``ingest(points)`` takes
-measured decays, ``suggest(n)`` proposes what to measure next. It knows nothing about
-Bluesky; :mod:`mracq.plans.vqns` drives it with real (or simulated) devices and the
-benchmark drives it with a shot-noise model.
+:class:`NextSequenceStrategy` implements bluesky-adaptive 1.0's optimizer protocol
+(:mod:`mracq.recon.protocol`): ``suggest(n)`` proposes what to measure next,
+``ingest(outcomes)`` takes the measured decays keyed by the suggestion's ``_id``,
+``should_stop()`` says whether and why to stop, ``get_best_points()`` names the best
+state. It knows nothing about Bluesky; :mod:`mracq.plans.vqns` drives it with real (or
+simulated) devices, bluesky-adaptive's ``optimize`` can drive it too
+(:mod:`mracq.plans.adaptive`), and the benchmark drives it with a shot-noise model.
 
-Each suggestion is a dict ``{"sequence": name, "t": times_s}``: the sequence whose Eq. 7
+Each suggestion is a dict ``{"_id": id, "sequence": name, "t": times_s}``: the sequence whose Eq. 7
 sensitivity best covers the widest part of the confidence band (per unit of measurement
 time when ``cost_aware``), with times up to where the current estimate predicts that its
 coherence has decayed to ``exp(-chi_end)``.
@@ -17,6 +20,7 @@ import logging
 
 import numpy as np
 
+from mracq.recon.protocol import ID_KEY
 from mracq.recon.vqns.data import Measurement, canonical_name, pulse_number
 from mracq.recon.vqns.model import VQNSResult, _coherence_fn, candidate_scores, reconstruct
 from mracq.recon.vqns.sensitivity import predicted_decay_time
@@ -87,21 +91,41 @@ class NextSequenceStrategy:
         self.measurements: list[Measurement] = []
         self.result: VQNSResult | None = None
         self.history: list[dict] = []
+        self._suggested: dict = {}  # open suggestions by _id
+        self._params: dict = {}  # parameters of every ingested point by _id
+        self._next_id = 0
 
-    # -- bluesky-adaptive interface
+    # -- bluesky-adaptive 1.0 optimizer protocol
     def ingest(self, points) -> None:
         """Add measured decays and update the reconstruction.
 
         Parameters
         ----------
         points : Measurement, dict or list of them
-            Dicts need ``sequence``, ``t``, ``coherence`` and optionally ``sigma``.
+            Outcome dicts keyed by the ``_id`` of a suggestion (``coherence`` and
+            optionally ``sigma``; the sequence and times come from the suggestion), or
+            dicts that name ``sequence`` and ``t`` themselves (data from elsewhere).
         """
         if isinstance(points, (Measurement, dict)):
             points = [points]
+        last_id = None
         for p in points:
             if isinstance(p, dict):
-                p = Measurement(p["sequence"], p["t"], p["coherence"], p.get("sigma"))
+                p = dict(p)
+                sid = p.get(ID_KEY)
+                params = self._suggested.pop(sid, {}) if sid is not None else {}
+                merged = {**params, **p}
+                if "sequence" not in merged or "t" not in merged:
+                    raise ValueError(f"outcome {sid!r} names no sequence and times and matches "
+                                     "no open suggestion")
+                last_id = sid if sid is not None else merged["sequence"]
+                self._params[last_id] = {"sequence": str(merged["sequence"]),
+                                         "t": np.asarray(merged["t"], float)}
+                p = Measurement(merged["sequence"], merged["t"], merged["coherence"],
+                                merged.get("sigma"))
+            else:
+                last_id = p.sequence
+                self._params[last_id] = {"sequence": p.sequence, "t": p.t}
             self.measurements = [m for m in self.measurements if m.sequence != p.sequence]
             self.measurements.append(p)
         if self._pending_initial():
@@ -109,19 +133,32 @@ class NextSequenceStrategy:
         self.result = reconstruct(self.measurements, seed=self.rng, **self.reconstruct_kw)
         self.history.append({"sequences": [m.sequence for m in self.measurements],
                              "band_width": relative_band_width(self.result),
-                             "result": self.result})
+                             "result": self.result, ID_KEY: last_id})
         log.info("VQNS loop: %d measurements, relative band width %.3g",
                  len(self.measurements), self.history[-1]["band_width"])
 
-    def suggest(self, n: int = 1) -> list[dict]:
-        """Up to ``n`` next measurements as ``{"sequence", "t"}`` dicts; [] means stop."""
-        pending = self._pending_initial()
-        if pending:
-            return [{"sequence": s, "t": t} for s, t in pending[:n]]
-        if self.should_stop():
-            return []
+    def suggest(self, n: int | None = 1) -> list[dict]:
+        """Up to ``n`` next measurements as ``{"_id", "sequence", "t"}`` dicts ([]: stop).
+
+        ``t`` holds the evolution times in s; ``_id`` is unique and matches the outcome
+        to :meth:`ingest`.
+        """
+        n = 1 if n is None else int(n)
+        out = [{"sequence": s, "t": t} for s, t in self._pending_initial()[:n]]
+        if not out and not self.should_stop()[0]:
+            out = self._adaptive(n)
+        for s in out:
+            self._next_id += 1
+            s[ID_KEY] = f"vqns-{self._next_id}"
+            self._suggested[s[ID_KEY]] = {"sequence": s["sequence"], "t": s["t"]}
+        return out
+
+    def _free(self):
         measured = {m.sequence for m in self.measurements}
-        free = [c for c in self.candidates if canonical_name(pulse_number(c)) not in measured]
+        return [c for c in self.candidates if canonical_name(pulse_number(c)) not in measured]
+
+    def _adaptive(self, n):
+        free = self._free()
         if not free:
             return []
         scores = candidate_scores(self.result, self.measurements, free)
@@ -136,13 +173,32 @@ class NextSequenceStrategy:
         plans.sort(key=lambda x: -x[0])
         return [{"sequence": c, "t": t} for _, c, t in plans[:n]]
 
-    def should_stop(self) -> bool:
-        """True when the band is narrow enough or the measurement count is reached."""
+    def should_stop(self) -> tuple[bool, str | None]:
+        """(stop, reason): band narrow enough, measurement count reached, or no sequence left."""
         if self.result is None:
-            return False
+            return False, None
         if len(self.measurements) >= self.max_measurements:
-            return True
-        return self.history[-1]["band_width"] <= self.target
+            return True, f"{len(self.measurements)} measurements (max_measurements)"
+        bw = self.history[-1]["band_width"]
+        if bw <= self.target:
+            return True, f"relative band width {bw:.3g} <= target {self.target:g}"
+        if not self._free():
+            return True, "every candidate sequence measured"
+        return False, None
+
+    def get_best_points(self) -> list[tuple]:
+        """``[(_id, {"sequence", "t"}, outcome)]`` of the step that left the narrowest band.
+
+        ``outcome`` holds ``relative_band_width`` and the ``sequences`` of that
+        reconstruction; [] before the first reconstruction.
+        """
+        if not self.history:
+            return []
+        best = min(self.history, key=lambda h: h["band_width"])
+        sid = best[ID_KEY]
+        return [(sid, dict(self._params.get(sid, {})),
+                 {"relative_band_width": best["band_width"],
+                  "sequences": list(best["sequences"])})]
 
     def _pending_initial(self):
         have = {m.sequence for m in self.measurements}
