@@ -127,3 +127,50 @@ def test_old_runengine_metadata_is_migrated_without_pickle(tmp_path):
     assert not (tmp_path / "runengine-md").exists()
     with make_session(data_dir=tmp_path, devices={}) as s:
         assert s.RE.md["scan_id"] == 8
+
+
+def test_cli_resume_goes_on_with_an_aborted_cosy_adaptive_run(tmp_path, capsys):
+    """`mracq resume UID` on a cosy_adaptive run stopped after its first batch: the new run
+    measures only new points, up to the stored plan's budget."""
+    import numpy as np
+    from bluesky.utils import RunEngineInterrupted
+
+    from mracq.cli import main
+    from mracq.plans.coherence import prepare_nv
+    from mracq.plans.cosy import cosy_adaptive
+    from mracq.sim.cosy.model import T_GRID
+    from mracq.storage import resume_state
+
+    grid = T_GRID[:6]
+    with make_session(data_dir=tmp_path) as s:
+        d = s.devices
+        s.RE(prepare_nv(d["mw"], d["laser"], frequency=d["nv"].transport.nv.transition_frequency,
+                        power_dbm=0.0))
+        saves = []
+
+        def hook(msg):
+            if msg.command == "save":
+                saves.append(1)
+                if len(saves) == 5:
+                    s.RE.loop.call_soon(lambda: s.RE.loop.create_task(
+                        s.RE._request_pause_coro(defer=False)))
+
+        s.RE.msg_hook = hook
+        with pytest.raises(RunEngineInterrupted):
+            s.RE(cosy_adaptive(d["nv"], t1=grid, t2=grid, shots=20_000, initial=0.12, batch=3,
+                               max_coverage=0.4, tol=1e-9, members=2, method="svt",
+                               rng=np.random.default_rng(3)))
+        s.RE.msg_hook = None
+        s.RE.abort()
+        old = resume_state(s.catalog, -1)
+    n_old = len(old["primary"]["i"])
+    assert old["stop"]["exit_status"] == "abort" and n_old >= 4
+    assert main(["resume", old["uid"][:8], "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{n_old} points stored" in out
+    with make_session(data_dir=tmp_path, devices={}) as s:
+        new = resume_state(s.catalog, -1)
+    assert new["start"]["resumed_from"] == old["uid"]
+    pairs = lambda t: set(zip(t["i"].astype(int), t["j"].astype(int), strict=True))  # noqa: E731
+    assert not pairs(old["primary"]) & pairs(new["primary"])
+    assert n_old + len(new["primary"]["i"]) == round(0.4 * 36)

@@ -53,11 +53,12 @@ class _Recorder:
         self.spectrum = SoftSignal(name="spectrum", value=np.zeros((1, 1)))
 
 
-def _measure(nv, rec, stored, prog, i, j, t1, t2):
-    """Plan: one point between checkpoints; (stored value, hardware time in s).
+def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
+    """Plan: one point between checkpoints; (value, hardware time in s).
 
-    The value is the one stored (after a hard pause: the replayed point's); None in a dry
-    run (a simulator answers no reading).
+    With ``stored`` (a :class:`StoredEvents` of the open run) the value is the one stored
+    (after a hard pause: the replayed point's); None in a dry run (a simulator answers no
+    reading).
     """
     yield from bps.checkpoint()
     yield from bps.mv(nv.program, prog, rec.i, int(i), rec.j, int(j), rec.t1, float(t1),
@@ -67,7 +68,8 @@ def _measure(nv, rec, stored, prog, i, j, t1, t2):
     key = f"{nv.name}_value"
     if not reading or key not in reading:  # simulators answer None ({} from trigger_and_read)
         return None, 0.0
-    return stored.take(reading).get(key), nv.duration.get()
+    value = reading[key]["value"] if stored is None else stored.take(reading).get(key)
+    return value, nv.duration.get()
 
 
 def _open(md):
@@ -191,7 +193,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     uid, stored = yield from _open(_m)
     dry = False
     for k, ((i, j), prog) in enumerate(zip(points, programs, strict=True), start=1):
-        v, dt = yield from _measure(nv, rec, stored, prog, i, j, t1[i], t2[j])
+        v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j], stored)
         dry = dry or v is None
         values[i, j] = np.nan if v is None else v
         mask[i, j] = True
@@ -290,7 +292,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
         for s in todo:
             i, j = s["i"], s["j"]
             prog = cosy_program(t1[i], t2[j], **program_kw).validate(nv.timing_limits)
-            v, dt = yield from _measure(nv, rec, stored, prog, i, j, t1[i], t2[j])
+            v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j], stored)
             got.append({"_id": s["_id"], "value": v})
             hw += dt
         if any(g["value"] is None for g in got):
