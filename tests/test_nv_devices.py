@@ -109,7 +109,7 @@ def test_visa_rejection_raises_at_the_write_and_answers_stay_aligned():
     mw.frequency.set(1.5e9).wait(5)
     mw.power.set(-3.5).wait(5)
     mw.output.set(True).wait(5)
-    with pytest.raises(InstrumentError, match=r"mw\.sim.*SimMW.*'POW 25\.00'.*-222"):
+    with pytest.raises(InstrumentError, match=r"mw\.sim.*SimMW.*'SOUR:POW 25\.00'.*-222"):
         mw.power.set(25.0)
     assert mw.power.get() == -3.5 and mw.frequency.get() == 1.5e9
     assert mw.output.get() is True
