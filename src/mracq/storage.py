@@ -138,6 +138,10 @@ class FolderLock:
                 owner = os.pread(fd, 400, 0).decode(errors="replace").strip()
             finally:
                 os.close(fd)
+            if owner.startswith(f"pid {os.getpid()} "):
+                raise StorageBusyError(
+                    f"a session on {data_dir} is already open in this process ({owner}); "
+                    "close it first (one session per folder)") from exc
             raise StorageBusyError(
                 f"the data folder {data_dir} is in use by another process "
                 f"({owner or 'owner unknown'}): one session per folder. Close that session "

@@ -191,8 +191,29 @@ class VisaTransport:
         self.res = open_visa(resource, timeout, library=library, options=options)
         self.instrument = self.idn()
         log.info("opened %s: %s", resource, self.instrument)
+        if self.error_query and not self._has_error_queue():
+            log.warning("%s (%s) does not answer %s with an error code: settings are "
+                        "checked by their readback only", resource, self.instrument,
+                        self.error_query)
+            self.error_query = None
         if self.error_query:
             self.read_errors()  # start from an empty queue
+
+    def _has_error_queue(self) -> bool:
+        """True if the error query answers ``<code>,<message>`` (code an integer)."""
+        import pyvisa
+
+        try:
+            ans = self.res.query(self.error_query).strip()
+        except pyvisa.errors.VisaIOError:
+            return False
+        try:
+            code = int(float(ans.split(",", 1)[0]))
+        except ValueError:
+            return False
+        if code != 0:  # an error left from before: report it once, then start empty
+            log.warning("%s: error queue held %r at open", self.resource_name, ans)
+        return True
 
     def idn(self) -> str:
         return self.res.query("*IDN?").strip()
