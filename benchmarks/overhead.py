@@ -14,8 +14,17 @@ the same ``TiledWriter(max_array_size=0)``:
   NV (program validation, pulse-program set, trigger, physics, normalization, derived
   coherence signals, checkpoints, journal, Tiled write).
 
-Usage: ``python benchmarks/overhead.py [--points 200] [--repeats 3] [--out FILE]``.
+- the wire path (unless ``--no-wire``): the same ``coherence_scan`` through the vendor
+  clients (pyvisa, pulsestreamer, nidaqmx over gRPC) against ``mracq emulate nv`` in
+  another process, against the in-process simulator in the same RunEngine and catalog.
+
+Usage: ``python benchmarks/overhead.py [--points 200] [--repeats 3] [--no-wire] [--out FILE]``.
 Prints per-point times and the ratio, writes JSON (default ``benchmarks/overhead.json``).
+
+``--publisher``: instead, the per-point cost of ``coherence_scan`` with the 0MQ publisher
+(``make_session(publish=...)``) on against off, through a proxy to a subscriber in another
+process that counts every document, and a 1000-point scan whose documents are counted
+at the far end (target: ratio <= 1.2, nothing lost). JSON: ``benchmarks/overhead_publisher.json``.
 """
 
 from __future__ import annotations
@@ -35,8 +44,19 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).with_name("overhead.json")))
+    ap.add_argument("--no-wire", action="store_true",
+                    help="skip the wire path (emulated instruments over TCP)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--publisher", action="store_true",
+                    help="measure the 0MQ publisher's overhead instead")
     args = ap.parse_args(argv)
+    if args.publisher:
+        from overhead_publisher import publisher_overhead
+
+        return publisher_overhead(args.points, args.repeats,
+                                  args.out or str(Path(__file__).with_name(
+                                      "overhead_publisher.json")))
+    args.out = args.out or str(Path(__file__).with_name("overhead.json"))
 
     import bluesky.plans as bp
     from bluesky import RunEngine
@@ -84,6 +104,7 @@ def main(argv=None) -> dict:
             base0.append(per_point(RE0, bp.count([sig], args.points)))
             fresh = times * (1 + 1e-3 * (rep + 11))
             ours0.append(per_point(RE0, coherence_scan(d["nv"], "cpmg", fresh, n=8)))
+        wire = None if args.no_wire else wire_overhead(s, times, args)
     b, o = float(np.median(base)), float(np.median(ours))
     j, f = float(np.median(journal)), float(np.median(fsync_all))
     b0, o0 = float(np.median(base0)), float(np.median(ours0))
@@ -110,10 +131,61 @@ def main(argv=None) -> dict:
           "(target <= 1.5)")
     print(f"without the writer       : {b0 * 1e3:7.2f} vs {o0 * 1e3:.2f} ms/point, "
           f"ratio {o0 / b0:.2f}")
-    print(f"load average             : {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if wire is not None:
+        result.update(wire)
+        w, loc = wire["wire_coherence_scan_s_per_point"], wire["local_coherence_scan_s_per_point"]
+        print(f"wire path (emulated, TCP): {w * 1e3:7.2f} ms/point vs in-process "
+              f"{loc * 1e3:.2f} ms/point: +{(w - loc) * 1e3:.2f} ms/point "
+              f"({wire['wire_rpcs_per_point']} requests/point)")
+    result["load_average"] = list(os.getloadavg())
+    print(f"load average: {result['load_average']}")
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     return result
+
+
+def wire_overhead(s, times, args) -> dict:
+    """Per-point time of ``coherence_scan`` over the wire vs in-process (same RE, writer)."""
+    from mracq.config import validate_config
+    from mracq.devices import build_devices
+    from mracq.emulators.process import EmulatorProcess
+    from mracq.plans.coherence import coherence_scan, prepare_nv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = EmulatorProcess(tmp, seed=0)
+        try:
+            wired = build_devices(validate_config(rig.raw))
+            local = s.devices
+            f0 = local["nv"].transport.nv.transition_frequency
+            s.RE(prepare_nv(wired["mw"], wired["laser"], frequency=f0, power_dbm=0.0))
+            # times on a 16 ns grid: CPMG-8 pulse centres land on the sequencer's 1 ns grid,
+            # so the emulated NV sees exact CPMG timing (closed-form chi, as in-process);
+            # off-grid times make it integrate chi numerically (the instrument's cost, not
+            # the wire's)
+            step = 16e-9
+            grid = np.round(times / step) * step
+            s.RE(coherence_scan(wired["nv"], "cpmg", grid[:5], n=8))  # warm up
+            w, loc = [], []
+            for rep in range(args.repeats):
+                fresh = np.round(grid * (1 + 1e-3 * (rep + 21)) / step) * step
+                for dev, out in ((wired, w), (local, loc)):
+                    t0 = time.perf_counter()
+                    s.RE(coherence_scan(dev["nv"], "cpmg", fresh, n=8))
+                    out.append((time.perf_counter() - t0) / args.points)
+            before = rig.control(cmd="state")["streams"]
+            s.RE(coherence_scan(wired["nv"], "cpmg", grid[:10], n=8))
+            streams = rig.control(cmd="state")["streams"] - before
+            wired["nv"].transport.close()
+            wired["mw"].transport.close()
+        finally:
+            rig.stop()
+    # requests per point: 1 stream (binary) + 1 hasFinished (JSON-RPC) + 3 x (StartTask,
+    # ReadCounterF64Ex with its attribute reads, StopTask) over gRPC
+    return {"wire_coherence_scan_s_per_point": float(np.median(w)),
+            "local_coherence_scan_s_per_point": float(np.median(loc)),
+            "wire_extra_s_per_point": float(np.median(w) - np.median(loc)),
+            "wire_all": w, "local_all": loc, "wire_streams_per_point": streams / 10,
+            "wire_rpcs_per_point": "1 stream + 1 hasFinished + 3 x (start, read, stop)"}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ Parts (side by side in one run, ratios printed and written to JSON):
   peak on a broad background with CPMG-1 ... 256). Relative L2 error of the mean spectrum
   over the band the sequences are sensitive to, for VQNS, DDNS and FTNS on the same data;
   fraction of that band where the truth lies within the VQNS band (mean +- 2 std).
+- ``families``: random instances of every spectral family of issue 19 (sums of 1-4
+  Lorentzians, some near-degenerate; Ohmic/Drude; 1/f^alpha without FID; a broad
+  background with a Gaussian or Lorentzian peak at 0.3-3 MHz; a peak narrower than 1/T),
+  7 sequences of 40-80 points at 0, 1 and 3 % Gaussian or uniform error: per family and
+  level the VQNS error over the band and at DDNS's frequencies, DDNS's and FTNS's, the
+  band coverage, failed restarts and time.
 - ``speed``: 100 restarts batched against the literal reference (one restart at a time,
   per-restart ``torch.optim.Adam`` loop, autograd through the closed form per sequence),
   same data, threshold, initialization and iteration cap.
@@ -38,7 +44,7 @@ from mracq.recon.vqns.ftns import ftns
 from mracq.recon.vqns.model import Measurement, reconstruct, sensitive_band
 from mracq.recon.vqns.strategy import NextSequenceStrategy
 from mracq.sim.filter_function import coherence
-from mracq.sim.spectra import Lorentzians, Ohmic, PowerLaw, larmor_peak
+from mracq.sim.spectra import Lorentzians, Ohmic, PowerLaw, Spectrum, larmor_peak
 
 TP = 2 * np.pi
 THREE = Lorentzians([(TP * 60e3) ** 2, (TP * 40e3) ** 2, (TP * 50e3) ** 2],
@@ -119,6 +125,207 @@ def accuracy(quick, restarts, only=None):
     return rows
 
 
+# ------------------------------------------------------------------ spectral families
+
+SEQS_FID = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
+SEQS_NO_FID = ["se", "cpmg-2", "cpmg-3", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
+FAMILIES = ("lorentzians", "ohmic", "one_over_f", "background_peak", "narrow_peak")
+
+
+class GaussianPeak(Spectrum):
+    """Symmetrized Gaussian peak of variance ``amplitude`` (rad/s)^2 at ``centre``.
+
+    ``S = A sqrt(pi/2) / s [exp(-(w - w0)^2 / 2 s^2) + exp(-(w + w0)^2 / 2 s^2)]``, so that
+    ``Int S dw / 2 pi = A`` as for a Lorentzian of the same A.
+    """
+
+    def __init__(self, amplitude, centre, sd):
+        self.amplitude, self.centre, self.sd = float(amplitude), float(centre), float(sd)
+
+    def __call__(self, omega):
+        w = np.abs(np.asarray(omega, float))
+        a, w0, s = self.amplitude, self.centre, self.sd
+        return a * np.sqrt(np.pi / 2) / s * (np.exp(-(w - w0) ** 2 / (2 * s * s))
+                                              + np.exp(-(w + w0) ** 2 / (2 * s * s)))
+
+    def features(self):
+        return [(self.centre, self.sd)]
+
+    def scale(self):
+        return self.centre + 5 * self.sd
+
+
+def _logu(rng, lo, hi):
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def family_instance(family: str, rng):
+    """One random spectrum of ``family`` and its sequences: (spectrum, sequences, note).
+
+    Frequencies are drawn in Hz and converted to rad/s; amplitudes are set so that the
+    decays fall within microseconds to milliseconds, as for shallow NV centres.
+    """
+    if family == "lorentzians":
+        k = int(rng.integers(1, 5))
+        f0 = [0.0] + [_logu(rng, 0.1e6, 3e6) for _ in range(k - 1)]
+        g = [_logu(rng, 10e3, 300e3) for _ in range(k)]
+        if k >= 2 and rng.random() < 0.5:  # a near-degenerate pair: centres within a width
+            j = int(rng.integers(1, k))
+            i = (j + 1) % k if k > 2 else 0
+            f0[j] = f0[i] + rng.uniform(0.3, 1.0) * g[i]
+        a = [(TP * _logu(rng, 20e3, 80e3)) ** 2 for _ in range(k)]
+        return (Lorentzians(a, [TP * x for x in g], [TP * x for x in f0]), SEQS_FID,
+                f"{k} Lorentzians")
+    if family == "ohmic":
+        fc = _logu(rng, 0.3e6, 3e6)
+        eta = _logu(rng, 1.5, 5.0)
+        return Ohmic(eta, TP * fc), SEQS_FID, f"Ohmic fc {fc / 1e6:.2f} MHz"
+    if family == "one_over_f":
+        alpha = rng.uniform(0.5, 1.5)
+        return (PowerLaw(_logu(rng, 1e4, 1e5), alpha, TP * 1e6), SEQS_NO_FID,
+                f"1/f^{alpha:.2f}")
+    bg_g = _logu(rng, 20e3, 300e3)
+    bg = Lorentzians([(TP * _logu(rng, 30e3, 80e3)) ** 2], [TP * bg_g], [0.0])
+    f0 = rng.uniform(0.3e6, 3e6)
+    amp = (TP * _logu(rng, 10e3, 30e3)) ** 2
+    if family == "background_peak":
+        width = _logu(rng, 10e3, 60e3)
+        if rng.random() < 0.5:
+            peak, kind = GaussianPeak(amp, TP * f0, TP * width), "Gaussian"
+        else:
+            peak, kind = Lorentzians([amp], [TP * width], [TP * f0]), "Lorentzian"
+        return bg + peak, SEQS_FID, f"{kind} peak {f0 / 1e6:.2f} MHz on Drude {bg_g / 1e3:.0f} kHz"
+    if family == "narrow_peak":
+        # narrower than 1/T of the longest sequence: only its area and centre are resolved
+        t_long = max(decay_time(bg, pulse_number(s)) for s in SEQS_FID)
+        width = rng.uniform(0.05, 0.3) / t_long
+        peak = Lorentzians([amp], [width], [TP * f0])
+        return (bg + peak, SEQS_FID,
+                f"peak {f0 / 1e6:.2f} MHz, width {width / TP:.0f} Hz < 1/T {1 / t_long:.0f} Hz")
+    raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
+
+
+def family_decays(spec, seqs, rng):
+    """Noise-free decays of 40-80 points per sequence down to C ~ 0.02-0.05.
+
+    Returns a list of (sequence, t in s, coherence).
+    """
+    n_points = int(rng.integers(40, 81))
+    chi_end = rng.uniform(3.0, 4.0)
+    out = []
+    for name in seqs:
+        n = pulse_number(name)
+        te = decay_time(spec, n, chi_end)
+        t = np.linspace(te / n_points, te, n_points)
+        out.append((name, t, coherence(spec, t, n=n)))
+    return out
+
+
+def with_error(decays, noise, kind, rng):
+    """Measurements from noise-free decays with uniform (half width ``noise``) or Gaussian
+    (sd ``noise``) error, with matching error bars; none at ``noise = 0``."""
+    out = []
+    for name, t, c in decays:
+        sigma = None
+        if noise > 0:
+            if kind == "uniform":
+                c = c + rng.uniform(-noise, noise, c.shape)
+                sigma = np.full(c.shape, noise / np.sqrt(3))
+            else:
+                c = c + rng.normal(0, noise, c.shape)
+                sigma = np.full(c.shape, noise)
+            c = np.clip(c, -0.05, 1.05)
+        out.append(Measurement(name, t, c, sigma))
+    return out
+
+
+def _ftns_err(ms, spec, lo, hi):
+    """FTNS (from the FID, else the SE decay) relative L2 error over the band, or None."""
+    for m in ms:
+        if m.n in (0, 1):
+            try:
+                f = ftns(m)
+            except ValueError:
+                continue
+            ok = (f.omega >= lo) & (f.omega <= min(hi, f.omega_max)) & np.isfinite(f.spectrum)
+            if ok.sum() > 3:
+                return rel_err(f.spectrum[ok], spec(f.omega[ok]))
+    return None
+
+
+def family_row(family, instance, noise, ms, spec, note, restarts):
+    lo, hi = sensitive_band(ms)
+    w = np.geomspace(lo, hi, 400)
+    l0 = load()
+    res = reconstruct(ms, restarts=restarts, seed=instance)
+    est, sd, true = res.spectrum(w), res.spectrum_std(w), spec(w)
+    d = ddns(ms)
+    sel = (d.omega >= lo) & (d.omega <= hi)
+    return {
+        "family": family, "instance": instance, "spectrum": note, "noise": noise,
+        "points_per_sequence": len(ms[0]), "sequences": [m.sequence for m in ms],
+        "band_rad_s": [lo, hi],
+        "vqns_rel_l2": rel_err(est, true),
+        "vqns_rel_l2_at_ddns": rel_err(res.spectrum(d.omega[sel]), spec(d.omega[sel])),
+        "ddns_rel_l2_at_ddns": rel_err(d.spectrum[sel], spec(d.omega[sel])),
+        "ftns_rel_l2": _ftns_err(ms, spec, lo, hi),
+        "coverage_2sd": float(np.mean(np.abs(est - true) <= 2 * sd)),
+        "restarts": res.n_success, "failed_restarts": res.n_failed,
+        "runtime_s": res.runtime_s, "load_1min": [l0, load()],
+    }
+
+
+def families(instances, seed, restarts, noises=(0.0, 0.01, 0.03), only=None):
+    """Every spectral family of issue 19 on ``instances`` random instances each.
+
+    Instance i of a family is drawn from ``default_rng([seed, family, i])``; its error is
+    Gaussian for even i, uniform for odd i, at every level of ``noises``.
+    """
+    rows, summary = [], []
+    for fam in FAMILIES:
+        if only and fam not in only:
+            continue
+        per = {nz: [] for nz in noises}
+        for i in range(instances):
+            rng = np.random.default_rng([seed, FAMILIES.index(fam), i])
+            spec, seqs, note = family_instance(fam, rng)
+            decays = family_decays(spec, seqs, rng)
+            for nz in noises:
+                ms = with_error(decays, nz, "gaussian" if i % 2 == 0 else "uniform", rng)
+                row = family_row(fam, i, nz, ms, spec, note, restarts)
+                rows.append(row)
+                per[nz].append(row)
+                print(f"  {fam:16s} #{i} {nz:4.0%} {note:48s} VQNS {row['vqns_rel_l2']:.3f} "
+                      f"@DDNS {row['vqns_rel_l2_at_ddns']:.3f} vs DDNS "
+                      f"{row['ddns_rel_l2_at_ddns']:.3f}  cover {row['coverage_2sd']:.2f}  "
+                      f"failed {row['failed_restarts']:3d}  {row['runtime_s']:.1f} s "
+                      f"[load {row['load_1min'][0]:.1f}]", flush=True)
+        for nz, rs in per.items():
+            ft = [r["ftns_rel_l2"] for r in rs if r["ftns_rel_l2"] is not None]
+            agg = {"family": fam, "noise": nz, "instances": len(rs),
+                   "vqns_rel_l2": float(np.mean([r["vqns_rel_l2"] for r in rs])),
+                   "vqns_rel_l2_at_ddns": float(np.mean([r["vqns_rel_l2_at_ddns"]
+                                                         for r in rs])),
+                   "ddns_rel_l2_at_ddns": float(np.mean([r["ddns_rel_l2_at_ddns"]
+                                                         for r in rs])),
+                   "ftns_rel_l2": float(np.mean(ft)) if ft else None,
+                   "coverage_2sd": float(np.mean([r["coverage_2sd"] for r in rs])),
+                   "failed_restarts": float(np.mean([r["failed_restarts"] for r in rs])),
+                   "runtime_s": float(np.mean([r["runtime_s"] for r in rs]))}
+            agg["vqns_over_ddns"] = agg["vqns_rel_l2_at_ddns"] / agg["ddns_rel_l2_at_ddns"]
+            summary.append(agg)
+    print(f"{'family':16s} {'error':>5s} {'VQNS':>6s} {'@DDNS':>6s} {'DDNS':>6s} {'ratio':>6s} "
+          f"{'FTNS':>6s} {'cover':>6s} {'failed':>6s} {'time':>6s}")
+    for a in summary:
+        ft = "   -  " if a["ftns_rel_l2"] is None else f"{a['ftns_rel_l2']:6.3f}"
+        print(f"{a['family']:16s} {a['noise']:5.0%} {a['vqns_rel_l2']:6.3f} "
+              f"{a['vqns_rel_l2_at_ddns']:6.3f} {a['ddns_rel_l2_at_ddns']:6.3f} "
+              f"{a['vqns_over_ddns']:6.2f} {ft} {a['coverage_2sd']:6.2f} "
+              f"{a['failed_restarts']:6.0f} {a['runtime_s']:5.1f}s", flush=True)
+    return {"seed": seed, "instances": instances, "restarts": restarts, "rows": rows,
+            "summary": summary}
+
+
 # ------------------------------------------------------------------ speed
 
 def literal_reference(ms, *, n_lorentzians, restarts, threshold, lr=0.05, max_iter=1000,
@@ -159,23 +366,33 @@ def literal_reference(ms, *, n_lorentzians, restarts, threshold, lr=0.05, max_it
     return {"successes": ok, "failures": failed, "iterations": iters}
 
 
-def speed(quick, n_ref):
-    ms = simulate_measurements(THREE, SEVEN, n_points=40, noise=0.01,
+def speed(quick, n_ref, n_points=61):
+    """100 restarts on 7 x ``n_points`` points (1 % error) against the literal reference.
+
+    The first call in a process loads the compiled numba kernels from the on-disk cache
+    (or compiles them, once per machine); it is timed and reported apart.
+    """
+    ms = simulate_measurements(THREE, SEVEN, n_points=n_points, noise=0.01,
                                rng=np.random.default_rng(7))
-    reconstruct(ms[:2], n_lorentzians=2, restarts=2, seed=0)  # JIT compile / warm caches
+    t0 = time.perf_counter()
+    reconstruct(ms[:2], n_lorentzians=2, restarts=2, seed=0)  # JIT cache load / compile
+    first_call = time.perf_counter() - t0
     l0 = load()
     c0 = time.process_time()
-    res = reconstruct(ms, n_lorentzians=6, restarts=100, seed=0)
+    res = reconstruct(ms, restarts=100, seed=0)
     cpu = time.process_time() - c0
     l1 = load()
+    k = res.settings["n_lorentzians"]
     t0 = time.perf_counter()
     c0 = time.process_time()
-    ref = literal_reference(ms, n_lorentzians=6, restarts=n_ref,
+    ref = literal_reference(ms, n_lorentzians=k, restarts=n_ref,
                             threshold=res.loss_threshold)
     t_ref = time.perf_counter() - t0
     cpu_ref = time.process_time() - c0
     per = t_ref / n_ref
-    out = {"batched_100_restarts_s": res.runtime_s, "batched_steps": res.n_steps,
+    out = {"points": [len(m) for m in ms], "n_lorentzians": k,
+           "first_call_s (numba cache load or compile)": first_call,
+           "batched_100_restarts_s": res.runtime_s, "batched_steps": res.n_steps,
            "batched_failures": res.n_failed, "threshold": res.loss_threshold,
            "reference_restarts_measured": n_ref, "reference_time_s": t_ref,
            "reference_per_restart_s": per, "reference_100_extrapolated_s": 100 * per,
@@ -184,10 +401,11 @@ def speed(quick, n_ref):
            "batched_cpu_s": cpu, "reference_cpu_per_restart_s": cpu_ref / n_ref,
            "speedup_cpu": 100 * cpu_ref / n_ref / cpu,
            "cpu_count": os.cpu_count()}
-    print(f"speed: batched 100 restarts {res.runtime_s:.1f} s ({res.n_steps} steps, "
-          f"{res.n_failed} redraws); literal reference {n_ref} restarts {t_ref:.1f} s "
-          f"-> {100 * per:.0f} s per 100 -> speedup x{out['speedup']:.0f}; CPU time "
-          f"{cpu:.1f} s vs {100 * cpu_ref / n_ref:.0f} s (x{out['speedup_cpu']:.0f}) "
+    print(f"speed: 7 x {n_points} points, K = {k}: first call (kernel cache load) "
+          f"{first_call:.1f} s; 100 restarts {res.runtime_s:.1f} s ({res.n_steps} batched "
+          f"steps, {res.n_failed} failed restarts); literal reference {n_ref} restarts "
+          f"{t_ref:.1f} s -> {100 * per:.0f} s per 100 -> speedup x{out['speedup']:.0f}; "
+          f"CPU time {cpu:.1f} s vs {100 * cpu_ref / n_ref:.0f} s (x{out['speedup_cpu']:.0f}) "
           f"[load {l0:.1f}/{l1:.1f}/{load():.1f}]", flush=True)
     return out
 
@@ -233,7 +451,7 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
     """
     spec = THREE
     lo_hi = None
-    kw = dict(n_lorentzians=6, restarts=restarts, max_iter=800)
+    kw = dict(restarts=restarts)
     ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
     truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
                               decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
@@ -292,7 +510,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer cases and restarts")
-    ap.add_argument("--parts", nargs="+", default=["accuracy", "speed", "loop"])
+    ap.add_argument("--parts", nargs="+", default=["accuracy", "speed", "loop"],
+                    choices=["accuracy", "families", "speed", "loop"])
     ap.add_argument("--restarts", type=int, default=None)
     ap.add_argument("--cases", nargs="+", default=None,
                     help="accuracy: only the cases whose name contains one of these")
@@ -302,12 +521,23 @@ def main():
                     help="noise seeds of the closed-loop comparison (one run each)")
     ap.add_argument("--cost-aware", action="store_true",
                     help="closed loop: rank candidates by Eq. 7 score per second of time")
+    ap.add_argument("--family-instances", type=int, default=3,
+                    help="families: random instances per family")
+    ap.add_argument("--family-seed", type=int, default=19,
+                    help="families: seed of the instances (check a fresh one too)")
+    ap.add_argument("--families", nargs="+", default=None, choices=FAMILIES,
+                    help="families: only these")
+    ap.add_argument("--family-noise", type=float, nargs="+", default=[0.0, 0.01, 0.03],
+                    help="families: error levels")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("vqns.json"))
     a = ap.parse_args()
     restarts = a.restarts or (30 if a.quick else 100)
     out = {"load_start": load(), "quick": a.quick}
     if "accuracy" in a.parts:
         out["accuracy"] = accuracy(a.quick, restarts, a.cases)
+    if "families" in a.parts:
+        out["families"] = families(a.family_instances, a.family_seed, restarts,
+                                   a.family_noise, a.families)
     if "speed" in a.parts:
         out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
     if "loop" in a.parts:

@@ -90,7 +90,7 @@ def test_cli_demo_runs_show(tmp_path, capsys):
         assert len(pngs) == 1 and pngs[0].stat().st_size > 10_000
     assert main(["runs", "--data-dir", data]) == 0
     listing = capsys.readouterr().out
-    assert listing.count("coherence_scan") == 8  # the ladder and the suggested sequence
+    assert listing.count("coherence_scan") == 9  # the ladder (to CPMG-64) and the suggestion
     assert listing.count("vqns_estimate") == 2  # after the ladder and after the suggestion
     assert main(["show", "7", "--data-dir", data, "--out", str(tmp_path)]) == 0
     shown = capsys.readouterr().out

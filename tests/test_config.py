@@ -82,9 +82,9 @@ def test_unknown_key_and_instrument_list_known_ones(tmp_path):
         load_config(path)
     assert len(err.value.errors) == 3
     text = str(err.value)
-    assert ("instruments.mw.max_powr_dbm is not a known key; known: backend, max_frequency, "
-            "max_power_dbm, min_frequency, visa_library, visa_options (did you mean "
-            "'max_power_dbm'?)") in text
+    assert ("instruments.mw.max_powr_dbm is not a known key; known: address, backend, client, "
+            "driver, iq, max_frequency, max_power_dbm, min_frequency, pulse_modulation, "
+            "timeout, visa_library, visa_options (did you mean 'max_power_dbm'?)") in text
     assert ("instruments.wm is not a known instrument; known: laser, mw, nv, readout, rf, "
             "scanner") in text
     assert "simulator is not a known top-level table; known: instruments, sim, storage" in text

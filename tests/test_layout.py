@@ -11,7 +11,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mracq"
 LAYER = {"pulses": 1, "config": 1, "_lazy": 1, "data": 1, "sim": 2, "recon": 3, "devices": 4,
-         "plans": 5, "__init__": 6, "__main__": 6, "storage": 6, "session": 6, "cli": 6, "viz": 6}
+         "emulators": 4, "plans": 5, "__init__": 6, "__main__": 6, "storage": 6, "session": 6,
+         "cli": 6, "viz": 6, "stream": 6, "worker": 6, "qserver": 6}
 METHODS = ("vqns", "cosy", "mrfm")
 FRAMEWORKS = ("bluesky", "ophyd", "tiled")
 
@@ -55,6 +56,14 @@ def test_no_upward_or_cross_method_imports(path):
         # a method's modules are its own: another method's subpackage is off limits
         if own_method and bits[1] in ("sim", "recon") and len(bits) > 2 and bits[2] in METHODS:
             assert bits[2] == own_method, f"{path.relative_to(SRC)} imports {name}"
+
+
+def test_devices_and_emulators_never_import_each_other():
+    """A transport speaks the protocol, an emulator serves it: neither knows the other."""
+    for side, other in (("devices", "emulators"), ("emulators", "devices")):
+        for path in (SRC / side).rglob("*.py"):
+            for name in _imports(path):
+                assert not name.startswith(f"mracq.{other}"), f"{path.relative_to(SRC)}: {name}"
 
 
 def test_no_prefixed_modules_remain():

@@ -175,7 +175,7 @@ def test_analyze_cli_from_npz(tmp_path, rig, setup):
     assert main(["analyze", "mrfm", str(path), "--out", str(out), "--n-z", "12",
                  "--n-iter", "5"]) == 0
     vol = np.load(out / "volume.npy")
-    assert vol.shape == setup.sample_shape and (out / "slice_000.png").exists()
+    assert vol.shape == setup.sample_shape and (out / "slices.png").exists()
 
 
 def test_analyze_cli_uses_the_magnet_model(tmp_path, capsys):
@@ -223,3 +223,49 @@ def test_analyze_cli_from_stored_run(tmp_path, rig, setup):
     assert main(["analyze", "mrfm", "-1", "--data-dir", str(tmp_path / "data"), "--out",
                  str(out), "--n-z", "4", "--n-iter", "3"]) == 0
     assert np.load(out / "volume.npy").shape == (6, 6, 4)
+
+
+def test_adaptive_time_scan_spends_time_where_the_sample_is(rig, setup):
+    """Pilot on a quarter of the positions, then one water-filled round: the clock counts
+    exactly the integration time the strategy spent, new positions and revisits happen, and
+    the round's time goes to points the reconstruction predicts signal at."""
+    from mracq.plans.mrfm import adaptive_time_multislice_scan
+    from mracq.recon.mrfm.strategy import HardwareTimeStrategy
+
+    devs, clock, RE, docs, density = rig
+    n_pts = int(np.prod(setup.data_shape))
+    strat = HardwareTimeStrategy(setup.data_shape, t_ref=4.0, pilot_time=1.0,
+                                 round_time=1.0 * n_pts, budget=1.25 * n_pts, t_step=0.5,
+                                 pilot_fraction=0.25, rng=np.random.default_rng(3))
+    res = RE(adaptive_time_multislice_scan(devs["scanner"], devs["rf"], devs["readout"], setup,
+                                           t_ref=4.0, pilot_time=1.0, t_step=0.5,
+                                           strategy=strat, n_iter=100)).plan_result
+    assert strat.rounds == 2
+    assert clock.now == pytest.approx(strat.spent) and res.hardware_time == clock.now
+    assert strat.spent <= 1.25 * n_pts + 1e-9
+    pilot_pos = int(0.25 * setup.n_xy**2)
+    assert res.mask.sum() > pilot_pos  # the round measured new positions
+    assert (strat.time > 1.0).any()  # and revisited pilot points
+    clean = setup.forward(density)
+    sig = setup.noise_std(clean, 4.0)
+    signal, empty = clean > 0.3 * sig, clean < 0.01 * sig
+    assert strat.time[signal].mean() > 1.5 * strat.time[empty].mean()  # uniform: 1.0
+    start = next(d for n, d in docs if n == "start")
+    assert start["plan_name"] == "adaptive_time_multislice_scan"
+
+
+def test_adaptive_time_scan_dry_run_stops_after_the_pilot(rig, setup, capsys):
+    from bluesky.simulators import summarize_plan
+
+    from mracq.plans.mrfm import adaptive_time_multislice_scan
+    from mracq.recon.mrfm.strategy import HardwareTimeStrategy
+
+    devs, clock, *_ = rig
+    strat = HardwareTimeStrategy(setup.data_shape, 4.0, 1.0, 100.0, 1e4, t_step=0.5,
+                                 pilot_fraction=0.05, rng=np.random.default_rng(0))
+    summarize_plan(adaptive_time_multislice_scan(devs["scanner"], devs["rf"], devs["readout"],
+                                                 setup, t_ref=4.0, pilot_time=1.0, t_step=0.5,
+                                                 strategy=strat))
+    out = capsys.readouterr().out
+    assert out.count("Read ['readout', 'scanner']") == int(round(0.05 * setup.n_xy**2))
+    assert strat.rounds == 0 and clock.now == 0.0

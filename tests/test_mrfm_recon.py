@@ -116,6 +116,23 @@ def test_noise_estimate(small_ms):
     assert estimate_noise_std(data) == pytest.approx(true, rel=0.3)
 
 
+@pytest.mark.parametrize("per_point", [False, True])
+def test_noise_estimate_with_mask_ignores_unsampled_zeros(per_point):
+    """Known sigma: a smooth scan plus white noise, half the points zeroed and masked out."""
+    rng = np.random.default_rng(11)
+    sigma = 2.0
+    ch = np.linspace(0, 1, 40)
+    clean = 50 * np.sin(3 * ch)[None, None, :] * rng.random((40, 40, 1))
+    data = clean + sigma * rng.standard_normal(clean.shape)
+    shape = data.shape if per_point else data.shape[:2]
+    mask = rng.random(shape) < 0.5
+    m3 = np.broadcast_to(mask[:, :, None], data.shape) if mask.ndim == 2 else mask
+    est = estimate_noise_std(np.where(m3, data, 0.0), mask)
+    assert est == pytest.approx(sigma, rel=0.05)
+    with pytest.raises(ValueError, match="consecutive"):
+        estimate_noise_std(data, np.zeros(data.shape, bool))
+
+
 def test_reconstruct_with_mask_and_errors(small_ms):
     s = small_ms
     rng = np.random.default_rng(7)
@@ -132,3 +149,58 @@ def test_reconstruct_with_mask_and_errors(small_ms):
         reconstruct(np.full(s.data_shape, np.nan), s)
     with pytest.raises(ValueError, match="unknown"):
         reconstruct(data, s, gama=1.0)
+
+
+def test_admm_stopping_rule_and_weighted_data(small_ms):
+    """``tol`` stops at a relative change (well before the cap, near the long run's answer);
+    float weights of 0/1 are the boolean mask, and doubling every weight is halving gamma."""
+    s = small_ms
+    rng = np.random.default_rng(12)
+    o = s.phantom(rng)
+    data = s.measure(o, 60.0, rng)
+    sig = float(np.median(s.noise_std(s.forward(o), 60.0)))
+    kw = {"nu1": 1e-3, "nu2": 1e-3, "noise_std": sig}
+    n_run = []
+    x_tol = reconstruct(data, s, n_iter=2000, tol=1e-4,
+                        callback=lambda k, x: n_run.append(k), **kw)
+    x_long = reconstruct(data, s, n_iter=1500, **kw)
+    assert 20 < len(n_run) < 1000
+    assert _rmse(x_tol, o) == pytest.approx(_rmse(x_long, o), rel=0.02)
+    mask = rng.random(s.data_shape) < 0.6
+    sub = np.where(mask, data, 0.0)
+    x_b = reconstruct(sub, s, mask=mask, n_iter=15, **kw)
+    x_f = reconstruct(sub, s, mask=mask.astype(float), n_iter=15, **kw)
+    np.testing.assert_allclose(x_f, x_b, rtol=1e-5, atol=1e-6 * x_b.max())
+    x_1 = reconstruct(sub, s, mask=mask.astype(float), n_iter=400, tol=1e-5, gamma_rel=0.01,
+                      **kw)
+    x_2 = reconstruct(sub, s, mask=2.0 * mask, n_iter=400, tol=1e-5, gamma_rel=0.02, **kw)
+    assert _rmse(x_1, x_2) < 0.02 * _rmse(0 * o, o)
+    with pytest.raises(ValueError, match="weights"):
+        reconstruct(sub, s, mask=-1.0 * mask, **kw)
+
+
+def test_hardware_time_strategy_water_fills_and_averages():
+    from mracq.recon.mrfm.strategy import HardwareTimeStrategy
+
+    st = HardwareTimeStrategy((4, 4, 3), t_ref=10.0, pilot_time=2.0, round_time=50.0,
+                              budget=200.0, t_step=1.0, tol=0.05)
+    pilot = st.suggest()
+    assert np.all(pilot == 2.0)
+    st.ingest(pilot, np.full(pilot.shape, 4.0))
+    pred = np.zeros(pilot.shape)
+    pred[:2] = 1.0  # half the points predicted far above the noise, half at zero
+    st.update(pred, 0.1)
+    alloc = st.suggest()
+    assert 45.0 <= alloc.sum() <= 50.0 and np.all(alloc[2:] == 0) and np.all(alloc[:2] >= 1)
+    back = np.zeros(alloc.shape)
+    for i, j, t, chans in st.visits(alloc):
+        back[i, j, chans] = t
+    np.testing.assert_array_equal(back, alloc)
+    st.ingest(alloc, np.where(alloc > 0, 1.0, 0.0))
+    k = alloc > 0
+    np.testing.assert_allclose(st.mean[k], (4.0 * 2.0 + alloc[k]) / (2.0 + alloc[k]))
+    np.testing.assert_allclose(st.weights(), st.time / 10.0)
+    x = np.ones((4, 4, 2))
+    assert not st.done(x) and not st.done(1.5 * x) and st.done(1.52 * x)
+    with pytest.raises(ValueError, match="shape"):
+        HardwareTimeStrategy((4, 4), 10.0, 2.0, 50.0, 200.0)

@@ -67,7 +67,7 @@ class Param:
     Parameters
     ----------
     kind : str
-        ``"float"``, ``"int"``, ``"range"`` (two increasing floats), ``"str"``,
+        ``"float"``, ``"int"``, ``"range"`` (two increasing floats), ``"str"``, ``"bool"``,
         ``"table"``, ``"backend"`` or ``"library"`` (a VISA library).
     default : object
         Value used when the file does not name the key (``None``: no value).
@@ -115,6 +115,104 @@ def _visa_library() -> Param:
 
 _F_LIMITS = (1e3, 50e9)
 
+
+# --- vendor drivers (issue 13): driver, address, channel map per instrument ---------------
+MW_DRIVERS = ("sim", "visa", "rs_sgs100a", "rs_smb100a", "keysight_n5183b", "keysight_n5172b")
+NV_DRIVERS = ("sim", "visa", "pulsestreamer")
+SEQ_DIGITAL_ROLES = ("laser", "mw", "gate", "gate_bright", "gate_dark", "rf")
+SEQ_ANALOG_ROLES = ("mw_i", "mw_q")
+SEQ_REQUIRED_ROLES = ("laser", "mw", "gate", "gate_bright", "gate_dark")
+
+
+def _driver_params(drivers) -> dict[str, Param]:
+    return {
+        "driver": Param("str", None, description=f"instrument driver: {', '.join(drivers)}"),
+        "address": Param("str", None, description="VISA resource, IP address or host:port"),
+        "timeout": Param("float", None, 0, 3600, "s", "per-command timeout", lo_open=True),
+    }
+
+
+def check_channel_map(channels: dict) -> list[str]:
+    """Problems of a Pulse Streamer channel map (empty if none).
+
+    Digital roles (outputs 0-7): ``laser``, ``mw``, ``gate``, ``gate_bright``,
+    ``gate_dark`` (required) and ``rf``; analog roles ``mw_i``, ``mw_q`` (``"A0"``/``"A1"``,
+    both or neither).
+    """
+    errs = []
+    for role in SEQ_REQUIRED_ROLES:
+        if role not in channels:
+            errs.append(f"channels.{role} is missing (a digital output 0-7)")
+    used: dict = {}
+    for role, out in channels.items():
+        if role in SEQ_DIGITAL_ROLES:
+            if isinstance(out, bool) or not isinstance(out, int) or not 0 <= out <= 7:
+                errs.append(f"channels.{role} = {out!r} must be a digital output 0-7")
+                continue
+        elif role in SEQ_ANALOG_ROLES:
+            if out not in ("A0", "A1"):
+                errs.append(f'channels.{role} = {out!r} must be "A0" or "A1"')
+                continue
+        else:
+            errs.append(f"channels.{role} is not a role; known: "
+                        f"{', '.join(SEQ_DIGITAL_ROLES + SEQ_ANALOG_ROLES)}")
+            continue
+        if out in used:
+            errs.append(f"channels.{role} and channels.{used[out]} both use output {out!r}")
+        used[out] = role
+    if ("mw_i" in channels) != ("mw_q" in channels):
+        errs.append("channels.mw_i and channels.mw_q go together (IQ needs both)")
+    return errs
+
+
+def _check_counter(counter: dict) -> list[str]:
+    errs = []
+    if counter.get("driver", "nidaqmx") != "nidaqmx":
+        errs.append(f"counter.driver = {counter.get('driver')!r}: only \"nidaqmx\" is supported")
+    addr = counter.get("address")
+    if not (isinstance(addr, str) and addr.rpartition(":")[2].isdigit()):
+        errs.append(f"counter.address = {addr!r} must be \"host:port\" of the NI gRPC Device "
+                    "Server")
+    for key in ("counters", "gates"):
+        v = counter.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, str) for x in v)):
+            errs.append(f"counter.{key} = {v!r} must list 3 strings (signal, bright, dark)")
+    if not isinstance(counter.get("photons"), str):
+        errs.append(f"counter.photons = {counter.get('photons')!r} must be the photon "
+                    'terminal, e.g. "/Dev1/PFI0"')
+    unknown = set(counter) - {"driver", "address", "counters", "gates", "photons"}
+    if unknown:
+        errs.append(f"counter has unknown keys {sorted(unknown)}")
+    return errs
+
+
+def _check_driver(name: str, values: dict) -> list[str]:
+    """Driver, address and channel-map problems of one instrument table."""
+    driver = values.get("driver")
+    if driver is None or name not in ("mw", "nv"):
+        return []
+    pre = f"instruments.{name}"
+    known = MW_DRIVERS if name == "mw" else NV_DRIVERS
+    if driver not in known:
+        return [_unknown(f"{pre}.driver = {driver!r}:", driver, known, "driver")]
+    errs = []
+    if driver in ("sim", "visa"):
+        return errs
+    if values.get("backend", "sim") != "sim":
+        errs.append(f"{pre}: give driver or backend, not both")
+    if not values.get("address"):
+        errs.append(f"{pre}.address is required for driver {driver!r}")
+    if name == "mw" and values.get("client", "pyvisa") not in ("pyvisa", "rsinstrument"):
+        errs.append(f"{pre}.client = {values.get('client')!r} must be \"pyvisa\" or "
+                    '"rsinstrument"')
+    if name == "nv":
+        errs += [f"{pre}.{e}" for e in check_channel_map(values.get("channels") or {})]
+        if values.get("counter") is None:
+            errs.append(f"{pre}.counter is required for driver {driver!r} (the photon counter)")
+        else:
+            errs += [f"{pre}.{e}" for e in _check_counter(values["counter"])]
+    return errs
+
 #: Instruments and their keys: name -> key -> :class:`Param`.
 SCHEMA: dict[str, dict[str, Param]] = {
     "mw": {
@@ -124,6 +222,10 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_power_dbm": Param("float", 10.0, -140, 30, "dBm", "highest output power"),
         "visa_options": _visa_options(),
         "visa_library": _visa_library(),
+        **_driver_params(MW_DRIVERS),
+        "client": Param("str", None, description='"pyvisa" (default) or "rsinstrument"'),
+        "iq": Param("bool", None, description="IQ modulation on (default true)"),
+        "pulse_modulation": Param("bool", None, description="pulse modulation on"),
     },
     "laser": {
         "backend": _backend(),
@@ -142,6 +244,14 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_shots": Param("int", 100_000_000, 1, 1e10, "", "most repetitions per trigger"),
         "visa_options": _visa_options(),
         "visa_library": _visa_library(),
+        **_driver_params(NV_DRIVERS),
+        "channels": Param("table", None, description="Pulse Streamer channel map (role -> output)"),
+        "counter": Param("table", None, description="photon counter: driver, address, "
+                         "counters, gates, photons"),
+        "reference_duration": Param("float", None, 1e-7, 1e-3, "s",
+                                    "each reference shot (default 4e-6)"),
+        "pi_duration": Param("float", None, 1e-9, 1e-5, "s",
+                             "pi pulse of the dark reference (default 40e-9)"),
     },
     "scanner": {
         "backend": _backend(),
@@ -174,9 +284,14 @@ SCHEMA: dict[str, dict[str, Param]] = {
 #: Known ``[sim]`` keys (others are allowed and passed through unchecked).
 SIM_SCHEMA: dict[str, Param] = {
     "seed": Param("int", None, 0, 2**63 - 1, "", "seed of the simulator's random generator"),
-    "bright_rate": Param("float", 0.03, 0, 100, "photons/shot", "NV ms=0 photon rate",
-                         lo_open=True),
-    "contrast": Param("float", 0.3, 0, 1, "", "fractional dark/bright contrast"),
+    # bounds where the simulation still means something: below 1e-6 photons/shot no
+    # shot count reaches a finite coherence; a contrast of 0 carries no signal; above
+    # 0.1025 T the ms=0 -> -1 line of the NV would be below 0 Hz
+    "bright_rate": Param("float", 0.03, 1e-6, 100, "photons/shot", "NV ms=0 photon rate"),
+    "contrast": Param("float", 0.3, 0, 1, "", "fractional dark/bright contrast",
+                      lo_open=True),
+    "field": Param("float", 0.05, 0, 0.1, "T", "static field along the NV axis (a number "
+                   "in tesla)"),
     "spectrum": Param("str", "default", description="name of the simulated noise spectrum"),
 }
 
@@ -340,6 +455,7 @@ def validate_config(raw: dict, *, path: str | os.PathLike | None = None) -> LabC
                                             allow_unknown=False)
         _cross_check(name, instruments[name], errors, where)
         _resolve_library(prefix, instruments[name], path, errors, where)
+        errors.extend(e + where for e in _check_driver(name, instruments[name]))
 
     sim_table = merged.get("sim", {})
     if not isinstance(sim_table, dict):
@@ -442,6 +558,10 @@ def _check(full: str, value: Any, param: Param) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"{full} = {_show(value)} must be a string")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{full} = {_show(value)} must be true or false")
         return value
     if kind == "table":
         if not isinstance(value, dict):

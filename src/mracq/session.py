@@ -163,6 +163,8 @@ class Session:
         The Tiled server, when not embedded.
     rng : numpy.random.Generator
         The generator given to the simulated devices.
+    publisher : mracq.stream.DocumentPublisher or None
+        Publishes every document to a 0MQ proxy (``make_session(publish=...)``).
     """
 
     RE: Any
@@ -174,6 +176,7 @@ class Session:
     url: str | None = None
     rng: np.random.Generator | None = None
     recovered: list[str] = field(default_factory=list)
+    publisher: Any = None
     tokens: list[int] = field(default_factory=list, repr=False)
     closed: bool = field(default=False, repr=False)
     lock: Any = field(default=None, repr=False)
@@ -186,6 +189,8 @@ class Session:
         for token in self.tokens:
             self.RE.unsubscribe(token)
         self.tokens.clear()
+        if self.publisher is not None:
+            self.publisher.close()
         md = self.RE.md
         if hasattr(md, "flush"):
             md.flush()
@@ -228,7 +233,7 @@ def _add_live_feedback(RE) -> list[int]:
 def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
                  url: str | None = None, api_key: str | None = None,
                  devices: dict | None = None, interactive: bool = False,
-                 clock=None, fsync_interval: float | None = 1.0) -> Session:
+                 clock=None, fsync_interval: float | None = 1.0, publish=None) -> Session:
     """Build a ready session.
 
     Steps: validate the lab configuration (nothing is created if it is invalid), take
@@ -258,6 +263,11 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
         that module is not available and ``devices`` is given).
     fsync_interval : float or None
         Journal fsync policy for events (:class:`mracq.storage.JournalWriter`).
+    publish : str, int or mracq.stream.DocumentPublisher, optional
+        Also publish every document to the 0MQ proxy at this address (a port means
+        127.0.0.1; ``mracq proxy`` runs one), msgpack-encoded, for workers elsewhere
+        (``mracq worker``); see :mod:`mracq.stream`. Default: env ``MRACQ_PUBLISH`` (so
+        every ``mracq`` command can publish), else none.
 
     Returns
     -------
@@ -288,7 +298,7 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
 
     root.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(root)  # one owner from the moment the session opens
-    catalog = None
+    catalog = session = None
     try:
         from bluesky import RunEngine
 
@@ -301,6 +311,14 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
                           data_dir=root, url=url, rng=rng, recovered=recovered, lock=lock)
         session.tokens.append(subscribe_writer(RE, catalog, journal_dir=root / JOURNAL_DIR,
                                                fsync_interval=fsync_interval))
+        if publish is None:
+            publish = os.environ.get("MRACQ_PUBLISH") or None
+        if publish is not None:
+            from .stream import DocumentPublisher
+
+            pub = publish if callable(publish) else DocumentPublisher(publish)
+            session.publisher = pub
+            session.tokens.append(RE.subscribe(pub))
         if devices is None:
             from .devices import build_devices
 
@@ -309,6 +327,8 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
         if interactive:
             session.tokens.extend(_add_live_feedback(RE))
     except BaseException:
+        if session is not None and session.publisher is not None:
+            session.publisher.close()
         if catalog is not None:
             close_catalog(catalog)
         lock.release()

@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
         "--dt", type=float, default=18e-6, help="time step of t1 and t2 in s (default 18e-6)"
     )
     parser.add_argument("--weights", default=None, help="DLNet weights (default: shipped)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite earlier outputs (default: refuse)")
 
 
 def load_map(path):
@@ -27,8 +29,7 @@ def load_map(path):
         if path.suffix == ".npy":
             m = np.load(path, allow_pickle=False)
         else:
-            m = np.genfromtxt(path, delimiter=",", dtype=float, missing_values=("", "nan", "NaN"),
-                              filling_values=np.nan)
+            m = _read_csv_map(path)
     except (OSError, ValueError) as exc:
         raise CLIError(f"cannot read {path}: {exc}") from exc
     m = np.asarray(m, dtype=float)
@@ -37,12 +38,46 @@ def load_map(path):
     return m
 
 
+def _read_csv_map(path):
+    """A CSV map; empty fields and nan are missing, anything else must be a number."""
+    import csv
+    import math
+
+    from mracq.cli import CLIError
+
+    rows = []
+    with open(path, newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or row[0].lstrip().startswith("#"):
+                continue
+            vals = []
+            for col, txt in enumerate(row, start=1):
+                txt = txt.strip()
+                if txt == "" or txt.lower() == "nan":
+                    vals.append(math.nan)
+                    continue
+                try:
+                    vals.append(float(txt))
+                except ValueError:
+                    raise CLIError(f"{path}:{lineno}: column {col} is {txt!r}, not a number "
+                                   "(leave a field empty or write nan for a missing entry)"
+                                   ) from None
+            if rows and len(vals) != len(rows[0]):
+                raise CLIError(f"{path}:{lineno}: {len(vals)} fields, the first row has "
+                               f"{len(rows[0])}")
+            rows.append(vals)
+    if not rows:
+        raise CLIError(f"{path}: no data")
+    return rows
+
+
 def run(args) -> int:
     from pathlib import Path
 
     import numpy as np
 
     from mracq.cli import CLIError
+    from mracq.cli.common import free_path
     from mracq.recon.cosy.dlmc import reconstruct
     from mracq.recon.cosy.dlnet import load_weights
     from mracq.recon.metrics import spectrum2d
@@ -54,15 +89,22 @@ def run(args) -> int:
         raise CLIError(f"--dt must be > 0 s, got {args.dt}")
     measured = load_map(path)
     mask = np.isfinite(measured)
+    out_dir = Path(args.out_dir) if args.out_dir else path.parent
+    stem = out_dir / path.stem
+    outputs = [Path(f"{stem}{suffix}") for suffix in ("_recon.npy", "_recon.csv",
+                                                       "_spectrum.npy", "_cosy.png")]
+    for out in outputs:
+        free_path(out, force=args.force)
+    if mask.sum() < 3:
+        raise CLIError(f"{path}: {int(mask.sum())} measured entries; a reconstruction needs "
+                       "more")
     net = load_weights(args.weights) if args.weights else None
     try:
         rec = reconstruct(measured, mask, args.method, net=net)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     spec = np.fft.fftshift(spectrum2d(rec))
-    out_dir = Path(args.out_dir) if args.out_dir else path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / path.stem
     np.save(f"{stem}_recon.npy", rec)
     np.savetxt(f"{stem}_recon.csv", rec, delimiter=",")
     np.save(f"{stem}_spectrum.npy", spec)
@@ -74,24 +116,11 @@ def run(args) -> int:
 
 
 def _plot(measured, rec, spec, dt, method, png) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    n1, n2 = rec.shape
-    f1 = np.fft.fftshift(np.fft.fftfreq(n1, dt)) / 1e3
-    f2 = np.fft.fftshift(np.fft.fftfreq(n2, dt)) / 1e3
-    fig, ax = plt.subplots(1, 3, figsize=(13, 4))
-    ext_t = [0, n2 * dt * 1e3, n1 * dt * 1e3, 0]
-    ax[0].imshow(np.ma.masked_invalid(measured), extent=ext_t)
-    ax[0].set(title="measured (blank = missing)", xlabel="t2 (ms, from first point)",
-              ylabel="t1 (ms)")
-    ax[1].imshow(rec, extent=ext_t)
-    ax[1].set(title=f"reconstruction ({method})", xlabel="t2 (ms)")
-    ax[2].imshow(spec, extent=[f2[0], f2[-1], f1[-1], f1[0]])
-    ax[2].set(title="|2D spectrum|", xlabel="f2 (kHz)", ylabel="f1 (kHz)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    from mracq.viz import plot_cosy
+
+    fig = plot_cosy(measured, np.isfinite(measured), rec, spec, png, dt=dt,
+                    title=f"COSY map ({method})", method=method)
     plt.close(fig)

@@ -13,31 +13,36 @@ import math
 from pathlib import Path
 
 from mracq.cli import CLIError
+from mracq.cli.common import positive_int
 
 HELP = "VQNS noise spectrum (with confidence band and DDNS overlay) from a coherence CSV"
 REQUIRED = ("sequence", "t", "coherence")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("file", type=Path, help="CSV with columns sequence,t,coherence[,sigma]")
+    parser.add_argument("file", type=Path, help="CSV with columns sequence,t,coherence[,sigma]; "
+                        "t is the total free evolution time in SECONDS (e.g. 2.5e-06)")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help="output prefix (default: FILE without suffix + '_vqns')")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite earlier outputs (default: refuse)")
     parser.add_argument("-k", "--lorentzians", type=int, default=None,
                         help="Lorentzians per restart (default: automatic)")
-    parser.add_argument("-r", "--restarts", type=int, default=100,
+    parser.add_argument("-r", "--restarts", type=positive_int, default=100,
                         help="successful restarts (default 100)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="loss threshold (default: from the error bars / App. B)")
     parser.add_argument("--weight-decay", type=float, default=0.0,
                         help="regularization strength (seed App. D)")
-    parser.add_argument("--max-iter", type=int, default=1000, help="iteration cap per restart")
+    parser.add_argument("--max-iter", type=positive_int, default=1000,
+                        help="iteration cap per restart")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
 def read_csv(path: Path) -> list:
     """Measurements from the CSV; :class:`CLIError` naming the line for malformed input."""
-    from mracq.recon.vqns.model import COHERENCE_RANGE, Measurement, pulse_number
+    from mracq.recon.vqns.data import COHERENCE_RANGE, Measurement, pulse_number
 
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
@@ -113,14 +118,43 @@ def read_csv(path: Path) -> list:
     return out
 
 
+#: fewer points than this in one decay constrain little; below MIN_TOTAL, refuse
+MIN_PER_SEQUENCE, MIN_TOTAL = 5, 4
+
+
+def check_plausible(ms, path) -> list[str]:
+    """Warnings for data that parse but are unlikely to mean what the user thinks."""
+    warnings = []
+    total = sum(len(m.t) for m in ms)
+    if total < MIN_TOTAL:
+        raise CLIError(f"{path}: {total} data point(s); a spectrum needs at least "
+                       f"{MIN_TOTAL} (better >= {MIN_PER_SEQUENCE} per sequence)")
+    thin = [m.sequence for m in ms if len(m.t) < MIN_PER_SEQUENCE]
+    if thin:
+        warnings.append(f"only a few points for {', '.join(thin)} (< {MIN_PER_SEQUENCE} each): "
+                        "the spectrum will be poorly constrained")
+    t_max = max(max(m.t) for m in ms)
+    if t_max > 0.1:
+        warnings.append(f"t reaches {t_max:g} s: t is in seconds (NV decays last us to ms); "
+                        "if the file is in microseconds, multiply t by 1e-6")
+    return warnings
+
+
 def run(args) -> int:
     import numpy as np
 
+    from mracq.cli.common import free_path
     from mracq.recon.vqns.ddns import ddns
     from mracq.recon.vqns.model import reconstruct
 
     ms = read_csv(args.file)
+    for text in check_plausible(ms, args.file):
+        print(f"warning: {text}")
     prefix = args.out or args.file.with_name(args.file.stem + "_vqns")
+    csv_path = free_path(Path(str(prefix) + ".csv"), force=args.force)
+    png = free_path(Path(str(prefix) + ".png"), force=args.force)
+    if not Path(str(prefix)).parent.is_dir():
+        raise CLIError(f"output folder {Path(str(prefix)).parent} does not exist")
     try:
         res = reconstruct(ms, n_lorentzians=args.lorentzians, restarts=args.restarts,
                           loss_threshold=args.threshold, weight_decay=args.weight_decay,
@@ -130,19 +164,20 @@ def run(args) -> int:
     lo, hi = res.band
     omega = np.geomspace(lo / 3, hi * 3, 400)
     mean, std = res.spectrum(omega), res.spectrum_std(omega)
-    csv_path = Path(str(prefix) + ".csv")
     with csv_path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["omega_rad_s", "freq_hz", "mean", "std", "lower", "upper"])
         for row in zip(omega, omega / (2 * np.pi), mean, std, np.maximum(mean - 2 * std, 0),
                        mean + 2 * std, strict=True):
             w.writerow([f"{x:.8g}" for x in row])
+    f_lo, f_hi = lo / (2 * np.pi), hi / (2 * np.pi)
+    print(f"the data constrain {f_lo:.3g}-{f_hi:.3g} Hz (t from {min(min(m.t) for m in ms):.3g} "
+          f"to {max(max(m.t) for m in ms):.3g} s)")
     print(f"{len(ms)} sequences ({', '.join(m.sequence for m in ms)}): {res.n_success} "
           f"restarts ok, {res.n_failed} redrawn, loss threshold {res.loss_threshold:.3g}, "
           f"{res.runtime_s:.1f} s")
     print(f"wrote {csv_path}")
     if not args.no_plot:
-        png = Path(str(prefix) + ".png")
         _plot(png, omega, mean, std, res, ms, ddns_points=_ddns_or_none(ddns, ms))
         print(f"wrote {png}")
     return 0
@@ -156,26 +191,14 @@ def _ddns_or_none(ddns, ms):
 
 
 def _plot(path, omega, mean, std, res, ms, ddns_points):
-    import matplotlib
+    from types import SimpleNamespace
 
-    matplotlib.use("Agg")
+    from mracq.viz import plot_spectrum
+
+    shown = SimpleNamespace(omega=omega, mean=mean, std=std, band=res.band)
+    points = None if ddns_points is None else (ddns_points.omega, ddns_points.spectrum)
+    fig = plot_spectrum(shown, path, points=points,
+                        title=", ".join(m.sequence for m in ms) + f" ({res.n_success} restarts)")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    f = omega / (2 * np.pi)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.fill_between(f, np.maximum(mean - 2 * std, mean * 1e-3), mean + 2 * std, alpha=0.3,
-                    color="teal", label="VQNS mean ± 2 std")
-    ax.plot(f, mean, color="teal", lw=1.5, label=f"VQNS mean ({res.n_success} restarts)")
-    if ddns_points is not None:
-        ax.plot(ddns_points.omega / (2 * np.pi), ddns_points.spectrum, ".", color="k", ms=3,
-                label="DDNS")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("frequency (Hz)")
-    ax.set_ylabel("S(ω) (rad²/s, two-sided)")
-    ax.set_title(", ".join(m.sequence for m in ms))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
-HELP = ("simulated closed-loop NV session: measure FID, Hahn echo and CPMG-2...32, "
+HELP = ("simulated closed-loop NV session: measure FID, Hahn echo and CPMG-2...64, "
         "reconstruct the noise spectrum (VQNS), measure the sequence it suggests, "
         "reconstruct again; store every run, plot, report the hardware time")
 
-DEFAULT_N = (2, 4, 8, 16, 32)
+DEFAULT_N = (2, 4, 8, 16, 32, 64)  # 64: the 1H line at 2.1 MHz lies inside the band
 
 
 def add_arguments(parser) -> None:
-    from mracq.cli.common import add_session_arguments
+    from mracq.cli.common import add_session_arguments, positive_int
 
     add_session_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="figure folder (default: DATA_DIR/figures)")
-    parser.add_argument("--points", type=int, default=20, help="times per curve (default 20)")
-    parser.add_argument("--shots", type=int, default=1_000_000,
-                        help="shots per point (default 1e6)")
+    parser.add_argument("--points", type=positive_int, default=20,
+                        help="evolution times per curve, >= 2 (default 20)")
+    parser.add_argument("--shots", type=positive_int, default=1_000_000,
+                        help="shots per point, e.g. 1e6 (default 1e6)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the simulated noise")
     parser.add_argument("--no-loop", action="store_true",
                         help="only the fixed FID/SE/CPMG ladder, no reconstruction")
 
 
-def demo_times(label: str, points: int):
-    """Evolution times (s) suited to the default simulated NV for one sequence."""
+def demo_times(label: str, points: int, larmor_hz: float | None = None):
+    """Evolution times (s) suited to the default simulated NV for one sequence.
+
+    With ``larmor_hz`` (the 1H Larmor frequency of the field in use, as an experimenter
+    would compute it from B), a CPMG-n curve spends a quarter of its points around the
+    time ``n / (2 f_L)`` where its filter passes that frequency, so that the nuclear peak
+    is measured and not stepped over by the logarithmic grid.
+    """
     import numpy as np
 
     if label == "fid":
@@ -31,7 +38,21 @@ def demo_times(label: str, points: int):
     if label == "se":
         return np.geomspace(1e-6, 60e-6, points)
     n = int(label.split("-")[1])  # T2 grows roughly as n^(1/2) for this bath
-    return np.geomspace(max(1e-6, n * 100e-9), 50e-6 * n**0.5, points)
+    lo, hi = max(1e-6, n * 100e-9), 50e-6 * n**0.5
+    t_res = n / (2 * larmor_hz) if larmor_hz else 0.0
+    n_res = points // 4 if lo < t_res < hi and points >= 8 else 0
+    t = np.geomspace(lo, hi, points - n_res)
+    if n_res:
+        t = np.concatenate([t, t_res * np.linspace(0.95, 1.05, n_res)])
+    return np.unique(t)
+
+
+def _wired(config) -> bool:
+    """True when the lab config drives the NV's mw and nv through vendor drivers (as
+    ``mracq emulate nv`` prints); otherwise the demo simulates its instruments and takes
+    only the storage and ``[sim]`` settings from the config."""
+    drivers = [config.instruments.get(n, {}).get("driver") for n in ("mw", "nv")]
+    return all(v not in (None, "sim", "visa") for v in drivers)
 
 
 def run(args) -> int:
@@ -40,35 +61,59 @@ def run(args) -> int:
     import numpy as np
 
     from mracq.cli import CLIError
-    from mracq.cli.common import figure_dir, human_time
+    from mracq.cli.common import (
+        config_from_args,
+        figure_dir,
+        human_time,
+        run_interruptibly,
+        storage_from_args,
+    )
     from mracq.config import validate_config
+
+    if args.points < 2:
+        raise CLIError(f"--points {args.points}: a curve needs at least 2 evolution times")
+    if args.shots > 100_000_000:
+        raise CLIError(f"--shots {args.shots:g}: at most 1e8 shots per point")
+    t_wall = time.perf_counter()
+    # --config / $MRACQ_CONFIG give the storage (data folder, server) and the simulation
+    # settings; the instruments are the built-in simulated ones unless the config names
+    # vendor drivers for the NV's mw and nv (an emulator or a rig: `mracq emulate nv`)
+    lab = config_from_args(args)
+    data_dir, url, key = storage_from_args(args)
+    if _wired(lab):  # NV instruments with vendor drivers (`mracq emulate nv`): used as named
+        config = lab
+    else:
+        raw = {"sim": {k: v for k, v in lab.sim.items() if v is not None}}
+        if args.seed is not None:
+            raw["sim"]["seed"] = args.seed
+        config = validate_config(raw)  # before the heavy imports: a bad value fails fast
     from mracq.plans.coherence import coherence_scan, prepare_nv
     from mracq.plans.vqns import family_of, vqns_loop
     from mracq.recon.vqns.strategy import DEFAULT_CANDIDATES, NextSequenceStrategy
+    from mracq.session import make_session
     from mracq.viz import plot_coherence, plot_spectrum
 
-    if args.config:
-        raise CLIError("the demo always runs on the built-in simulated instruments; "
-                       "drop --config")
-    if args.points < 2:
-        raise CLIError("--points must be >= 2")
-    t_wall = time.perf_counter()
-    # the built-in all-simulated configuration, never $MRACQ_CONFIG: no real instrument
-    # is touched by a demo
-    raw = {} if args.seed is None else {"sim": {"seed": args.seed}}
-    from mracq.session import make_session
-
-    session = make_session(validate_config(raw), data_dir=args.data_dir, url=args.url,
-                           api_key=args.api_key)
+    session = make_session(config, data_dir=data_dir, url=url, api_key=key)
     with session:
         d = session.devices
-        nv_sim = d["nv"].transport.nv
-        print(f"mracq demo: simulated NV, B = {nv_sim.field * 1e3:.0f} mT, transition "
+        nv_sim = getattr(d["nv"].transport, "nv", None)
+        where = "simulated NV"
+        if nv_sim is None:  # instruments over the wire (mracq emulate nv, or a real rig)
+            from mracq.devices import nv_physics_models
+            from mracq.sim.nv import SimulatedNV
+
+            nv_sim = SimulatedNV(nv_physics_models(config.sim),
+                                 field=config.sim.get("field", 0.05))
+            where = f"NV through {d['nv'].transport.label} and {d['mw'].transport.label}"
+        print(f"mracq demo: {where}, B = {nv_sim.field * 1e3:.0f} mT, transition "
               f"{nv_sim.transition_frequency / 1e9:.5f} GHz; data in {session.data_dir}")
         session.RE(prepare_nv(d["mw"], d["laser"], frequency=nv_sim.transition_frequency,
                               power_dbm=0.0))
         ladder = ["fid", "se"] + [f"cpmg-{n}" for n in DEFAULT_N]
-        initial = [(label, demo_times(label, args.points)) for label in ladder]
+        from mracq.sim.spectra import GAMMA_1H
+
+        f_1h = GAMMA_1H * nv_sim.field / (2 * np.pi)
+        initial = [(label, demo_times(label, args.points, f_1h)) for label in ladder]
         curves, scan_ids = [], []
 
         def record(res):  # each measurement: a line of output and a curve in the figure
@@ -78,19 +123,22 @@ def run(args) -> int:
             print(f"  scan {scan_id:>4}  {res['uid'][:8]}  {res['sequence']:<8} "
                   f"{len(res['t'])} points  hardware {human_time(res['hardware_time'])}")
 
+        again = "`mracq demo` again (it starts over)"
         if args.no_loop:
             for label, times in initial:
                 family, n = family_of(label)
-                record(session.RE(coherence_scan(d["nv"], family, times, n=n,
-                                                 shots=args.shots)).plan_result)
+                record(run_interruptibly(session, coherence_scan(d["nv"], family, times, n=n,
+                                                                 shots=args.shots),
+                                         _stopped(scan_ids), again=again).plan_result)
             loop = None
         else:
             strategy = NextSequenceStrategy(DEFAULT_CANDIDATES, initial=initial,
                                             n_points=args.points,
                                             max_measurements=len(initial) + 1,
                                             reconstruct_kw={"restarts": 100}, seed=args.seed)
-            loop = session.RE(vqns_loop(d["nv"], strategy, shots=args.shots,
-                                        on_scan=record)).plan_result
+            loop = run_interruptibly(session, vqns_loop(d["nv"], strategy, shots=args.shots,
+                                                        on_scan=record),
+                                     _stopped(scan_ids), again=again).plan_result
         out = figure_dir(args, session.data_dir)
         first, last = scan_ids[0], scan_ids[-1]
         png = out / f"demo-coherence-{first}-{last}.png"
@@ -112,3 +160,9 @@ def run(args) -> int:
               f"wall time {time.perf_counter() - t_wall:.1f} s")
         print("next: `mracq runs`, `mracq show -1`, `mracq shell`")
     return 0
+
+
+def _stopped(scan_ids) -> str:
+    done = (f"after {len(scan_ids)} complete runs (scans {scan_ids[0]}-{scan_ids[-1]})"
+            if scan_ids else "before the first run was complete")
+    return f"the demo, {done},"

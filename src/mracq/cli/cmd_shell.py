@@ -8,6 +8,8 @@ BANNER = """mracq shell: data in {data_dir}
   RE        RunEngine (Ctrl-C pauses; RE.resume() / RE.abort())
   devices   {devices}   (also as names: {names})
   catalog   Tiled client of stored runs; clock: simulated hardware time
+  live      every scan prints a table in nm, us, MHz, aN^2 (all measured columns);
+            COSY image: RE(cosy_random_mask(nv, 0.1, live=LiveCosy()))
   plans     bp, bps (bluesky); NV: prepare_nv, coherence_scan, vqns_loop,
             cosy_random_mask, cosy_adaptive; MRFM: xyz_scan, multislice_scan,
             cs_multislice_scan, adaptive_multislice_scan
@@ -39,6 +41,9 @@ def namespace(session) -> dict:
                           (mrfm, ("xyz_scan", "multislice_scan", "cs_multislice_scan",
                                   "adaptive_multislice_scan"))):
         ns.update({n: getattr(module, n) for n in names})
+    from mracq.viz import LiveCosy
+
+    ns["LiveCosy"] = LiveCosy  # RE(cosy_random_mask(nv, 0.1, live=LiveCosy()))
     ns.update(session.devices)
     return ns
 
@@ -48,8 +53,19 @@ def run(args) -> int:
 
     from mracq.cli.common import open_session
 
-    session = open_session(args, interactive=True)
+    session = open_session(args)
     with session:
+        # a live table in nm / us / MHz with every measured column (not bluesky's
+        # BestEffortCallback, which prints nm positions in metres and skips arrays)
+        import sys
+
+        from mracq.cli.live import UnitTable
+
+        session.tokens.append(session.RE.subscribe(UnitTable()))
+        if sys.stdout.isatty():
+            from bluesky.utils import ProgressBarManager
+
+            session.RE.waiting_hook = ProgressBarManager()
         ns = namespace(session)
         print(BANNER.format(data_dir=session.data_dir, devices=", ".join(session.devices),
                             names=" ".join(session.devices)))

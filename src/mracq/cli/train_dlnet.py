@@ -48,7 +48,17 @@ def run(args) -> int:
     out = Path(args.out)
     card = Path(args.card) if args.card else out.with_name(out.stem + "_model_card.md")
     load_before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    res = train(cfg, checkpoint=args.checkpoint, progress=not args.no_progress)
+    try:
+        res = train(cfg, checkpoint=args.checkpoint, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        from mracq.cli import Interrupted
+
+        if args.checkpoint:
+            raise Interrupted(f"training stopped; {args.checkpoint} keeps the last checkpoint "
+                              f"(every {cfg.checkpoint_every} steps): run the same command "
+                              "again to continue from it") from None
+        raise Interrupted("training stopped; nothing was kept (no --checkpoint). Pass "
+                          "--checkpoint FILE to be able to continue") from None
     save_weights(res.net, out, extra={"steps": res.steps, "seconds": res.seconds})
     write_model_card(
         card,

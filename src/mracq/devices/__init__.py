@@ -53,11 +53,21 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
         return {"library": instruments[name].get("visa_library"),
                 "options": instruments[name].get("visa_options") or {}}
 
-    mw_t = (tr.SimMicrowave() if backend("mw") == "sim"
-            else tr.VisaMicrowave(backend("mw"), **visa("mw")))
+    def vendor(name):  # a vendor driver (mracq.devices.drivers) named by `driver`
+        return instruments[name].get("driver") not in (None, "sim", "visa")
+
+    if vendor("mw"):
+        from mracq.devices.drivers import build_microwave
+        mw_t = build_microwave(instruments["mw"])
+    else:
+        mw_t = (tr.SimMicrowave() if backend("mw") == "sim"
+                else tr.VisaMicrowave(backend("mw"), **visa("mw")))
     laser_t = (tr.SimLaser() if backend("laser") == "sim"
                else tr.VisaLaser(backend("laser"), **visa("laser")))
-    if backend("nv") == "sim":
+    if vendor("nv"):
+        from mracq.devices.drivers import build_sequencer
+        seq_t = build_sequencer(instruments["nv"], clock=clock)
+    elif backend("nv") == "sim":
         readout = Readout(bright_rate=sim.get("bright_rate", 0.03),
                           contrast=sim.get("contrast", 0.3))
         nv = SimulatedNV(nv_physics_models(sim), readout, clock, rng,

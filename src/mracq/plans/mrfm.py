@@ -357,3 +357,96 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     hw = (clock.now - t0) if clock is not None else float("nan")
     data = np.where(mask[:, :, None], cube, np.nan)
     return ScanResult(data, mask, hw, uid)
+
+
+def adaptive_time_multislice_scan(scanner, rf, readout, setup, t_ref=60.0, pilot_time=5.0,
+                                  round_fraction=0.1, budget_fraction=1.0, tol=0.01,
+                                  t_step=5.0, strategy=None, gamma_rel=0.01, n_iter=3000,
+                                  md=None):
+    """Adaptive multislice scan in hardware time (:class:`HardwareTimeStrategy`).
+
+    Each round the strategy says how many seconds each (position, pulse) gets: a pilot round
+    of ``pilot_time`` on every point, then rounds of ``round_fraction`` of the uniform scan's
+    time (every point at ``t_ref``) water-filled towards the predicted detectability of the
+    current reconstruction (time-weighted joint CS + ADMM, run to a relative change of
+    1e-4). A visit measures the chosen pulses of one position with one integration time;
+    revisits are averaged, time-weighted. Stops when the reconstruction changes by less than
+    ``tol`` between rounds or after ``budget_fraction`` of the uniform scan's time.
+
+    Returns
+    -------
+    ScanResult
+        The time-weighted mean cube (NaN where never measured), the measured positions and
+        the hardware time; ``strategy.time`` holds the seconds spent per point (pass your
+        own ``strategy`` to keep it). Reconstruct with
+        ``reconstruct(np.nan_to_num(data), setup, mask=strategy.weights(), ...)``.
+    """
+    from mracq.recon.mrfm.pipeline import reconstruct
+    from mracq.recon.mrfm.strategy import HardwareTimeStrategy
+
+    n = setup.n_xy
+    coords = np.fft.fftfreq(n, 1.0 / n) * setup.voxel_size
+    pulses = np.array([float(f) for f in setup.f0])
+    t_uniform = t_ref * n * n * len(pulses)
+    for name, v in (("round_fraction", round_fraction), ("budget_fraction", budget_fraction)):
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be positive, got {v!r}")
+    strategy = strategy or HardwareTimeStrategy(
+        setup.data_shape, t_ref, pilot_time, round_fraction * t_uniform,
+        budget_fraction * t_uniform, t_step=t_step, tol=tol)
+    check_scan(scanner, rf, [(coords[i], coords[j], setup.z0) for i in range(n)
+                             for j in range(n)], pulses, None, None, setup.f_bw, ordered=False)
+    for t in (t_step, pilot_time, t_ref):
+        readout.integration_time.check_value(t)
+    sig_ref = float(setup.noise_std(np.zeros(1), t_ref)[0])
+    meta = {"plan_name": "adaptive_time_multislice_scan",
+            "plan_args": {"t_ref": float(t_ref), "pilot_time": float(pilot_time),
+                          "round_fraction": float(round_fraction),
+                          "budget_fraction": float(budget_fraction), "tol": float(tol),
+                          "t_step": float(t_step), "gamma_rel": float(gamma_rel)},
+            "protocol": "multislice",
+            "pulses": [{"f0": float(f), "f_bw": float(setup.f_bw)} for f in pulses],
+            "geometry": {"x": coords.tolist(), "y": coords.tolist(), "z": [float(setup.z0)],
+                         "t_m": float(t_ref), "shape": [n, n, len(pulses)],
+                         "resonator": setup.geometry},
+            "criterion": strategy.criterion}
+    meta.update(md or {})
+    clock = _clock(readout)
+    t0 = clock.now if clock is not None else 0.0
+    yield from bps.mv(rf.bandwidth, setup.f_bw)
+    uid = yield from bps.open_run(meta)
+    last = None
+    while True:
+        alloc = strategy.suggest()
+        if not alloc.any():
+            break
+        values = np.zeros(setup.data_shape)
+        dry = False
+        for i, j, t, chans in strategy.visits(alloc):
+            yield from bps.mv(readout.integration_time, t)
+            yield from bps.mv(rf.pulse_list, pulses[chans].tolist())
+            last = yield from _move(scanner, (coords[i], coords[j], setup.z0), last)
+            reading = yield from bps.trigger_and_read([readout, scanner])
+            val = _spin_signal(reading, readout)
+            if val is None:
+                dry = True
+                continue
+            values[i, j, chans] = val
+        if dry:
+            log.warning("adaptive_time_multislice_scan: no readings (dry run): the next "
+                        "rounds need data; stopping after the pilot")
+            break
+        strategy.ingest(alloc, values)
+        recon = reconstruct(strategy.mean, setup, mask=strategy.weights(), gamma_rel=gamma_rel,
+                            n_iter=n_iter, tol=1e-4, noise_std=sig_ref, nu1=1e-3, nu2=1e-3)
+        predicted = setup.forward(recon)
+        strategy.update(predicted, setup.noise_std(predicted, t_ref))
+        finished = strategy.done(recon)
+        log.info("adaptive time scan: round %d, %.3g of the uniform time, change %.3g",
+                 strategy.rounds, strategy.spent / t_uniform, strategy.last_change)
+        if finished:
+            break
+    mask = np.any(strategy.time > 0, axis=-1)
+    yield from _store_cube_and_close(np.where(strategy.time > 0, strategy.mean, np.nan), mask)
+    hw = (clock.now - t0) if clock is not None else float("nan")
+    return ScanResult(np.where(strategy.time > 0, strategy.mean, np.nan), mask, hw, uid)

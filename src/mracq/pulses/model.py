@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -115,9 +116,31 @@ class Repeat:
 
     def __post_init__(self):
         object.__setattr__(self, "body", _seq(self.body, "Repeat body"))
-        if isinstance(self.count, bool) or int(self.count) != self.count or self.count < 0:
-            raise ValueError(f"Repeat count must be an integer >= 0, got {self.count!r}")
-        object.__setattr__(self, "count", int(self.count))
+        c = self.count
+        if (isinstance(c, bool) or not isinstance(c, numbers.Real)
+                or not math.isfinite(c) or int(c) != c or not 0 <= c <= MAX_REPEAT):
+            raise ValueError(f"Repeat count must be an integer in [0, {MAX_REPEAT}], "
+                             f"got {c!r}")
+        object.__setattr__(self, "count", int(c))
+
+
+#: most repetitions of one Repeat (a sequencer plays at most ~1e6 pulses per shot)
+MAX_REPEAT = 1_000_000
+#: most pulses and delays of one shot, repetitions expanded (checked before expanding)
+MAX_ELEMENTS = 2_000_000
+
+
+def _n_leaves(elements) -> int:
+    """Pulses and delays of a shot with repetitions expanded, counted without expanding."""
+    n = 0
+    for e in elements:
+        if isinstance(e, (Pulse, Delay)):
+            n += 1
+        elif isinstance(e, Parallel):
+            n += sum(_n_leaves(b) for b in e.branches)
+        else:
+            n += e.count * _n_leaves(e.body)
+    return n
 
 
 Element = Pulse | Delay | Parallel | Repeat
@@ -304,6 +327,15 @@ class PulseProgram:
         lim = limits or TimingLimits()
         if lim in self.__dict__.get("_valid_for", ()):  # immutable: each limits checked once
             return self
+        # the cheap whole-shot checks first: a huge Repeat is refused before it is expanded
+        # (a non-finite duration is left to the element checks, which name the element)
+        if math.isfinite(self.duration) and self.duration > lim.max_duration:
+            raise ValueError(f"shot duration {self.duration:.6g} s exceeds max_duration = "
+                             f"{lim.max_duration:.6g} s")
+        n = _n_leaves(self.elements)
+        if n > MAX_ELEMENTS:
+            raise ValueError(f"the shot has {n} pulses and delays with repetitions expanded; "
+                             f"at most {MAX_ELEMENTS}")
         min_pulse = max(lim.min_pulse, lim.resolution)
         for t, e in _walk(self.elements, 0.0):
             if isinstance(e, Delay):

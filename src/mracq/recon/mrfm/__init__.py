@@ -11,7 +11,7 @@ from mracq._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(("ADMM_DEFAULTS", "normalized_problem", "reconstruct"), "pipeline"),
-    "SignalWeightedStrategy": "strategy",
+    **dict.fromkeys(("HardwareTimeStrategy", "SignalWeightedStrategy"), "strategy"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

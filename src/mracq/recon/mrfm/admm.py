@@ -131,6 +131,13 @@ class _NonnegTVSplit:
         self.u2 += self.do - self.q
 
 
+def _converged(split: _NonnegTVSplit, p_prev: np.ndarray, tol: float | None) -> bool:
+    """Stopping rule: relative change ||p_k - p_{k-1}|| <= tol ||p_k|| of the estimate."""
+    if tol is None:
+        return False
+    return float(np.linalg.norm(split.p - p_prev)) <= tol * float(np.linalg.norm(split.p))
+
+
 def _solve_o(minv: np.ndarray, rhs: np.ndarray, n_xy: int) -> np.ndarray:
     """o = (block system)^-1 rhs, per (kx, ky) in the 2D Fourier domain (float32)."""
     spec = np.fft.rfft2(rhs, axes=(0, 1))
@@ -147,6 +154,7 @@ def admm_tv(
     n_iter: int = 30,
     callback: Callable[[int, np.ndarray], None] | None = None,
     inverses: np.ndarray | None = None,
+    tol: float | None = None,
 ) -> ADMMResult:
     """Solve the TV + non-negativity reconstruction with ADMM.
 
@@ -161,11 +169,14 @@ def admm_tv(
     nu1, nu2 : float
         ADMM penalties of the non-negativity and TV splittings.
     n_iter : int
-        Iterations.
+        Iterations (the most, when ``tol`` is given).
     callback : callable, optional
         ``callback(k, x)`` after each iteration with the non-negative estimate.
     inverses : ndarray, optional
         Precomputed :func:`block_inverses` for these ``nu1, nu2``.
+    tol : float, optional
+        Stop when the estimate's relative change between iterations falls to ``tol``
+        (``ADMMResult.iterations`` says when); None runs all ``n_iter``.
     """
     if not np.all(np.isfinite(data)):
         raise ValueError("data contain NaN or inf")
@@ -179,12 +190,15 @@ def admm_tv(
     split = _NonnegTVSplit(atb.shape, gamma, nu1, nu2)
     obj = []
     for k in range(n_iter):
+        p_prev = split.p
         o = _solve_o(minv, split.rhs(atb), n_xy)
         split.update(o)
         if callback is not None:
             callback(k, split.p)
         obj.append(float(np.linalg.norm(o - split.p)))
-    return ADMMResult(split.p.astype(np.float64), n_iter, np.asarray(obj), setup_time)
+        if _converged(split, p_prev, tol):
+            break
+    return ADMMResult(split.p.astype(np.float64), len(obj), np.asarray(obj), setup_time)
 
 
 def admm_tv_masked(
@@ -197,10 +211,11 @@ def admm_tv_masked(
     nu3: float = 1.0,
     n_iter: int = 40,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    tol: float | None = None,
 ) -> ADMMResult:
     """Joint compressed-sensing + TV reconstruction from sub-sampled scans (seed outlook).
 
-    Solves argmin_o 1/2 ||W (A o - i)||^2 + gamma TV(o) + indicator(o >= 0) with a third
+    Solves argmin_o 1/2 ||W^1/2 (A o - i)||^2 + gamma TV(o) + indicator(o >= 0) with a third
     splitting v = A o: the o-update keeps the per-(kx, ky) inverses of
     (nu3 A^T A + nu1 I + nu2 D^T D), and the v-update is pointwise,
     v = (W i + nu3 (A o + u3)) / (W + nu3). Unsampled points are filled by the physical model
@@ -208,31 +223,38 @@ def admm_tv_masked(
 
     Parameters
     ----------
-    blocks, data, gamma, nu1, nu2, n_iter, callback
+    blocks, data, gamma, nu1, nu2, n_iter, callback, tol
         As in :func:`admm_tv`; ``data`` may hold anything at unsampled points.
-    mask : ndarray of bool, (n_xy, n_xy) or data shape
-        Sampled points W.
+    mask : ndarray of bool or float, (n_xy, n_xy) or data shape
+        Sampled points W (bool), or non-negative data weights (float, 0 = not sampled): a
+        point averaged over k times the reference integration time has weight k (its
+        variance is 1/k of the reference), as the adaptive scan in hardware time uses.
     nu3 : float
         Penalty of the data splitting.
     """
-    m = np.asarray(mask, bool)
-    if m.shape == data.shape[:2]:
-        m = np.broadcast_to(m[:, :, None], data.shape)
-    if m.shape != data.shape:
+    wts = np.asarray(mask)
+    wts = wts.astype(np.float32) if wts.dtype == bool else wts.astype(np.float64)
+    if wts.shape == data.shape[:2]:
+        wts = np.broadcast_to(wts[:, :, None], data.shape)
+    if wts.shape != data.shape:
         raise ValueError(f"mask shape {np.shape(mask)} does not fit data {data.shape}")
+    if not np.all(np.isfinite(wts)) or np.any(wts < 0):
+        raise ValueError("mask weights must be finite and >= 0")
+    m = wts > 0
     if not np.all(np.isfinite(data[m])):
         raise ValueError("sampled data contain NaN or inf")
     t0 = time.perf_counter()
     n_xy = blocks.shape[0]
     minv = block_inverses(blocks * np.sqrt(nu3), nu1, nu2)
-    w = m.astype(np.float32)
-    wi = np.where(m, data, 0.0).astype(np.float32)
+    w = wts.astype(np.float32)
+    wi = np.where(m, w * data, 0.0).astype(np.float32)
     setup_time = time.perf_counter() - t0
     split = _NonnegTVSplit(blocks.shape[:1] * 2 + (blocks.shape[3],), gamma, nu1, nu2)
     v = wi.copy()
     u3 = np.zeros(data.shape, np.float32)
     obj = []
     for k in range(n_iter):
+        p_prev = split.p
         o = _solve_o(minv, split.rhs(nu3 * apply_blocks(blocks, v - u3, transpose=True)), n_xy)
         split.update(o)
         ao = apply_blocks(blocks, o).astype(np.float32)
@@ -241,4 +263,6 @@ def admm_tv_masked(
         if callback is not None:
             callback(k, split.p)
         obj.append(float(np.linalg.norm(o - split.p)))
-    return ADMMResult(split.p.astype(np.float64), n_iter, np.asarray(obj), setup_time)
+        if _converged(split, p_prev, tol):
+            break
+    return ADMMResult(split.p.astype(np.float64), len(obj), np.asarray(obj), setup_time)

@@ -33,14 +33,24 @@ def estimate_noise_std(data: np.ndarray, mask=None) -> float:
 
     The scan is smooth from one pulse (or height) to the next, so the second difference is
     dominated by noise: var(d2) = 6 sigma^2; a median absolute deviation makes it robust.
+
+    Parameters
+    ----------
+    data : ndarray (n_xy, n_xy, n_l)
+        Scan data (anything at unsampled points).
+    mask : ndarray of bool, (n_xy, n_xy) or data shape, optional
+        Sampled points. Only second differences whose three points are all sampled enter
+        the estimate, so unsampled zeros never count as noise.
     """
     data = np.asarray(data, float)
-    if data.shape[2] < 3:
-        raise ValueError("need at least 3 channels to estimate the noise")
+    if data.ndim != 3 or data.shape[2] < 3:
+        raise ValueError("need data (nx, ny, n_l) with at least 3 channels to estimate the noise")
     d2 = data[:, :, 2:] - 2 * data[:, :, 1:-1] + data[:, :, :-2]
     if mask is not None:
-        m = np.asarray(mask, bool)
-        d2 = d2[m] if m.shape == data.shape[:2] else d2[m[:, :, 1:-1]]
+        m = _full_mask(mask, data.shape)
+        d2 = d2[m[:, :, 2:] & m[:, :, 1:-1] & m[:, :, :-2]]
+        if d2.size == 0:
+            raise ValueError("mask has no three consecutive sampled channels to estimate noise")
     d2 = d2.ravel()
     return float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / np.sqrt(6.0))
 

@@ -45,8 +45,10 @@ def reconstruct(data, setup, mask=None, method: str = "admm", **params) -> np.nd
         Scan data in N^2 (unsampled points may hold anything when ``mask`` is given).
     setup : MRFMSetup
         The simulated or real experiment (blocks, grid).
-    mask : ndarray of bool, optional
-        Sampled xy points (n_xy, n_xy) or sampled data points. With ``cs="joint"``
+    mask : ndarray of bool or float, optional
+        Sampled xy points (n_xy, n_xy) or sampled data points. Float weights (0 = not
+        sampled, k = averaged over k reference integration times; joint route only) weight
+        the data term; give ``noise_std`` at the reference time with them. With ``cs="joint"``
         (default for ADMM) the masked data term enters the ADMM directly
         (:func:`mracq.recon.mrfm.admm.admm_tv_masked`); with ``cs="bpdn"`` (and always for
         Landweber) the unsampled points are first recovered by basis pursuit denoising in
@@ -54,9 +56,10 @@ def reconstruct(data, setup, mask=None, method: str = "admm", **params) -> np.nd
     method : {"admm", "landweber"}
         ADMM with isotropic TV and non-negativity, or projected Landweber-BB.
     **params
-        ``gamma_rel``, ``nu1``, ``nu2``, ``n_iter``, ``callback(k, density)`` (density in
-        m^-3), ``noise_std`` (N^2, per point or scalar; default estimated from the data),
-        ``cs_solver`` ("fista" or "spgl1").
+        ``gamma_rel``, ``nu1``, ``nu2``, ``n_iter`` (the most iterations), ``tol`` (stop when
+        the estimate's relative change per iteration falls to it; default None runs all
+        ``n_iter``), ``callback(k, density)`` (density in m^-3), ``noise_std`` (N^2, per
+        point or scalar; default estimated from the data), ``cs_solver`` ("fista" or "spgl1").
     """
     if method not in ("admm", "landweber"):
         raise ValueError(f"method must be 'admm' or 'landweber', got {method!r}")
@@ -64,7 +67,7 @@ def reconstruct(data, setup, mask=None, method: str = "admm", **params) -> np.nd
     if data.shape != setup.data_shape:
         raise ValueError(f"data shape {data.shape} does not match {setup.data_shape}")
     unknown = set(params) - {"gamma_rel", "gamma", "nu1", "nu2", "n_iter", "callback",
-                             "noise_std", "cs_solver", "cs", "nu3"}
+                             "noise_std", "cs_solver", "cs", "nu3", "tol"}
     if unknown:
         raise ValueError(f"unknown parameters {sorted(unknown)}")
     noise = params.get("noise_std")
@@ -72,8 +75,13 @@ def reconstruct(data, setup, mask=None, method: str = "admm", **params) -> np.nd
     if cs not in ("joint", "bpdn"):
         raise ValueError(f"cs must be 'joint' or 'bpdn', got {cs!r}")
     joint = mask is not None and method == "admm" and cs == "joint"
+    weights = None
     if joint:
-        mask = np.asarray(mask, bool)
+        weights = np.asarray(mask)
+        if weights.dtype != bool:
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+                raise ValueError("mask weights must be finite and >= 0")
+        mask = weights > 0 if weights.dtype != bool else weights
         if not mask.any():
             raise ValueError("mask samples no point")
     elif mask is not None:
@@ -106,9 +114,9 @@ def reconstruct(data, setup, mask=None, method: str = "admm", **params) -> np.nd
     nu1 = params.get("nu1", ADMM_DEFAULTS["nu1"])
     nu2 = params.get("nu2", ADMM_DEFAULTS["nu2"])
     if joint:
-        res = admm_tv_masked(g, y, mask, gamma, nu1, nu2, params.get("nu3", 1.0), n_iter,
-                             callback=cb)
+        res = admm_tv_masked(g, y, weights, gamma, nu1, nu2, params.get("nu3", 1.0), n_iter,
+                             callback=cb, tol=params.get("tol"))
     else:
         res = admm_tv(g, y, gamma, nu1, nu2, n_iter, callback=cb,
-                      inverses=block_inverses(g, nu1, nu2))
+                      inverses=block_inverses(g, nu1, nu2), tol=params.get("tol"))
     return res.x * unit

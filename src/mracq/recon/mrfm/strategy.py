@@ -14,7 +14,7 @@ import numpy as np
 
 from mracq.recon.protocol import ID_KEY
 
-__all__ = ["SignalWeightedStrategy"]
+__all__ = ["HardwareTimeStrategy", "SignalWeightedStrategy"]
 
 
 class SignalWeightedStrategy:
@@ -181,3 +181,175 @@ class SignalWeightedStrategy:
         i, j = (int(v) for v in np.unravel_index(np.argmax(energy), energy.shape))
         return [(self._ids.get((i, j), (i, j)), {"i": i, "j": j},
                  {"spin_signal_energy": float(energy[i, j])})]
+
+
+class HardwareTimeStrategy:
+    """Where the next integration time goes: new position, revisit, which slices.
+
+    The unit of decision is one (xy position, pulse) point of a multislice scan and the
+    integration time spent on it. A pilot round spends ``pilot_time`` on every pulse at a
+    ``pilot_fraction`` of the positions. After each round the plan reconstructs from the
+    time-weighted data (:meth:`weights`) and predicts the noise-free scan s = A o; the
+    strategy turns it into each point's predicted detectability d = r^k / (r0^k + r^k),
+    r = s / sigma_ref(s), with sigma_ref the noise model's standard error at ``t_ref``. A
+    point whose slice misses the sample (predicted signal far below ``r0`` times the noise)
+    says little more about the reconstruction however long it is measured; every point whose
+    slice sees spins keeps reducing the reconstruction's uncertainty, the weak ones
+    (0.1 < r < 1) as much as the strong ones (benchmarks/mrfm_targets.py, docs/mrfm.md), so
+    d saturates early (r0 = 0.1) and the footprint is measured nearly evenly; a power
+    k = 2 would keep the faint speckle of noisy reconstructions (r ~ 0.01-0.05) from
+    drawing time, but measured worse (docs/mrfm.md). The next
+    round's ``round_time``
+    seconds are water-filled: the total time of each point is raised towards lambda * d
+    (lambda set by the round's budget), in steps of ``t_step``. That one rule decides
+    everything: a new position is measured when its predicted d is high enough, a measured
+    point is revisited (its data averaged, time-weighted) when its d per second spent is
+    among the highest, and at each position only the slices with signal get time.
+    :meth:`done` stops when the reconstruction's relative change between rounds falls
+    below ``tol`` or the hardware time reaches ``budget``.
+
+    Parameters
+    ----------
+    shape : (nx, ny, n_l)
+        Positions and pulses.
+    t_ref : float
+        Reference integration time (s) of weight 1 (the uniform scan's T_m).
+    pilot_time : float
+        Time (s) per point of the pilot round.
+    round_time : float
+        Hardware time (s) of each later round.
+    budget : float
+        Total hardware time (s) at most.
+    t_step : float
+        Granularity (s) of the time added to a point (>= the readout's minimum).
+    tol : float
+        Stop when ||o_k - o_{k-1}|| / ||o_k|| between rounds falls below it.
+    pilot_fraction : float
+        Share of the xy positions in the pilot round (random, ``rng``).
+    r0 : float
+        Predicted SNR (at ``t_ref``) at which a point counts half.
+    power : float
+        Steepness k of the detectability.
+    rng : numpy.random.Generator, optional
+        For the pilot positions when ``pilot_fraction < 1``.
+    """
+
+    criterion = ("water-filling of integration time over (position, pulse) towards the "
+                 "predicted detectability r^k/(r0^k+r^k), r = predicted SNR at t_ref; stop on "
+                 "relative change of the reconstruction")
+
+    def __init__(self, shape, t_ref, pilot_time, round_time, budget, t_step=5.0, tol=0.01,
+                 pilot_fraction=1.0, rng=None, r0=0.1, power=1.0):
+        shape = tuple(int(v) for v in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape must be (nx, ny, n_pulses), got {shape!r}")
+        for name, v in (("t_ref", t_ref), ("pilot_time", pilot_time),
+                        ("round_time", round_time), ("budget", budget), ("t_step", t_step),
+                        ("tol", tol), ("r0", r0), ("power", power)):
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be positive and finite, got {v!r}")
+        if not 0 < pilot_fraction <= 1:
+            raise ValueError(f"pilot_fraction must be in (0, 1], got {pilot_fraction!r}")
+        self.shape = shape
+        self.t_ref, self.pilot_time, self.round_time = t_ref, pilot_time, round_time
+        self.budget, self.t_step, self.tol = budget, t_step, tol
+        self.pilot_fraction, self.r0, self.power = pilot_fraction, r0, power
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.time = np.zeros(shape)  # s spent per point
+        self.mean = np.zeros(shape)  # time-weighted mean of the data per point
+        self.detectability = None
+        self.rounds = 0
+        self.last_change = np.inf
+        self._prev = None
+
+    @property
+    def spent(self) -> float:
+        """Hardware time spent so far, s (integration only)."""
+        return float(self.time.sum())
+
+    def suggest(self) -> np.ndarray:
+        """Integration time (s) to add to each point in the next round (0 = skip)."""
+        left = self.budget - self.spent
+        if left < self.t_step:
+            return np.zeros(self.shape)
+        if self.rounds == 0:
+            pos = np.ones(self.shape[:2], bool)
+            if self.pilot_fraction < 1:
+                n = self.shape[0] * self.shape[1]
+                k = max(1, int(round(self.pilot_fraction * n)))
+                pos = np.zeros(n, bool)
+                pos[self.rng.choice(n, size=k, replace=False)] = True
+                pos = pos.reshape(self.shape[:2])
+            alloc = np.where(pos[:, :, None], self.pilot_time, 0.0) * np.ones(self.shape)
+            if alloc.sum() > left:
+                alloc *= np.floor(left / alloc.sum() * self.pilot_time / self.t_step) \
+                    * self.t_step / self.pilot_time
+            return alloc
+        if self.detectability is None:
+            raise RuntimeError("call update() with a prediction after each round")
+        return self._water_fill(self.detectability, min(self.round_time, left))
+
+    def _water_fill(self, d, budget):
+        step = self.t_step
+
+        def alloc_for(lam):
+            return np.floor(np.maximum(lam * d - self.time, 0.0) / step) * step
+
+        hi = (self.time.max() + budget) / max(float(d.max()), 1e-12) + step
+        if alloc_for(hi).sum() <= budget:
+            return alloc_for(hi)
+        lo = 0.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if alloc_for(mid).sum() <= budget:
+                lo = mid
+            else:
+                hi = mid
+        return alloc_for(lo)
+
+    @staticmethod
+    def visits(alloc) -> list[tuple[int, int, float, list[int]]]:
+        """Group an allocation into visits (i, j, t, pulse indices) with one time each."""
+        out = []
+        for i, j in zip(*np.nonzero(np.any(alloc > 0, axis=-1)), strict=True):
+            row = alloc[i, j]
+            for t in np.unique(row[row > 0]):
+                out.append((int(i), int(j), float(t), np.flatnonzero(row == t).tolist()))
+        return out
+
+    def ingest(self, alloc, values) -> None:
+        """Add the round's measurements: ``values`` (data shape, N^2) where ``alloc`` > 0."""
+        alloc = np.asarray(alloc, float)
+        if alloc.shape != self.shape or np.shape(values) != self.shape:
+            raise ValueError(f"alloc and values must have shape {self.shape}")
+        new = alloc > 0
+        if not np.all(np.isfinite(np.asarray(values)[new])):
+            raise ValueError("measured values contain NaN or inf")
+        tot = self.time + alloc
+        self.mean = np.where(new, (self.mean * self.time + np.where(new, values, 0.0) * alloc)
+                             / np.where(new, tot, 1.0), self.mean)
+        self.time = tot
+        self.rounds += 1
+
+    def weights(self) -> np.ndarray:
+        """Data weights for the reconstruction: time spent / t_ref (0 = never measured)."""
+        return self.time / self.t_ref
+
+    def update(self, predicted, noise_std_ref) -> None:
+        """Set the detectability from a predicted scan and its standard error at t_ref (N^2)."""
+        s = np.maximum(np.asarray(predicted, float), 0.0)
+        sigma = np.broadcast_to(np.asarray(noise_std_ref, float), s.shape)
+        if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+            raise ValueError("noise_std_ref must be positive and finite")
+        r = s / sigma
+        rk = r**self.power
+        self.detectability = rk / (self.r0**self.power + rk)
+
+    def done(self, recon) -> bool:
+        """True when the reconstruction changed by < tol since the last call, or no budget."""
+        recon = np.asarray(recon, float)
+        if self._prev is not None:
+            self.last_change = float(np.linalg.norm(recon - self._prev)
+                                     / max(np.linalg.norm(recon), 1e-300))
+        self._prev = recon.copy()
+        return self.last_change < self.tol or self.budget - self.spent < self.t_step

@@ -3,7 +3,8 @@
 - `data`: `Measurement`, pulse numbers, simulated measurements, the sensitive band;
 - `model`: `reconstruct` (batched restarts), `VQNSResult`, `suggest_next_sequence`;
 - `chi` (torch) and `kernel` (numba): the closed-form chi of Lorentzian sums;
-- `optim`: the batched optimizer; `sensitivity`: Eq. 7 of the seed;
+- `optim`: the batched Adam optimizer; `lm`: batched Levenberg-Marquardt with the
+  background bank and the perturbed refits (the default); `sensitivity`: Eq. 7 of the seed;
 - `strategy`: `NextSequenceStrategy`, the adaptive choice of the next CPMG sequence;
 - `ddns`, `ftns`: the DDNS and FTNS reconstructions it is compared with.
 """

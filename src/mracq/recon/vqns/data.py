@@ -199,11 +199,14 @@ def simulate_measurements(spectrum, sequences, *, n_points: int = 40, noise: flo
 def sensitive_band(measurements) -> tuple[float, float]:
     """Frequencies (rad/s) the measurements constrain: ``pi max(n,1) / t`` over decaying points.
 
-    A point counts when its coherence lies in (0.03, 0.97); falls back to all points.
+    A point counts when its coherence lies in (0.03, 0.97), or, with error bars, when its
+    decay ``1 - C`` exceeds three of them (a decay of 1 % measured to 0.2 % constrains the
+    spectrum as much as a larger one); falls back to all points.
     """
     w = []
     for m in measurements:
-        sel = (m.coherence > 0.03) & (m.coherence < 0.97)
+        top = 0.97 if m.sigma is None else np.maximum(0.97, 1 - 3 * m.sigma)
+        sel = (m.coherence > 0.03) & (m.coherence < top)
         t = m.t[sel] if np.any(sel) else m.t
         w.append(np.pi * max(m.n, 1) / t)
     w = np.concatenate(w)

@@ -26,7 +26,7 @@ try:  # pragma: no cover - depends on the environment
 except ImportError:  # pragma: no cover
     _HAVE = False
 
-__all__ = ["available", "chi_basis", "loss_and_grad", "threads"]
+__all__ = ["available", "chi_basis", "loss_and_grad", "residual_and_jacobian", "threads"]
 
 
 def available() -> bool:
@@ -192,6 +192,35 @@ if _HAVE:
                     grad[r, k, j] = sacc
 
     @numba.njit(cache=True, parallel=True, fastmath=_FM)
+    def _jac_kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, nterm, y, sw, xb, vb, dsc, switch,
+                    res, jac):
+        r_, k_ = amp.shape
+        m_ = xb.shape[0]
+        p_ = t.size
+        for r in numba.prange(r_):
+            val = np.empty((k_, 3, p_))
+            chi = np.zeros(p_)
+            for j in range(m_):
+                v = vb[r, j]
+                for p in range(p_):
+                    chi[p] += v * xb[j, p]
+            for k in range(k_):
+                a = amp[r, k]
+                _row(a, complex(g[r, k], w0[r, k]), t, n, ni, sgn, h, rec, mom, nterm, switch,
+                     val, k)
+                for p in range(p_):
+                    chi[p] += a * val[k, 0, p]
+            for p in range(p_):
+                c = np.exp(-chi[p])
+                res[r, p] = sw[p] * (c - y[r, p])
+                f = -sw[p] * c
+                for k in range(k_):
+                    for j in range(3):
+                        jac[r, p, 3 * k + j] = f * val[k, j, p] * dsc[r, 3 * k + j]
+                for j in range(m_):
+                    jac[r, p, 3 * k_ + j] = f * xb[j, p] * vb[r, j]
+
+    @numba.njit(cache=True, parallel=True, fastmath=_FM)
     def _basis_kernel(g, w0, t, n, ni, sgn, h, rec, mom, nterm, switch, out):
         r_, k_ = g.shape
         for r in numba.prange(r_):
@@ -271,6 +300,52 @@ def loss_and_grad(amp, g, w0, pts, y, wt, switch):
     n, ni, sgn, h, rec, mom, nterm = _point_constants(pts, switch)
     _kernel(amp, g, w0, pts.t_np, n, ni, sgn, h, rec, mom, nterm, y, wt, switch, loss, grad)
     return loss, grad
+
+
+def residual_and_jacobian(amp, g, w0, pts, y, sw, switch, xb=None, vb=None, dsc=None):
+    """Weighted residuals (R, P) and their Jacobian (R, P, 3K + M), numpy float64 arrays.
+
+    ``res_p = sw_p (exp(-chi_p) - y_p)`` with ``sw = sqrt(loss weight)``, so that the loss
+    is ``sum_p res_p^2``. chi is the K Lorentzians' plus ``sum_j vb_j xb_jp`` (M further
+    components of fixed shape, variances vb). Column ``3k + j`` of the Jacobian is the
+    derivative with respect to parameter j (A, g, w0) of Lorentzian k times ``dsc[3k+j]``
+    (a chain-rule factor, e.g. the parameter itself for log parameters), column ``3K + j``
+    the derivative with respect to ``log vb_j``.
+
+    Parameters
+    ----------
+    amp, g, w0 : ndarray (R, K)
+        Parameters in (rad/s)^2, rad/s, rad/s.
+    pts : PointSet
+        Points (internal order).
+    y : ndarray (R, P) or (P,)
+        Target coherences (per restart, or one set for all), same order as the points.
+    sw : ndarray (P,)
+        Square roots of the loss weights.
+    switch : float
+        ``|lam t|`` below which the series is used.
+    xb : ndarray (M, P), optional
+        chi of each fixed-shape component at unit variance, s^2... (dimensionless per
+        unit variance times s^2).
+    vb : ndarray (R, M), optional
+        Their variances in (rad/s)^2.
+    dsc : ndarray (R, 3K), optional
+        Chain-rule factors of the Lorentzian columns (default 1).
+    """
+    r, k = amp.shape
+    p = pts.t_np.size
+    if xb is None:
+        xb, vb = np.zeros((0, p)), np.zeros((r, 0))
+    m = xb.shape[0]
+    dsc = np.ones((r, 3 * k)) if dsc is None else np.ascontiguousarray(dsc, dtype=np.float64)
+    res = np.empty((r, p))
+    jac = np.empty((r, p, 3 * k + m))
+    n, ni, sgn, h, rec, mom, nterm = _point_constants(pts, switch)
+    y = np.ascontiguousarray(np.broadcast_to(y, (r, p)), dtype=np.float64)
+    _jac_kernel(np.ascontiguousarray(amp), np.ascontiguousarray(g), np.ascontiguousarray(w0),
+                pts.t_np, n, ni, sgn, h, rec, mom, nterm, y, sw, np.ascontiguousarray(xb),
+                np.ascontiguousarray(vb), dsc, switch, res, jac)
+    return res, jac
 
 
 def chi_basis(g, w0, pts, switch):

@@ -1,5 +1,15 @@
 """VQNS: variational quantum noise spectroscopy (seed 001, Sec. II and App. B-D).
 
+Default (``optimizer="lm"``, :mod:`mracq.recon.vqns.lm`): the model is K Lorentzians plus
+a fixed bank of smooth positive bumps that vanish at w = 0 (Ohmic-like shapes, which no
+sum of Lorentzians fits); all restarts run batched Levenberg-Marquardt from random starts
+(centres partly drawn where DDNS puts spectral weight) until ``restarts`` of them reach the
+loss plateau of the best fit; each is then refitted to its own copy of the data with fresh
+errors (twice the data's, or the misfit's), and the mean and standard deviation over the
+refits are the estimate and its band. ``result.band`` is the range the data constrain.
+
+The seed's procedure (``optimizer="adam"``), kept as an option:
+
 The noise spectrum is a sum of K symmetrized Lorentzians (3K positive parameters A, g,
 w0; physics.md section 1). Each restart draws random parameters and minimizes the sum
 over sequences of the mean squared coherence error with Adam until the loss falls below
@@ -86,16 +96,18 @@ class VQNSResult:
     mean, std : ndarray
         Mean and pointwise standard deviation of the successful spectra on ``omega``,
         rad^2/s (two-sided).
-    samples : ndarray, shape (S, K, 3)
-        Parameters (A, g, w0) of each successful restart.
+    samples : ndarray, shape (S, K', 3)
+        Parameters (A, g, w0) of each successful restart as Lorentzian rows (K' = K, or
+        K + 2M with the background bank, see Notes).
     losses : ndarray, shape (S,)
         Final loss of each successful restart.
     iterations : ndarray, shape (S,)
-        Adam iterations each successful restart took.
+        Iterations (LM or Adam) each successful restart took.
     n_failed : int
-        Restarts that hit ``max_iter`` and were drawn again.
+        Restarts that ended above the loss threshold (a local minimum, or ``max_iter``)
+        and were drawn again.
     n_steps : int
-        Batched Adam steps taken (the wall-clock-relevant iteration count).
+        Batched steps (kernel calls) taken: the wall-clock-relevant iteration count.
     loss_threshold : float
         Threshold that success was judged against (after any App. B adjustment).
     threshold_history : tuple
@@ -103,7 +115,17 @@ class VQNSResult:
     runtime_s : float
         Wall-clock time of the reconstruction in s.
     band : tuple
-        (omega_lo, omega_hi) in rad/s: the range the measurements are sensitive to.
+        (omega_lo, omega_hi) in rad/s: the range the measurements constrain
+        (:func:`mracq.recon.vqns.data.sensitive_band`: ``pi max(n, 1) / t`` over the
+        points whose coherence has decayed measurably but not to nothing). Outside it the
+        estimate is the model's extrapolation, not a measurement: see :attr:`constrained`
+        and :meth:`is_constrained`.
+
+    Notes
+    -----
+    With the default background bank (``reconstruct(..., background=True)``) each bump
+    of a sample is a pair of Lorentzian rows at centre 0, one with a negative A; the pair
+    is positive at every frequency.
     """
 
     omega: np.ndarray
@@ -121,6 +143,17 @@ class VQNSResult:
     settings: dict = field(default_factory=dict)
 
     @property
+    def constrained(self) -> np.ndarray:
+        """Boolean mask on :attr:`omega`: True where the data constrain the spectrum."""
+        return self.is_constrained(self.omega)
+
+    def is_constrained(self, omega) -> np.ndarray:
+        """True at the frequencies (rad/s) inside :attr:`band`, the range the data see."""
+        w = np.asarray(omega, float)
+        lo, hi = self.band
+        return (w >= lo) & (w <= hi)
+
+    @property
     def n_success(self) -> int:
         """Number of successful restarts."""
         return len(self.samples)
@@ -130,29 +163,72 @@ class VQNSResult:
         return lorentzian_spectrum(self.samples, omega)
 
     def spectrum(self, omega) -> np.ndarray:
-        """Mean reconstructed S(omega) in rad^2/s at any ``omega`` (rad/s)."""
+        """Mean reconstructed S(omega) in rad^2/s at any ``omega`` (rad/s).
+
+        With ``settings["robust"]`` (the LM default) the pointwise mean leaves out the
+        highest and lowest 10 % of the restarts at each frequency, so that a few restarts
+        with a narrow spike (an ill-determined component) do not make one.
+        """
         w = np.asarray(omega, float)
-        return self.sample_spectra(w.ravel()).mean(0).reshape(w.shape)
+        return _centre(self.sample_spectra(w.ravel()), self.settings.get("robust")).reshape(
+            w.shape)
 
     def spectrum_std(self, omega) -> np.ndarray:
-        """Pointwise standard deviation of the spectra at any ``omega`` (rad/s)."""
+        """Pointwise standard deviation of the spectra at any ``omega`` (rad/s).
+
+        With ``settings["robust"]``: half the spread between the 16th and 84th percentiles
+        (the standard deviation for normally distributed spectra, blind to a few spikes).
+        """
         w = np.asarray(omega, float)
-        return self.sample_spectra(w.ravel()).std(0).reshape(w.shape)
+        return _spread(self.sample_spectra(w.ravel()), self.settings.get("robust")).reshape(
+            w.shape)
 
     def coherence(self, sequence: str, t) -> np.ndarray:
-        """Coherence predicted by the mean spectrum for ``sequence`` at ``t`` (s)."""
+        """Coherence for ``sequence`` at ``t`` (s) under the mean spectrum.
+
+        With ``settings["robust"]``: ``exp(-chi)`` of the 10 %-trimmed mean over the
+        samples' chi (the same aggregate as :meth:`spectrum`, applied to chi, which is
+        linear in the spectrum).
+        """
         t = np.atleast_1d(np.asarray(t, float))
         n = pulse_number(sequence)
         pts = PointSet(t, np.full(t.shape, n))
-        p = torch.as_tensor(self.samples.reshape(1, -1, 3)).clone()
-        p[..., 0] /= len(self.samples)
-        chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
+        robust = self.settings.get("robust") and len(self.samples) >= 5
+        if robust:  # chi of every sample (chi is linear in S), then the trimmed mean
+            p = torch.as_tensor(self.samples)
+        else:
+            p = torch.as_tensor(self.samples.reshape(1, -1, 3)).clone()
+            p[..., 0] /= len(self.samples)
+        nthreads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small tensors: a thread pool only spins (20x slower loaded)
+        try:
+            chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
+        finally:
+            torch.set_num_threads(nthreads)
+        chi = _centre(chi.numpy(), robust)
         out = np.empty(t.shape)
-        out[pts.order] = np.exp(-chi[0].numpy())
+        out[pts.order] = np.exp(-chi)
         return out
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _centre(spectra, robust) -> np.ndarray:
+    """Pointwise mean over restarts (axis 0), 10 %-trimmed at each end if ``robust``."""
+    if not robust or len(spectra) < 5:
+        return spectra.mean(0)
+    from scipy.stats import trim_mean
+
+    return trim_mean(spectra, 0.1, axis=0)
+
+
+def _spread(spectra, robust) -> np.ndarray:
+    """Pointwise standard deviation over restarts, or half the 16-84 % range if ``robust``."""
+    if not robust or len(spectra) < 5:
+        return spectra.std(0)
+    q16, q84 = np.percentile(spectra, [16, 84], axis=0)
+    return 0.5 * (q84 - q16)
+
 
 def noise_level(m: Measurement) -> np.ndarray | None:
     """Per-point noise standard deviation of a measurement: its ``sigma``, else None.
@@ -176,12 +252,13 @@ def _check_measurements(measurements) -> list[Measurement]:
 
 def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int = 100,
                 loss_threshold: float | None = None, seed=None, lr: float = 0.1,
-                betas: tuple = (0.9, 0.99), eps: float = 1e-12, max_iter: int = 1000,
+                betas: tuple = (0.9, 0.99), eps: float = 1e-12, max_iter: int | None = None,
                 weight_decay: float = 0.0, use_sigma: bool = True,
                 threshold_factor: float = 1.1, threshold_floor: float = 1.5e-6,
                 adapt_threshold: bool = True, max_failures: int | None = None,
                 oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
-                init_candidates: int = 4,
+                init_candidates: int = 4, optimizer: str = "lm", perturb: bool = True,
+                background: bool = True, band_inflate: float = 2.0,
                 omega=None, progress: bool | None = False) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
@@ -190,8 +267,8 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     measurements : sequence of Measurement
         Coherence decays under FID, SE, CPMG-n or XY8-N.
     n_lorentzians : int, optional
-        K, the number of Lorentzians per restart. Default: 3 for up to 4 sequences, else
-        ``min(8, number of sequences)``.
+        K, the number of Lorentzians per restart. Default for "lm": ``min(8, 2 + number
+        of sequences)``; for "adam": 3 for up to 4 sequences, else ``min(8, sequences)``.
     restarts : int
         Successful restarts wanted (the batch size).
     loss_threshold : float, optional
@@ -230,8 +307,27 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         :mod:`mracq.recon.vqns.chi`), "numba" (the same formulas fused in one compiled
         loop, ~5x faster; :mod:`mracq.recon.vqns.kernel`) or "auto" (numba if installed).
         The optimizer state and the Adam updates are torch tensors either way.
+    optimizer : str
+        "lm" (default): batched Levenberg-Marquardt (:mod:`mracq.recon.vqns.lm`), up to
+        ``max_iter`` iterations per restart (default 60), then, with ``perturb``, a refit
+        of every success to data with fresh errors of the data's size (the band is then
+        the spread over repeated measurements). "adam": the seed's procedure, batched
+        Adam until the loss threshold (``lr``, ``betas``, ``eps``, ``weight_decay``,
+        ``patience``, ``max_iter`` default 1000).
+    perturb : bool
+        LM only: the randomize-then-optimize refit described above.
+    band_inflate : float
+        LM only: the refit's errors are this many times the data's (see
+        :func:`mracq.recon.vqns.lm.ensemble`); 1 is the plain randomize-then-optimize.
+    background : bool
+        LM only: add a fixed bank of smooth positive bumps that vanish at ``w = 0``
+        (:class:`mracq.recon.vqns.lm._Model`) to the K Lorentzians, for spectra such as
+        the Ohmic one that no sum of Lorentzians fits. ``samples`` then holds each bump
+        as a pair of Lorentzian rows at centre 0 (one with negative A; the pair is
+        positive at every frequency).
     omega : array_like, optional
-        Frequency grid for ``mean`` and ``std`` in rad/s (default: 0 to twice the band).
+        Frequency grid for ``mean`` and ``std`` in rad/s (default: 600 points spaced
+        logarithmically from a tenth of the band's lower end to three times its upper).
     progress : bool or None
         tqdm progress bar over successful restarts; None: only when stderr is a TTY.
 
@@ -243,7 +339,12 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     ms = _check_measurements(measurements)
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
-    k = n_lorentzians or (3 if len(ms) <= 4 else min(8, len(ms)))
+    if n_lorentzians:
+        k = n_lorentzians
+    elif optimizer == "lm":  # more components find the peaks more often (fewer failures)
+        k = min(8, 2 + len(ms))
+    else:
+        k = 3 if len(ms) <= 4 else min(8, len(ms))
     if k < 1:
         raise ValueError(f"n_lorentzians must be >= 1, got {k}")
     if backend == "auto":
@@ -252,6 +353,10 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         backend = "numba" if kernel.available() else "torch"
     if backend not in ("torch", "numba"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'numba', got {backend!r}")
+    if optimizer not in ("lm", "adam"):
+        raise ValueError(f"optimizer must be 'lm' or 'adam', got {optimizer!r}")
+    if max_iter is None:
+        max_iter = 60 if optimizer == "lm" else 1000
     prob = _Problem(ms, use_sigma, backend)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -265,32 +370,54 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     max_failures = 5 * restarts if max_failures is None else max_failures
     nthreads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: threads only add contention
+    from threadpoolctl import threadpool_limits
+
     from mracq.recon.vqns import kernel
 
     try:
-        with kernel.threads(1):  # likewise for the compiled kernel
-            res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold,
-                            lr, betas, eps, max_iter, weight_decay, max_failures, progress,
-                            oversubscribe, patience)
+        # likewise for the compiled kernel and BLAS: a multi-threaded OpenBLAS spins on a
+        # loaded machine (measured: 17.6 s against 3.1 s for 40 restarts at load 8)
+        with kernel.threads(1), threadpool_limits(1):
+            if optimizer == "lm":
+                from mracq.recon.vqns.lm import _Model, ensemble
+
+                model = _Model(prob, init, bank=background)
+                model.candidates = 1  # LM: best-of-m starts did not raise the success rate
+                out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
+                               max_failures=max_failures, oversubscribe=oversubscribe,
+                               perturb=perturb, inflate=band_inflate)
+                samples = model.samples(out["th"])
+                losses, iters, n_failed = out["loss"], out["iters"], out["n_failed"]
+                steps = out["calls"]
+                if out["accept"] != thr:
+                    history.append((steps, out["accept"]))
+                    thr = out["accept"]
+            else:
+                res = _optimize(prob, init, restarts, thr, history, auto and adapt_threshold,
+                                lr, betas, eps, max_iter, weight_decay, max_failures,
+                                progress, oversubscribe, patience)
+                samples, losses, iters, n_failed, steps, thr = res
     finally:
         torch.set_num_threads(nthreads)
-    samples, losses, iters, n_failed, steps, thr = res
     if len(samples) == 0:
         raise RuntimeError(f"VQNS: no restart reached the loss threshold {thr:.3g} in "
                            f"{max_iter} iterations ({n_failed} failures); raise the "
                            "threshold, max_iter or n_lorentzians")
     if omega is None:
-        omega = np.linspace(0.0, 2 * prob.band[1], 1001)
+        omega = np.geomspace(prob.band[0] / 10, 3 * prob.band[1], 600)
     omega = np.asarray(omega, float)
     spec = lorentzian_spectrum(samples, omega)
+    robust = optimizer == "lm"
     runtime = time.perf_counter() - t0
     log.info("VQNS: %d successes, %d failures, %d batched steps, threshold %.3g, %.2f s",
              len(samples), n_failed, steps, thr, runtime)
-    return VQNSResult(omega=omega, mean=spec.mean(0), std=spec.std(0), samples=samples,
+    return VQNSResult(omega=omega, mean=_centre(spec, robust), std=_spread(spec, robust),
+                      samples=samples,
                       losses=losses, iterations=iters, n_failed=n_failed, n_steps=steps,
                       loss_threshold=thr, threshold_history=tuple(history),
                       runtime_s=runtime, band=prob.band,
                       settings=dict(n_lorentzians=k, restarts=restarts, lr=lr, backend=backend,
+                                    optimizer=optimizer, robust=robust,
                                     max_iter=max_iter, weight_decay=weight_decay,
                                     sequences=[m.sequence for m in ms]))
 

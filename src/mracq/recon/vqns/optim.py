@@ -24,6 +24,7 @@ class _Problem:
 
     def __init__(self, ms: list[Measurement], use_sigma: bool, backend: str = "torch"):
         self.backend = backend
+        self.measurements = ms
         t = np.concatenate([m.t for m in ms])
         n = np.concatenate([np.full(len(m), m.n) for m in ms])
         self.pts = PointSet(t, n)
@@ -41,6 +42,10 @@ class _Problem:
         self.noise_loss = float(np.sum(wt * sig**2))
         self.y_np = np.ascontiguousarray(self.pts.reorder(y))
         self.wt_np = np.ascontiguousarray(self.pts.reorder(wt))
+        self.sw_np = np.sqrt(self.wt_np)
+        #: per-point standard errors (internal order), None without error bars
+        self.sigma_np = (np.ascontiguousarray(self.pts.reorder(sig))
+                         if all(m.sigma is not None for m in ms) else None)
         self.y = torch.as_tensor(self.y_np)
         self.wt = torch.as_tensor(self.wt_np)
         self.t_min, self.t_max = float(t.min()), float(t.max())
@@ -128,6 +133,17 @@ class _Init:
         th = torch.stack([la, torch.log((g - self.g_min).clamp_min(1e-300) / self.w_scale),
                           lw - np.log(self.w_scale)], 2)
         return th
+
+    def bounds(self):
+        """Box (lo, hi) of the free parameters, each (1, 1, 3): log A, log g, log w0 terms.
+
+        Centres stay below ``w_hi`` (twice the top of the sensitive band) and above
+        ``1e-3 w_lo``; widths between ``g_min`` and ``10 w_hi``.
+        """
+        ws = self.w_scale
+        lo = np.array([-60.0, np.log(1e-4 * self.w_lo / ws), np.log(1e-3 * self.w_lo / ws)])
+        hi = np.array([80.0, np.log(10 * self.w_hi / ws), np.log(self.w_hi / ws)])
+        return lo[None, None], hi[None, None]
 
     def physical(self, th):
         amp = torch.exp(th[..., 0])

@@ -6,6 +6,11 @@ the scanner's base height the bottom of the volume sits ``z0`` (the minimum stan
 above the nominal magnet surface. Scan positions are the lateral grid points (scan step =
 voxel size, seed Table 1).
 
+The nominal surface is the seed's reference for Table 2, not the model magnet's top face:
+the calibrated cylinder's top sits ``SURFACE_OFFSET`` = 6.589 nm above it
+(:mod:`mracq.sim.mrfm.field`), so with z0 = 15 nm the sample's bottom is 15 - 6.589 = 8.41 nm
+above the model magnet's top face (8.31 nm for the rounded-rim magnet, offset 6.686 nm).
+
 - multislice: one plane, ``n_f`` pulses per position (centre frequencies ``f0``, default the
   seed's 46 of Table 2); data shape (n_xy, n_xy, n_f).
 - xyz: one pulse (133.9 MHz); ``n_heights`` planes raised by one voxel each; data shape
