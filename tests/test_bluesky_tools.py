@@ -15,6 +15,7 @@ from ophyd.utils import LimitError
 
 from _bluesky_rig import F_RES, mrfm_rig, mrfm_setup, nv_rig
 from mracq.devices.mrfm import InterlockError
+from mracq.plans.calibration import odmr_scan, rabi_scan, ramsey_detuning
 from mracq.plans.coherence import coherence_scan, prepare_nv
 from mracq.plans.cosy import cosy_adaptive, cosy_random_mask
 from mracq.plans.mrfm import (
@@ -60,6 +61,12 @@ def nv_plans(dev):
         ("prepare_nv", lambda: prepare_nv(dev["mw"], dev["laser"], frequency=F_RES,
                                           power_dbm=0.0)),
         ("coherence_scan", lambda: coherence_scan(nv, "cpmg", TIMES, n=2, shots=20_000)),
+        ("odmr_scan", lambda: odmr_scan(nv, dev["mw"], F_RES + np.linspace(-5e6, 5e6, 8),
+                                        power_dbm=-20.0, shots=20_000)),
+        ("rabi_scan", lambda: rabi_scan(nv, dev["mw"], np.linspace(0, 100e-9, 8),
+                                        frequency=F_RES, shots=20_000)),
+        ("ramsey_detuning", lambda: ramsey_detuning(nv, dev["mw"], np.linspace(0.1e-6, 1e-6, 10),
+                                                    resonance=F_RES, shots=20_000)),
         ("vqns_loop", lambda: vqns_loop(nv, _vqns_strategy(), shots=20_000)),
         ("cosy_random_mask", lambda: cosy_random_mask(
             nv, 0.3, t1=GRID, t2=GRID, shots=5_000, every=5, method="svt",
@@ -317,7 +324,8 @@ def test_every_plan_emits_schema_valid_documents(setup):
         if name != "prepare_nv":
             assert "event" in kinds and "descriptor" in kinds and "stop" in kinds, name
             assert all(d["exit_status"] == "success" for n, d in docs if n == "stop")
-    for name in ("coherence_scan", "cosy_random_mask", "cosy_adaptive", "multislice_scan",
+    for name in ("coherence_scan", "odmr_scan", "rabi_scan", "ramsey_detuning",
+                 "cosy_random_mask", "cosy_adaptive", "multislice_scan",
                  "xyz_scan", "cs_multislice_scan", "adaptive_multislice_scan"):
         assert names[name] == [name]  # each run names the plan the user called
     assert set(names["vqns_loop"]) == {"coherence_scan", "vqns_estimate"}

@@ -324,12 +324,13 @@ def test_ctrl_c_in_demo_keeps_the_data_and_closes_the_run(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "RE.resume" not in out + err
-    assert "stored as scan 2 (closed as aborted)" in err and "mracq show 2" in err
+    # scans 1-5: the demo's calibration (ODMR coarse/fine, Rabi, Ramsey, calibration)
+    assert "stored as scan 7 (closed as aborted)" in err and "mracq show 7" in err
     store = LocalStore(data)
     try:
         runs = store.list_runs()
-        assert [r["exit_status"] for r in runs] == ["abort", "success"]
-        kept = store.get_run(2).table("primary")
+        assert [r["exit_status"] for r in runs] == ["abort"] + ["success"] * 6
+        kept = store.get_run(7).table("primary")
         assert 0 < len(kept["coherence"]) < 300  # what was measured before Ctrl-C
     finally:
         store.close()

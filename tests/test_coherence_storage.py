@@ -83,6 +83,7 @@ def test_cli_demo_runs_show(tmp_path, capsys):
                  "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "cpmg-32" in out and "simulated hardware time" in out
+    assert "calibration: resonance" in out
     assert "the reconstruction asked for cpmg-" in out  # one closed-loop step
     figs = tmp_path / "data" / "figures"
     for pattern in ("demo-coherence-*.png", "demo-spectrum-*.png"):
@@ -92,7 +93,9 @@ def test_cli_demo_runs_show(tmp_path, capsys):
     listing = capsys.readouterr().out
     assert listing.count("coherence_scan") == 9  # the ladder (to CPMG-64) and the suggestion
     assert listing.count("vqns_estimate") == 2  # after the ladder and after the suggestion
-    assert main(["show", "7", "--data-dir", data, "--out", str(tmp_path)]) == 0
+    assert listing.count("calibration") >= 1  # the demo calibrates the rig first
+    # scans 1-5: ODMR coarse/fine, Rabi, Ramsey, calibration; 6-13 the ladder (12: CPMG-32)
+    assert main(["show", "12", "--data-dir", data, "--out", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
     assert "cpmg-32" in shown and "events    4" in shown
     assert main(["show", "nosuchrun", "--data-dir", data]) == 2

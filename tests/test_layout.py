@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mracq"
 LAYER = {"pulses": 1, "config": 1, "_lazy": 1, "data": 1, "sim": 2, "recon": 3, "devices": 4,
          "emulators": 4, "plans": 5, "__init__": 6, "__main__": 6, "storage": 6, "session": 6,
          "cli": 6, "viz": 6, "stream": 6, "worker": 6, "qserver": 6}
-METHODS = ("vqns", "cosy", "mrfm")
+METHODS = ("vqns", "cosy", "mrfm", "calibration")
 FRAMEWORKS = ("bluesky", "ophyd", "tiled")
 
 

@@ -293,6 +293,10 @@ SIM_SCHEMA: dict[str, Param] = {
     "field": Param("float", 0.05, 0, 0.1, "T", "static field along the NV axis (a number "
                    "in tesla)"),
     "spectrum": Param("str", "default", description="name of the simulated noise spectrum"),
+    "rabi_frequency": Param("float", 12.5e6, 0, 1e9, "Hz", "NV Rabi frequency at 0 dBm",
+                            lo_open=True),
+    "hyperfine": Param("float", 0.0, -1e7, 1e7, "Hz",
+                       "14N hyperfine splitting of the NV line (-2.16e6; 0: none)"),
 }
 
 #: Keys of the ``[storage]`` table (all optional strings).

@@ -200,6 +200,17 @@ class Session:
             self.lock.release()
         logger.info("session on %s closed", self.data_dir)
 
+    @property
+    def calibration(self):
+        """The NV calibration runs are measured with (``PulseCalibration`` or None)."""
+        return getattr(self.devices.get("nv"), "calibration", None)
+
+    def set_calibration(self, cal) -> None:
+        """Install a calibration: programs take its pulses, start documents name it."""
+        from .plans.calibration import install_calibration
+
+        install_calibration(self.RE, self.devices, cal)
+
     def __enter__(self) -> Session:
         return self
 
@@ -324,6 +335,9 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
 
             devices = build_devices(cfg, clock=clock, rng=rng)
         session.devices = dict(devices)
+        from .plans.calibration import attach_calibration
+
+        session.tokens.extend(attach_calibration(RE, session.devices))
         if interactive:
             session.tokens.extend(_add_live_feedback(RE))
     except BaseException:

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-HELP = ("simulated closed-loop NV session: measure FID, Hahn echo and CPMG-2...64, "
+HELP = ("simulated closed-loop NV session: calibrate the uncalibrated rig (ODMR, Rabi, "
+        "Ramsey), measure FID, Hahn echo and CPMG-2...64, "
         "reconstruct the noise spectrum (VQNS), measure the sequence it suggests, "
         "reconstruct again; store every run, plot, report the hardware time")
 
 DEFAULT_N = (2, 4, 8, 16, 32, 64)  # 64: the 1H line at 2.1 MHz lies inside the band
+DEMO_RABI_FREQUENCY = 10e6  # Hz at 0 dBm: a 50 ns pi pulse, not the default 40 ns
+CALIBRATION_SHOTS = 1_000_000
+
+
+def calibrate_rig(session, nv_sim, *, show_truth=True):
+    """Calibrate the demo rig at 0 dBm, searching +-2 mT around its nominal field."""
+    import numpy as np
+
+    from mracq.cli.cmd_calibrate import run_calibration
+    from mracq.pulses.calibration import GAMMA_E, ZERO_FIELD_SPLITTING
+
+    centre = ZERO_FIELD_SPLITTING - GAMMA_E * round(nv_sim.field, 2)
+    lo, hi = centre - GAMMA_E * 2e-3, centre + GAMMA_E * 2e-3
+    print(f"calibrating (uncalibrated rig): line searched in {lo / 1e9:.4f}-{hi / 1e9:.4f} GHz")
+    cal = run_calibration(session, lo, hi, power_dbm=0.0, shots=CALIBRATION_SHOTS,
+                          coarse_points=61, fine_points=41, rabi_points=41,
+                          ramsey_times=np.linspace(60e-9, 3e-6, 60))
+    print(f"calibration: {cal.summary()}; the measurements below use it")
+    if show_truth:
+        print(f"  (simulated truth: resonance {nv_sim.transition_frequency / 1e9:.6f} GHz, "
+              f"pi {nv_sim.pi_duration(0.0) * 1e9:.2f} ns)")
+    return cal
 
 
 def add_arguments(parser) -> None:
@@ -84,10 +107,14 @@ def run(args) -> int:
         config = lab
     else:
         raw = {"sim": {k: v for k, v in lab.sim.items() if v is not None}}
+        if "rabi_frequency" not in (lab.raw or {}).get("sim", {}):
+            # an uncalibrated rig: its Rabi frequency is not the 12.5 MHz the default 40 ns
+            # pi pulses assume; the demo calibrates it first (and finds the line itself)
+            raw["sim"]["rabi_frequency"] = DEMO_RABI_FREQUENCY
         if args.seed is not None:
             raw["sim"]["seed"] = args.seed
         config = validate_config(raw)  # before the heavy imports: a bad value fails fast
-    from mracq.plans.coherence import coherence_scan, prepare_nv
+    from mracq.plans.coherence import coherence_scan
     from mracq.plans.vqns import family_of, vqns_loop
     from mracq.recon.vqns.strategy import DEFAULT_CANDIDATES, NextSequenceStrategy
     from mracq.session import make_session
@@ -97,7 +124,7 @@ def run(args) -> int:
     with session:
         d = session.devices
         nv_sim = getattr(d["nv"].transport, "nv", None)
-        where = "simulated NV"
+        where, in_process = "simulated NV", nv_sim is not None
         if nv_sim is None:  # instruments over the wire (mracq emulate nv, or a real rig)
             from mracq.devices import nv_physics_models
             from mracq.sim.nv import SimulatedNV
@@ -105,10 +132,9 @@ def run(args) -> int:
             nv_sim = SimulatedNV(nv_physics_models(config.sim),
                                  field=config.sim.get("field", 0.05))
             where = f"NV through {d['nv'].transport.label} and {d['mw'].transport.label}"
-        print(f"mracq demo: {where}, B = {nv_sim.field * 1e3:.0f} mT, transition "
-              f"{nv_sim.transition_frequency / 1e9:.5f} GHz; data in {session.data_dir}")
-        session.RE(prepare_nv(d["mw"], d["laser"], frequency=nv_sim.transition_frequency,
-                              power_dbm=0.0))
+        print(f"mracq demo: {where} near B = {nv_sim.field * 1e3:.0f} mT; data in "
+              f"{session.data_dir}")
+        calibrate_rig(session, nv_sim, show_truth=in_process)
         ladder = ["fid", "se"] + [f"cpmg-{n}" for n in DEFAULT_N]
         from mracq.sim.spectra import GAMMA_1H
 

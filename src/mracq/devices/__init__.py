@@ -71,7 +71,8 @@ def build_nv_devices(instruments: dict, sim: dict, clock: VirtualClock,
         readout = Readout(bright_rate=sim.get("bright_rate", 0.03),
                           contrast=sim.get("contrast", 0.3))
         nv = SimulatedNV(nv_physics_models(sim), readout, clock, rng,
-                         field=sim.get("field", 0.05))
+                         field=sim.get("field", 0.05), rabi_frequency=sim.get("rabi_frequency"),
+                         hyperfine=sim.get("hyperfine", 0.0))
         seq_t = tr.SimSequencer(nv, mw_t, laser_t)
     else:
         seq_t = tr.VisaSequencer(backend("nv"), clock=clock, **visa("nv"))

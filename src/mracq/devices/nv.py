@@ -206,6 +206,10 @@ class PulseSequencer(Device):
     counts = Cpt(Signal, value=np.zeros(3, dtype=np.int64), kind="normal")
     duration = Cpt(Signal, value=0.0, kind="omitted")
 
+    #: :class:`~mracq.pulses.calibration.PulseCalibration` the programs take their pulse
+    #: durations from (None: uncalibrated, the generators' defaults)
+    calibration = None
+
     def __init__(self, *args, transport, limits: dict, **kwargs):
         self.transport = transport
         self.timing_limits = TimingLimits(

@@ -12,6 +12,7 @@ from bluesky.utils import Msg
 
 from mracq.devices.nv import CoherenceDetector
 from mracq.plans._stored import StoredEvents
+from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses import coherence_programs
 
 __all__ = ["coherence_scan", "pack_programs", "prepare_nv", "sequence_label", "stored_programs"]
@@ -101,7 +102,9 @@ def coherence_scan(nv, family: str, times, *, n: int | None = None, shots: int =
     shots : int
         Repetitions per point.
     program_kw : dict, optional
-        Extra keywords for :func:`mracq.pulses.coherence_programs` (pulse durations...).
+        Extra keywords for :func:`mracq.pulses.coherence_programs` (pulse durations...);
+        the pi and pi/2 durations not given come from ``nv.calibration`` when the session
+        holds one (:mod:`mracq.plans.calibration`).
     md : dict, optional
         Extra start-document metadata.
 
@@ -131,7 +134,8 @@ def coherence_scan(nv, family: str, times, *, n: int | None = None, shots: int =
         raise ValueError("times must be a non-empty 1D array of finite values (s)")
     if np.any(np.diff(times) <= 0):
         raise ValueError("times must increase strictly")
-    programs = coherence_programs(family, times, n=n, **(program_kw or {}))
+    program_kw = calibrated_program_kw(nv, program_kw)
+    programs = coherence_programs(family, times, n=n, **program_kw)
     for p in programs:
         p.validate(nv.timing_limits)
     nv.shots.check_value(shots)
@@ -140,7 +144,7 @@ def coherence_scan(nv, family: str, times, *, n: int | None = None, shots: int =
     _md = {
         "plan_name": "coherence_scan",
         "plan_args": {"family": family, "times": times.tolist(), "n": n, "shots": shots,
-                      "program_kw": program_kw or {}},
+                      "program_kw": program_kw},
         "sequence": label,
         "detectors": [nv.name],
         "num_points": len(times),

@@ -19,6 +19,7 @@ from bluesky import plan_stubs as bps
 
 from mracq.devices.soft import SoftSignal
 from mracq.plans._stored import StoredEvents, point_done
+from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses.cosy import cosy_program
 from mracq.recon.cosy.dlmc import reconstruct
 from mracq.recon.cosy.strategy import EnsembleDisagreement
@@ -173,7 +174,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     rng = rng if rng is not None else np.random.default_rng()
-    program_kw = dict(program_kw or {})
+    program_kw = calibrated_program_kw(nv, program_kw)
     shape = (t1.size, t2.size)
     n = max(1, int(round(coverage * t1.size * t2.size)))
     order = rng.choice(t1.size * t2.size, n, replace=False)
@@ -260,7 +261,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     if batch < 1 or not tol > 0:
         raise ValueError(f"batch must be >= 1 and tol > 0, got {batch}, {tol}")
     rng = rng if rng is not None else np.random.default_rng()
-    program_kw = dict(program_kw or {})
+    program_kw = calibrated_program_kw(nv, program_kw)
     shape = (t1.size, t2.size)
     budget = int(round(max_coverage * t1.size * t2.size))
     strategy = EnsembleDisagreement(shape, rng, members=members, method=method,

@@ -24,6 +24,7 @@ from .sequences import (
     evolution_timing,
     fid,
     hahn_echo,
+    odmr_cw,
     rabi,
     xy8,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "evolution_timing",
     "fid",
     "hahn_echo",
+    "odmr_cw",
     "plot_timing",
     "rabi",
     "xy8",

@@ -78,6 +78,29 @@ def rabi(duration, *, phase=0.0, frequency=None, **shot) -> PulseProgram:
     return _shot(mw, {"sequence": "rabi", "n": 0, "t": duration}, **shot)
 
 
+def odmr_cw(duration=10e-6, *, frequency=None, limits=None) -> PulseProgram:
+    """CW ODMR shot: laser, microwave and counter gate on together for ``duration`` (s).
+
+    The photon rate under continuous laser and microwave drops where the microwave is
+    resonant; the sequencer's bright/dark reference shots normalize it to a population.
+
+    Parameters
+    ----------
+    duration : float
+        Length of the illuminated, driven and counted window (s).
+    frequency : float, optional
+        Microwave frequency (Hz) recorded on the pulse; None uses the source's setting.
+    limits : TimingLimits, optional
+    """
+    duration = float(duration)
+    if not math.isfinite(duration) or duration <= 0:
+        raise ValueError(f"odmr_cw: duration = {duration!r} s must be finite and > 0")
+    both = Parallel(((Pulse("laser", duration),), (Pulse("mw", duration, 0.0, None, frequency),),
+                     (Pulse("gate", duration),)))
+    return PulseProgram((both,), {"sequence": "odmr_cw", "n": 0, "t": duration}).validate(
+        limits or TimingLimits())
+
+
 def _framed(sequence, t, n_units, unit_phases, *, pi_duration, pi2_duration, phase, final_phase,
             shot):
     """pi/2 - [N pi pulses at (k - 1/2) t / N] - pi/2, N = n_units * len(unit_phases)."""
@@ -108,7 +131,8 @@ def _framed(sequence, t, n_units, unit_phases, *, pi_duration, pi2_duration, pha
     return _shot(mw, meta, **shot)
 
 
-def fid(t, *, pi2_duration=20e-9, phase=0.0, final_phase=0.0, **shot) -> PulseProgram:
+def fid(t, *, pi2_duration=20e-9, phase=0.0, final_phase=0.0, pi_duration=None,
+        **shot) -> PulseProgram:
     """Ramsey / free induction decay: pi/2 - t - pi/2.
 
     Parameters
@@ -121,6 +145,9 @@ def fid(t, *, pi2_duration=20e-9, phase=0.0, final_phase=0.0, **shot) -> PulsePr
         Phase of the first pi/2 pulse, the X axis (rad).
     final_phase : float
         Phase of the last pi/2 pulse relative to ``phase`` (rad).
+    pi_duration : float, optional
+        Ignored (FID has no pi pulse): lets one set of calibrated durations
+        (:meth:`mracq.pulses.calibration.PulseCalibration.program_kw`) serve every family.
     **shot
         Readout timing and ``limits``, as for :func:`rabi`.
     """

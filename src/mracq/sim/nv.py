@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ZERO_FIELD_SPLITTING = 2.870e9  # Hz
 GAMMA_E = 28.025e9  # electron gyromagnetic ratio, Hz/T
+HYPERFINE_14N = -2.16e6  # Hz, A_parallel of the 14N nuclear spin (I = 1)
 COHERENCE_SEQUENCES = ("fid", "hahn", "cpmg", "xy8", "udd", "custom")
 
 
@@ -48,14 +49,21 @@ class Drive:
         Actual over nominal Rabi frequency (1 at the calibrated power; amplitude, so
         ``10 ** ((P - P_cal) / 20)`` for powers in dBm).
     rabi_frequency : float
-        Nominal Rabi frequency at the calibrated power, Hz; sets the rotation of pulses
-        that carry no nominal ``rotation`` (Rabi programs). 12.5 MHz: a 40 ns pi pulse.
+        Rabi frequency at the calibrated power, Hz; sets the rotation of pulses that carry
+        no nominal ``rotation`` (Rabi programs), and of every pulse when ``nominal`` is
+        false. 12.5 MHz: a 40 ns pi pulse.
+    nominal : bool
+        True: a pulse with a nominal ``rotation`` rotates by ``rabi_scale * rotation``
+        whatever its duration (a rig whose pulses are calibrated at the reference power).
+        False: every pulse rotates by ``2 pi rabi_scale rabi_frequency duration``, as on a
+        real rig, so wrong pulse durations give wrong rotations.
     """
 
     on: bool = True
     detuning: float = 0.0
     rabi_scale: float = 1.0
     rabi_frequency: float = 12.5e6
+    nominal: bool = True
 
 
 def _rotate(v, ax: float, ay: float, az: float, angle: float):
@@ -98,7 +106,7 @@ def _bloch(pulses, drive, coherence) -> float:
             v = _rotate(v, 0.0, 0.0, 1.0, d_omega * (start - t_prev))
         if i == last and last > 0:
             v = (v[0] * coherence, v[1] * coherence, v[2])
-        if rotation is not None:
+        if rotation is not None and drive.nominal:
             omega_r = drive.rabi_scale * rotation / duration
         else:
             omega_r = drive.rabi_scale * 2 * math.pi * drive.rabi_frequency
@@ -129,15 +137,38 @@ class DephasingModel:
         Two-sided noise spectrum S(omega) in rad^2/s (omega in rad/s).
     rabi_decay : float
         1/e decay time of Rabi oscillations in s.
+    pumping_rate : float
+        Optical pumping rate into ms = 0 under the CW ODMR laser, 1/s.
+    cw_dephasing_time : float
+        Inhomogeneous dephasing time T2* that sets the low-power CW ODMR linewidth, s.
     """
 
     spectrum: Spectrum = field(default_factory=default_nv_spectrum)
     rabi_decay: float = 2e-6
+    pumping_rate: float = 1e6
+    cw_dephasing_time: float = 1.5e-6
     uses_drive = True
 
     def handles(self, program) -> bool:
         seq = program.metadata.get("sequence")
-        return seq == "rabi" or seq in COHERENCE_SEQUENCES
+        return seq in ("rabi", "odmr_cw") or seq in COHERENCE_SEQUENCES
+
+    def cw_population(self, drive: Drive) -> float:
+        """Steady-state P(ms = 0) under CW laser and microwave (Bloch equations).
+
+        Relaxation towards ms = 0 at ``pumping_rate`` (Gamma_1), transverse decay at
+        ``Gamma_2 = Gamma_1 / 2 + 1 / cw_dephasing_time``: ``P(ms=-1) = (1/2) W /
+        (Delta^2 + Gamma_2^2 + W)`` with ``W = Omega^2 Gamma_2 / Gamma_1`` (rad/s): a
+        Lorentzian dip of half width ``sqrt(Gamma_2^2 + W)``, power broadened.
+        """
+        if not drive.on:
+            return 1.0
+        g1 = self.pumping_rate
+        g2 = 0.5 * g1 + 1.0 / self.cw_dephasing_time
+        omega = 2 * math.pi * drive.rabi_scale * drive.rabi_frequency
+        w = omega**2 * g2 / g1
+        delta = 2 * math.pi * drive.detuning
+        return 1.0 - 0.5 * w / (delta**2 + g2**2 + w)
 
     def coherence(self, program) -> float:
         """C = exp(-chi) for the program's pi-pulse timing (dimensionless)."""
@@ -154,11 +185,25 @@ class DephasingModel:
 
     def population(self, program, drive: Drive | None = None) -> float:
         drive = drive or Drive()
+        seq = program.metadata.get("sequence")
+        if seq == "odmr_cw":
+            return self.cw_population(drive)
         mw = program.pulses_on("mw")
-        if program.metadata.get("sequence") == "rabi":
-            p = bloch_population(mw, drive)
+        if seq == "rabi":
             dur = sum(q.duration for q in mw)
-            return float(0.5 + (p - 0.5) * np.exp(-dur / self.rabi_decay))
+            decay = math.exp(-dur / self.rabi_decay)
+            if len(mw) == 1 and drive.on:
+                # one pulse from ms = 0: only the oscillating part decays (towards the
+                # time average 1 - A/2, A = Omega^2 / Omega'^2); 1 far off resonance
+                omega = 2 * math.pi * drive.rabi_scale * drive.rabi_frequency
+                if mw[0].rotation is not None and drive.nominal:
+                    omega = drive.rabi_scale * mw[0].rotation / mw[0].duration
+                delta = 2 * math.pi * drive.detuning
+                gen2 = omega**2 + delta**2
+                a = omega**2 / gen2 if gen2 > 0 else 0.0
+                return float(1 - a / 2 + a / 2 * math.cos(math.sqrt(gen2) * dur) * decay)
+            p = bloch_population(mw, drive)
+            return float(0.5 + (p - 0.5) * decay)
         return bloch_population(mw, drive, self.coherence(program))
 
 
@@ -224,28 +269,53 @@ class SimulatedNV:
         Advanced by ``shots * (program.duration + 2 * readout.reference_duration)``.
     rng : numpy.random.Generator
     field : float
-        Static field along the NV axis, T (sets the ms = 0 <-> -1 transition).
+        Static field along the NV axis, T (sets the ms = 0 <-> -1 transition,
+        ``D - gamma_e B``).
+    calibrated_power_dbm : float
+        Microwave power at which the Rabi frequency is ``rabi_frequency``, dBm.
+    rabi_frequency : float, optional
+        Rabi frequency at ``calibrated_power_dbm``, Hz. None (default): pulses rotate by
+        their nominal angle (scaled by the power), the rig is calibrated by construction;
+        a value: pulses rotate by ``2 pi f_Rabi duration`` (:class:`Drive`), so programs
+        need calibrated pulse durations.
+    hyperfine : float
+        14N hyperfine splitting A_parallel, Hz (0: none; ``HYPERFINE_14N``: -2.16 MHz).
+        The transition splits into three lines at ``f0 + m_I A`` (m_I = -1, 0, 1), equally
+        populated (no nuclear polarization); ``transition_frequency`` is the centre line.
     """
 
     def __init__(self, models=None, readout: Readout | None = None,
                  clock: VirtualClock | None = None, rng: np.random.Generator | None = None,
-                 field: float = 0.05, calibrated_power_dbm: float = 0.0):
+                 field: float = 0.05, calibrated_power_dbm: float = 0.0,
+                 rabi_frequency: float | None = None, hyperfine: float = 0.0):
         self.models = list(models) if models is not None else [DephasingModel()]
         self.readout = readout or Readout()
         self.clock = clock or VirtualClock()
         self.rng = rng if rng is not None else np.random.default_rng()
         self.field = float(field)
         self.calibrated_power_dbm = float(calibrated_power_dbm)
+        if rabi_frequency is not None and not (0 < float(rabi_frequency) < 1e9):
+            raise ValueError(f"rabi_frequency must be in (0, 1e9) Hz, got {rabi_frequency!r}")
+        self.rabi_frequency = None if rabi_frequency is None else float(rabi_frequency)
+        self.hyperfine = float(hyperfine)
 
     @property
     def transition_frequency(self) -> float:
-        """ms = 0 <-> ms = -1 transition frequency, Hz."""
+        """ms = 0 <-> ms = -1 transition frequency (the m_I = 0 line), Hz."""
         return ZERO_FIELD_SPLITTING - GAMMA_E * self.field
+
+    def pi_duration(self, mw_power_dbm: float) -> float:
+        """True pi-pulse duration at ``mw_power_dbm`` on resonance, s (12.5 MHz if nominal)."""
+        f_r = self.rabi_frequency or Drive.rabi_frequency
+        return 1 / (2 * f_r * 10 ** ((float(mw_power_dbm) - self.calibrated_power_dbm) / 20))
 
     def drive(self, mw_frequency: float, mw_power_dbm: float, mw_on: bool) -> Drive:
         """The drive for a microwave source state (Hz, dBm, bool)."""
+        kw = {} if self.rabi_frequency is None else {"rabi_frequency": self.rabi_frequency,
+                                                     "nominal": False}
         return Drive(on=bool(mw_on), detuning=float(mw_frequency) - self.transition_frequency,
-                     rabi_scale=10 ** ((float(mw_power_dbm) - self.calibrated_power_dbm) / 20))
+                     rabi_scale=10 ** ((float(mw_power_dbm) - self.calibrated_power_dbm) / 20),
+                     **kw)
 
     def model_for(self, program):
         for m in self.models:
@@ -259,7 +329,12 @@ class SimulatedNV:
         if drive is not None and not drive.on:
             return 1.0
         if getattr(m, "uses_drive", False):
-            return float(m.population(program, drive=drive))
+            drive = drive or Drive()
+            if self.hyperfine == 0.0:
+                return float(m.population(program, drive=drive))
+            lines = (replace(drive, detuning=drive.detuning - m_i * self.hyperfine)
+                     for m_i in (-1, 0, 1))
+            return float(np.mean([m.population(program, drive=d) for d in lines]))
         return float(m.population(program))
 
     def run(self, program, shots: int, drive: Drive | None = None) -> Counts:

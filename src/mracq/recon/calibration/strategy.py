@@ -1,0 +1,356 @@
+"""Adaptive ODMR: sequential Bayesian choice of the next microwave frequency.
+
+:class:`AdaptiveODMR` keeps a particle posterior over the line (centre, width, depth,
+baseline; :func:`mracq.recon.calibration.fits.odmr_model`, optionally the 14N triplet) and
+picks the frequency whose predicted population the particles disagree on most relative to
+the measurement noise: the expected information gain of a Gaussian measurement,
+``0.5 ln(1 + Var_posterior[y(f)] / sigma^2)`` (the utility of NIST's optbayesexpt, used on
+NV ODMR). It follows bluesky-adaptive 1.0's optimizer protocol (:mod:`mracq.recon.protocol`):
+``suggest(n)`` -> ``[{"_id", "frequency"}]`` (Hz), ``ingest`` <- outcome dicts
+``{"_id", "value", "sigma"}`` (population and its standard error; or ``(frequency, value,
+sigma)`` triples), ``should_stop()``, ``get_best_points()``. It stops when the
+uncertainty of the centre reaches ``target``. No Bluesky here:
+:func:`mracq.plans.calibration.adaptive_odmr` drives it with devices,
+``benchmarks/calibration.py`` with a shot-noise model.
+
+Resampling: when the effective number of particles falls below half, particles are drawn
+by weight and moved by Metropolis steps on the likelihood of all the data so far
+(resample-move), which keeps them a sample of the posterior.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from mracq.recon.calibration.fits import odmr_model
+from mracq.recon.protocol import ID_KEY
+
+__all__ = ["AdaptiveODMR"]
+
+log = logging.getLogger(__name__)
+
+PARAMS = ("centre", "width", "depth", "baseline")
+
+
+class AdaptiveODMR:
+    """Particle-filter ODMR line finder.
+
+    Parameters
+    ----------
+    frequency_range : (float, float)
+        Prior range of the centre and the candidate frequencies, Hz.
+    width_range : (float, float)
+        Prior range of the half width (log-uniform), Hz.
+    depth_range : (float, float)
+        Prior range of the dip depth (population units).
+    baseline : (float, float)
+        Prior mean and standard deviation of the off-resonant population.
+    shape : {"lorentzian", "gaussian"}
+    splitting : float
+        14N splitting (Hz) of a triplet model; 0: one line.
+    target : float
+        Stop when the centre's posterior standard deviation is at most this, Hz.
+    n_particles : int
+    n_candidates : int
+        Candidate frequencies, evenly spaced over ``frequency_range``.
+    max_points : int
+        Stop after this many measurements.
+    criterion : {"auto", "centre", "information"}
+        How :meth:`utility` ranks candidates; ``"auto"`` (default, best in
+        ``benchmarks/calibration.py``): information until the centre is known to better
+        than the line width, then the centre's variance reduction, computed from the
+        least-squares fit once there is one (:meth:`_local_fit`).
+    centre_range : (float, float), optional
+        Prior range of the centre, Hz (default ``frequency_range``): the line is known to
+        lie there, while its wings reach over the whole candidate range.
+    seed : int or numpy.random.Generator, optional
+    """
+
+    def __init__(self, frequency_range, *, width_range=(50e3, 5e6), depth_range=(0.01, 0.6),
+                 baseline=(1.0, 0.03), shape="lorentzian", splitting=0.0, target=10e3,
+                 n_particles=4000, n_candidates=201, max_points=500, criterion="auto",
+                 centre_range=None, seed=None):
+        lo, hi = (float(x) for x in frequency_range)
+        if not hi > lo:
+            raise ValueError(f"frequency_range must increase, got {frequency_range!r}")
+        if not (0 < width_range[0] < width_range[1]):
+            raise ValueError(f"width_range must be 0 < low < high Hz, got {width_range!r}")
+        if criterion not in ("auto", "centre", "information"):
+            raise ValueError("criterion must be 'auto', 'centre' or 'information', got "
+                             f"{criterion!r}")
+        self.criterion = criterion
+        if not float(target) > 0:
+            raise ValueError(f"target must be > 0 Hz, got {target!r}")
+        self.range = (lo, hi)
+        self.shape, self.splitting = shape, float(splitting)
+        self.target, self.max_points = float(target), int(max_points)
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        n = int(n_particles)
+        r = self.rng
+        self.particles = np.column_stack([
+            r.uniform(*(centre_range or (lo, hi)), n),
+            np.exp(r.uniform(np.log(width_range[0]), np.log(width_range[1]), n)),
+            r.uniform(*depth_range, n),
+            r.normal(baseline[0], baseline[1], n),
+        ])
+        c_lo, c_hi = centre_range or (lo, hi)
+        # prior support (Metropolis moves stay inside): flat in centre and depth
+        self._lower = np.array([c_lo, width_range[0], depth_range[0], -np.inf])
+        self._upper = np.array([c_hi, width_range[1], depth_range[1], np.inf])
+        self.weights = np.full(n, 1.0 / n)
+        self.candidates = np.linspace(lo, hi, int(n_candidates))
+        self.measured: list[tuple[float, float, float]] = []
+        self.noise_guess = None
+        self._suggested: dict = {}
+        self._next_id = 0
+
+    # ------------------------------------------------------------------ posterior
+    def _predict(self, f, particles=None):
+        p = self.particles if particles is None else particles
+        f = np.asarray(f, float)[..., None]
+        return odmr_model(f, p[:, 0], p[:, 1], p[:, 2], p[:, 3], shape=self.shape,
+                          splitting=self.splitting)
+
+    def mean(self) -> dict:
+        """Posterior means of centre (Hz), width (Hz), depth, baseline."""
+        m = self.weights @ self.particles
+        return dict(zip(PARAMS, map(float, m), strict=True))
+
+    def std(self) -> dict:
+        """Posterior standard deviations (same units as :meth:`mean`)."""
+        m = self.weights @ self.particles
+        v = self.weights @ (self.particles - m) ** 2
+        return dict(zip(PARAMS, map(float, np.sqrt(v)), strict=True))
+
+    def centre_quantiles(self, q=(0.05, 0.5, 0.95)) -> np.ndarray:
+        """Weighted quantiles of the centre, Hz."""
+        order = np.argsort(self.particles[:, 0])
+        cw = np.cumsum(self.weights[order])
+        return self.particles[order, 0][np.minimum(np.searchsorted(cw, q), len(cw) - 1)]
+
+    def _robust_spread(self) -> tuple[float, float]:
+        """(median, (q95 - q05) / 3.29) of the centre, Hz: a standard deviation that a
+        small leftover mode (a 14N alias one splitting away) does not inflate."""
+        q05, q50, q95 = self.centre_quantiles()
+        return float(q50), float(q95 - q05) / 3.29
+
+    def _local_fit(self):
+        """The least-squares fit once the posterior is one narrow peak, else None.
+
+        Needs 40 points (with fewer, a fit of points chosen on a few flanks can trade
+        width for centre and state too small an error: benchmarks/calibration.py), 90 % of
+        the centre's posterior weight within about half a line width, and the fit within
+        two spreads of the posterior median.
+        """
+        if len(self.measured) < 40:
+            return None
+        med, spread = self._robust_spread()
+        if spread > 0.5 * self.mean()["width"]:
+            return None
+        key = len(self.measured)
+        if getattr(self, "_fit_cache", (None,))[0] != key:
+            fit = self.fit()
+            ok = fit is not None and np.isfinite(fit.errors["centre"]) and \
+                abs(fit["centre"] - med) <= 2 * spread + 2 * fit.errors["centre"]
+            self._fit_cache = (key, fit if ok else None)
+        return self._fit_cache[1]
+
+    def centre_uncertainty(self) -> float:
+        """Standard uncertainty of the centre, Hz.
+
+        The posterior standard deviation, or once the posterior is one narrow peak
+        (:meth:`_local_fit`), the smaller of it and the least-squares standard error of the
+        measured points (the particle cloud's finite size and its moves broaden the
+        posterior, and a leftover alias mode of a few % weight inflates its standard
+        deviation).
+        """
+        sc = self.std()["centre"]
+        fit = self._local_fit()
+        return sc if fit is None else min(sc, fit.errors["centre"])
+
+    def fit(self):
+        """Least-squares fit (:func:`fit_odmr`) of the measured points from the posterior mean;
+        None if it fails."""
+        from mracq.recon.calibration.fits import fit_odmr
+
+        f, y, s = (np.array(c) for c in zip(*self.measured, strict=True))
+        try:
+            return fit_odmr(f, y, s, shape=self.shape, triplet=self.splitting != 0.0,
+                            splitting=self.splitting, centre_guess=self.mean()["centre"])
+        except (RuntimeError, ValueError):
+            return None
+
+    @property
+    def done(self) -> bool:
+        """Target uncertainty of the centre reached, or ``max_points`` measured."""
+        return self.should_stop()[0]
+
+    def ingest(self, points) -> None:
+        """Update the posterior with measured points.
+
+        ``points``: outcome dicts ``{"_id", "value", "sigma"}`` answering a suggestion (or
+        naming their ``frequency``), or ``(frequency_Hz, population, error)`` triples.
+        """
+        for p in points:
+            if isinstance(p, dict):
+                q = {**self._suggested.pop(p.get(ID_KEY), {}), **p}
+                if "frequency" not in q:
+                    raise ValueError(f"outcome {p.get(ID_KEY)!r} names no frequency and "
+                                     "matches no open suggestion")
+                f, y, s = (float(q.get(k, np.nan)) for k in ("frequency", "value", "sigma"))
+            else:
+                f, y, s = (float(v) for v in p)
+            if not (np.isfinite(f) and np.isfinite(y) and np.isfinite(s) and s > 0):
+                raise ValueError(f"ingest: bad point (f={f!r}, y={y!r}, sigma={s!r})")
+            self.measured.append((f, y, s))
+            self.noise_guess = s
+            pred = self._predict(f)
+            logw = np.log(np.maximum(self.weights, 1e-300)) - 0.5 * ((y - pred) / s) ** 2
+            logw -= logw.max()
+            w = np.exp(logw)
+            self.weights = w / w.sum()
+            if 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
+                self._resample()
+
+    def _loglike(self, particles) -> np.ndarray:
+        """Log-likelihood of every measured point for each particle (Gaussian errors)."""
+        f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
+        pred = self._predict(f, particles)  # (n_measured, n_particles)
+        return -0.5 * np.sum(((y[:, None] - pred) / sig[:, None]) ** 2, axis=0)
+
+    def _resample(self, steps=((0.5, 2), (0.1, 2), (0.02, 2))) -> None:
+        """Draw particles by weight, then Metropolis moves on the full likelihood.
+
+        Moves propose Gaussian steps with ``scale`` times the posterior covariance; a
+        move is accepted with the Metropolis ratio of the likelihood of all measured
+        points (the prior taken flat within its bounds; the width's log-uniform and the
+        baseline's normal prior are ignored there, the data dominate them), so the
+        particles stay a sample of the posterior whatever the step size (resample-move;
+        Liu-West jitter alone widens a posterior with several modes by their spread).
+        """
+        n = len(self.weights)
+        cov = np.cov(self.particles.T, aweights=self.weights)
+        idx = self.rng.choice(n, size=n, p=self.weights)
+        parts = self.particles[idx]
+        ll = self._loglike(parts)
+        for scale, repeat in steps:
+            for _ in range(repeat):
+                prop = parts + self.rng.multivariate_normal(np.zeros(4), scale * cov, size=n,
+                                                            method="eigh")
+                inside = np.all((prop > self._lower) & (prop < self._upper), axis=1)
+                ll_prop = np.full(n, -np.inf)
+                if inside.any():
+                    ll_prop[inside] = self._loglike(prop[inside])
+                accept = np.log(self.rng.uniform(size=n)) < ll_prop - ll
+                parts[accept], ll[accept] = prop[accept], ll_prop[accept]
+        self.particles = parts
+        self.weights = np.full(n, 1.0 / n)
+
+    # ------------------------------------------------------------------ design
+    def utility(self, sigma: float | None = None) -> np.ndarray:
+        """Score of each candidate frequency (larger: measure there).
+
+        ``"information"``: expected information gain ``0.5 ln(1 + Var[y] / sigma^2)``
+        (nats) about all four parameters; ``"centre"``: the expected reduction of the
+        centre's posterior variance in the linear-Gaussian approximation,
+        ``Cov[centre, y]^2 / (Var[y] + sigma^2)`` (Hz^2).
+        """
+        s = sigma if sigma is not None else (self.noise_guess or 0.03)
+        pred = self._predict(self.candidates)  # (n_candidates, n_particles)
+        m = pred @ self.weights
+        dev = pred - m[:, None]
+        var = (dev**2) @ self.weights
+        if self.criterion == "information" or (
+                self.criterion == "auto" and self._robust_spread()[1] > self.mean()["width"]):
+            return 0.5 * np.log1p(var / s**2)
+        fit = self._local_fit() if self.criterion == "auto" else None
+        if fit is not None:
+            return self._centre_gain_local(fit, s)
+        c = self.particles[:, 0] - self.weights @ self.particles[:, 0]
+        cov = dev @ (self.weights * c)
+        return cov**2 / (var + s**2)
+
+    def _centre_gain_local(self, fit, sigma) -> np.ndarray:
+        """Reduction of the least-squares variance of the centre by one more point at each
+        candidate (Sherman-Morrison on the Fisher matrix at the fit), Hz^2; every third
+        point the D-optimal gain ``ln(1 + j^T F^-1 j / sigma^2)`` instead."""
+        p = np.array([fit[k] for k in PARAMS])
+        steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
+
+        def jac(f):
+            cols = []
+            for i, h in enumerate(steps):
+                up, dn = p.copy(), p.copy()
+                up[i] += h
+                dn[i] -= h
+                cols.append((odmr_model(f, *up, shape=self.shape, splitting=self.splitting)
+                             - odmr_model(f, *dn, shape=self.shape, splitting=self.splitting))
+                            / (2 * h))
+            return np.array(cols).T  # (len(f), 4)
+
+        f, _, sig = (np.array(c) for c in zip(*self.measured, strict=True))
+        j = jac(f) / sig[:, None]
+        fisher = j.T @ j + np.diag(1e-12 / steps**2)
+        cov = np.linalg.pinv(fisher)
+        jc = jac(self.candidates)  # (n_candidates, 4)
+        u = jc @ cov  # rows: cov j
+        quad = np.sum(u * jc, axis=1)
+        if len(self.measured) % 3 == 0:
+            # every third point D-optimal (all four parameters): a design of only the
+            # centre-optimal frequencies leaves width and depth undetermined, and their
+            # drift then moves those frequencies
+            return np.log1p(quad / sigma**2)
+        return u[:, 0] ** 2 / (sigma**2 + quad)
+
+    def suggest(self, n: int | None = 1) -> list[dict]:
+        """The next ``n`` points ``{"_id", "frequency"}`` (Hz); empty when :attr:`done`.
+
+        Several at once: the best candidates at least two candidate steps apart.
+        """
+        n = 1 if n is None else int(n)
+        if self.done:
+            return []
+        u = self.utility()
+        order = np.argsort(u)[::-1]
+        step = self.candidates[1] - self.candidates[0] if len(self.candidates) > 1 else 0.0
+        chosen: list[float] = []
+        for i in order:
+            f = float(self.candidates[i])
+            if all(abs(f - c) >= 2 * step for c in chosen):
+                chosen.append(f)
+            if len(chosen) == n:
+                break
+        out = []
+        for f in chosen:
+            self._next_id += 1
+            sug = {ID_KEY: f"odmr-{self._next_id}", "frequency": f}
+            self._suggested[sug[ID_KEY]] = sug
+            out.append(sug)
+        return out
+
+    def should_stop(self) -> tuple[bool, str | None]:
+        """(stop, reason): target uncertainty of the centre reached, or ``max_points``."""
+        n = len(self.measured)
+        if n >= self.max_points:
+            return True, f"max_points: {n} measured"
+        if n and self.centre_uncertainty() <= self.target:
+            return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
+                          f"<= target {self.target:g} Hz")
+        return False, None
+
+    def get_best_points(self) -> list[tuple]:
+        """``[("centre", {"frequency"}, {"centre_error"})]``: the line centre (Hz) and its
+        uncertainty; [] before any measurement."""
+        if not self.measured:
+            return []
+        return [("centre", {"frequency": self.mean()["centre"]},
+                 {"centre_error": self.centre_uncertainty()})]
+
+    def result(self) -> dict:
+        """Posterior means and standard deviations, and the number of points measured."""
+        m, s = self.mean(), self.std()
+        out = {**m, **{f"{k}_error": v for k, v in s.items()}, "points": len(self.measured)}
+        out["centre_error"] = self.centre_uncertainty()
+        return out

@@ -1,0 +1,236 @@
+"""NV calibration: fits recover known parameters within their errors, the adaptive ODMR
+strategy finds the line, a calibration run on the simulated rig is right and lands in the
+start documents of later runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from mracq.pulses.calibration import PulseCalibration, calibration_warnings
+from mracq.recon.calibration.fits import (
+    fit_odmr,
+    fit_rabi,
+    fit_ramsey,
+    odmr_model,
+    rabi_model,
+    ramsey_model,
+)
+from mracq.recon.calibration.strategy import AdaptiveODMR
+
+A = 2.16e6  # Hz
+
+
+def _pulls(make, fit, truth, seeds=range(12)):
+    """(fit - truth) / error for each parameter over noise seeds."""
+    pulls = {k: [] for k in truth}
+    for seed in seeds:
+        res = fit(*make(np.random.default_rng(seed)))
+        for k, v in truth.items():
+            pulls[k].append((res[k] - v) / res.errors[k])
+    return {k: np.array(v) for k, v in pulls.items()}
+
+
+def _check(pulls):
+    for k, p in pulls.items():
+        assert np.all(np.abs(p) < 4.5), (k, p)  # every fit within its error bars
+        assert 0.5 < np.std(p) < 1.6, (k, np.std(p))  # errors neither hidden nor inflated
+
+
+@pytest.mark.parametrize("shape,split", [("lorentzian", 0.0), ("gaussian", 0.0),
+                                         ("lorentzian", A)])
+def test_odmr_fit_recovers_line_within_errors(shape, split):
+    truth = {"centre": 1.4682e9, "width": 0.35e6, "depth": 0.3, "baseline": 1.0}
+    f = truth["centre"] + 0.3e6 + np.linspace(-7e6, 7e6, 81)
+    sigma = 0.02
+
+    def make(rng):
+        y = odmr_model(f, *truth.values(), shape=shape, splitting=split)
+        return f, y + rng.normal(0, sigma, f.size), np.full(f.size, sigma)
+
+    def fit(f, y, s):
+        return fit_odmr(f, y, s, shape=shape, triplet=bool(split), splitting=A)
+
+    _check(_pulls(make, fit, truth))
+
+
+def test_odmr_auto_triplet_detects_hyperfine():
+    f = 1.5e9 + np.linspace(-7e6, 7e6, 81)
+    rng = np.random.default_rng(0)
+    y3 = odmr_model(f, 1.5e9, 0.3e6, 0.3, 1.0, splitting=A) + rng.normal(0, 0.01, f.size)
+    y1 = odmr_model(f, 1.5e9, 0.3e6, 0.3, 1.0) + rng.normal(0, 0.01, f.size)
+    assert fit_odmr(f, y3, 0.01, triplet=None).model == "lorentzian-triplet"
+    assert fit_odmr(f, y1, 0.01, triplet=None).model == "lorentzian"
+
+
+@pytest.mark.parametrize("detunings", [(0.0,), (-A, 0.0, A)])
+def test_rabi_fit_recovers_pi_duration_within_errors(detunings):
+    truth = {"rabi_frequency": 8.3e6, "decay": 1.5e-6, "amplitude": 0.97, "offset": 1.0}
+    t = np.linspace(0, 480e-9, 81)
+    sigma = 0.03
+
+    def make(rng):
+        y = rabi_model(t, *truth.values(), detunings=detunings)
+        return t, y + rng.normal(0, sigma, t.size), np.full(t.size, sigma)
+
+    pulls = _pulls(make, lambda *a: fit_rabi(*a, detunings=detunings),
+                   {**truth, "pi_duration": 1 / (2 * truth["rabi_frequency"])})
+    _check(pulls)
+
+
+def test_rabi_fit_ignoring_the_triplet_is_biased():
+    """Why the fit takes the line detunings: a one-line fit of triplet data is off."""
+    t = np.linspace(0, 480e-9, 81)
+    y = rabi_model(t, 6e6, 2e-6, 1.0, 1.0, detunings=(-A, 0, A))
+    one = fit_rabi(t, y, 1e-3)
+    three = fit_rabi(t, y, 1e-3, detunings=(-A, 0, A))
+    assert abs(one["pi_duration"] * 2 * 6e6 - 1) > 0.02
+    assert three["pi_duration"] * 2 * 6e6 == pytest.approx(1, abs=1e-4)
+
+
+@pytest.mark.parametrize("split", [0.0, A])
+def test_ramsey_fit_recovers_detuning_within_errors(split):
+    t = np.linspace(60e-9, 4e-6, 100)
+    sigma = 0.03
+    d_true = 2.013e6
+    quad = (0.2, 0.05) if split == 0 else (0.15, 0.02, 0.16, -0.03, 0.14, 0.04)
+
+    def make(rng):
+        y = ramsey_model(t, d_true, 2.5e-6, 2.0, 0.5, *quad, splitting=split)
+        return t, y + rng.normal(0, sigma, t.size), np.full(t.size, sigma)
+
+    pulls = _pulls(make, lambda *a: fit_ramsey(*a, detuning_guess=2e6, splitting=split),
+                   {"detuning": d_true, "t2_star": 2.5e-6})
+    _check(pulls)
+
+
+def test_fits_reject_bad_input():
+    with pytest.raises(ValueError, match="at least 6"):
+        fit_odmr([1, 2, 3], [1, 1, 1], 0.1)
+    with pytest.raises(ValueError, match="detuning_guess"):
+        fit_ramsey(np.arange(20.0), np.ones(20), 0.1, detuning_guess=-1)
+
+
+def test_adaptive_odmr_finds_the_line_and_stops():
+    centre = 1.4321e9
+    rng = np.random.default_rng(3)
+    st = AdaptiveODMR((1.424e9, 1.440e9), centre_range=(1.427e9, 1.437e9), splitting=A,
+                      target=40e3, n_particles=2000, n_candidates=161, seed=1, max_points=300)
+    sigma = 0.03
+    while not st.done:
+        (sug,) = st.suggest(1)  # bluesky-adaptive's protocol: {"_id", "frequency"}
+        y = odmr_model(sug["frequency"], centre, 0.35e6, 0.35, 1.0, splitting=A)
+        st.ingest([{"_id": sug["_id"], "value": y + rng.normal(0, sigma), "sigma": sigma}])
+    res = st.result()
+    assert res["points"] < 300 and res["centre_error"] <= 40e3
+    assert abs(st.mean()["centre"] - centre) < 4 * res["centre_error"]
+    assert st.suggest(1) == []
+    stop, reason = st.should_stop()
+    assert stop and "converged" in reason
+    ((_, best, err),) = st.get_best_points()
+    assert best["frequency"] == st.mean()["centre"] and err["centre_error"] <= 40e3
+    protocols = pytest.importorskip("bluesky_adaptive.protocols")
+    assert isinstance(st, protocols.Optimizer)
+    assert isinstance(st, protocols.SupportsStoppingCriteria)
+
+
+def test_calibration_state_and_warnings():
+    cal = PulseCalibration(1.4687e9, 2e3, 50e-9, 0.05e-9, 25e-9, 0.03e-9, power_dbm=0.0,
+                           time=time.time() - 10)
+    assert PulseCalibration.from_dict(cal.as_dict()) == cal
+    assert cal.field == pytest.approx(0.05, abs=2e-5)
+    assert cal.program_kw() == {"pi_duration": 50e-9, "pi2_duration": 25e-9}
+    assert calibration_warnings(cal, power_dbm=0.0, frequency=1.4687e9) == []
+    (w,) = calibration_warnings(cal, power_dbm=3.0)
+    assert "3 dBm" in w and "recalibrate" in w
+    (w,) = calibration_warnings(cal, now=time.time() + 10 * 3600)
+    assert "old" in w
+    (w,) = calibration_warnings(cal, frequency=1.4687e9 + 1e6)
+    assert "kHz off" in w
+    with pytest.raises(ValueError, match="pi_duration"):
+        PulseCalibration(1.4e9, 1e3, -1.0, 0, 1e-9, 0, power_dbm=0.0)
+
+
+def test_calibrate_on_simulated_rig_and_start_documents(tmp_path, caplog):
+    """A small calibration on a rig with a 14N triplet, a 9 MHz Rabi frequency at 0 dBm
+    and an unknown field: resonance within 3 sigma, pi within 2 %; later runs carry it."""
+    from bluesky import plan_stubs as bps
+
+    from mracq.config import validate_config
+    from mracq.plans.calibration import calibrate
+    from mracq.plans.coherence import coherence_scan, stored_programs
+    from mracq.session import make_session
+    from mracq.sim.nv import HYPERFINE_14N
+
+    cfg = validate_config({"sim": {"seed": 5, "field": 0.0437, "rabi_frequency": 9e6,
+                                   "hyperfine": HYPERFINE_14N}})
+    with make_session(cfg, data_dir=tmp_path) as s:
+        d = s.devices
+        sim = d["nv"].transport.nv
+        f0 = sim.transition_frequency
+        assert s.calibration is None
+        cal = s.RE(calibrate(d["nv"], d["mw"], d["laser"], frequency_range=(f0 - 30e6, f0 + 25e6),
+                             power_dbm=-3.0, coarse_points=56, fine_points=61, rabi_points=41,
+                             ramsey_times=np.linspace(80e-9, 3.5e-6, 70))).plan_result
+        assert abs(cal.resonance_frequency - f0) < 3 * cal.resonance_frequency_error
+        assert cal.resonance_frequency_error < 20e3
+        assert cal.pi_duration == pytest.approx(sim.pi_duration(-3.0), rel=0.02)
+        assert cal.hyperfine_splitting == pytest.approx(2.16e6)
+        stored = s.catalog[cal.uid].metadata["start"]
+        assert stored["plan_name"] == "calibration"
+        assert stored["calibration_result"]["pi_duration"] == cal.pi_duration
+        s.set_calibration(cal)
+        assert s.calibration == cal
+        res = s.RE(coherence_scan(d["nv"], "hahn", [2e-6, 4e-6], shots=1000)).plan_result
+        start = s.catalog[res["uid"]].metadata["start"]
+        assert start["calibration"]["uid"] == cal.uid
+        prog = stored_programs(start)[0]
+        assert prog.metadata["pi_duration"] == cal.pi_duration
+        assert prog.metadata["pi2_duration"] == cal.pi2_duration
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mracq.plans.calibration"):
+            s.RE(bps.mv(d["mw"].power, 0.0))
+            s.RE(coherence_scan(d["nv"], "hahn", [2e-6, 4e-6], shots=1000))
+        assert any("differs from the calibration" in r.getMessage() for r in caplog.records)
+    with make_session(cfg, data_dir=tmp_path) as s:  # restored from the data folder
+        assert s.calibration is not None and s.calibration.uid == cal.uid
+        assert s.devices["nv"].calibration.pi_duration == cal.pi_duration
+
+
+def test_cli_calibrate_rejects_a_bad_range(tmp_path, capsys):
+    from mracq.cli import main
+
+    assert main(["calibrate", "--data-dir", str(tmp_path), "--range", "2e9", "1e9"]) == 2
+    assert "--range" in capsys.readouterr().err
+
+
+def test_adaptive_odmr_plan_and_pulsed_odmr_on_devices():
+    """The adaptive plan drives the strategy with the simulated devices (no storage)."""
+    from bluesky import RunEngine
+
+    from mracq.config import validate_config
+    from mracq.devices import build_devices
+    from mracq.plans.calibration import adaptive_odmr, odmr_scan
+    from mracq.plans.coherence import prepare_nv
+
+    d = build_devices(validate_config({"sim": {"seed": 2, "field": 0.051}}))
+    f0 = d["nv"].transport.nv.transition_frequency
+    RE = RunEngine({}, call_returns_result=True)
+    RE(prepare_nv(d["mw"], d["laser"], frequency=f0, power_dbm=-30.0))
+    st = AdaptiveODMR((f0 - 4e6, f0 + 4e6), target=60e3, n_particles=1500, n_candidates=81,
+                      seed=0, max_points=120)
+    res = RE(adaptive_odmr(d["nv"], d["mw"], st, power_dbm=-30.0, shots=400_000)).plan_result
+    assert len(res["frequency"]) == res["result"]["points"] < 120
+    assert abs(st.mean()["centre"] - f0) < 4 * res["result"]["centre_error"]
+    assert res["hardware_time"] > 0
+    # pulsed ODMR: a pi pulse at low power gives a dip at the resonance
+    pi_low = d["nv"].transport.nv.pi_duration(-20.0)
+    scan = RE(odmr_scan(d["nv"], d["mw"], f0 + np.linspace(-3e6, 3e6, 31), mode="pulsed",
+                        power_dbm=-20.0, pi_duration=pi_low, shots=200_000)).plan_result
+    assert abs(scan["fit"]["centre"] - f0) < 4 * scan["fit"].errors["centre"]
+    assert np.nanmax(scan["contrast"]) > 0.15  # ~30 % photon contrast at the dip
+    with pytest.raises(ValueError, match="pulsed ODMR needs pi_duration"):
+        RE(odmr_scan(d["nv"], d["mw"], f0 + np.linspace(-3e6, 3e6, 31), mode="pulsed"))
