@@ -1,13 +1,18 @@
-"""Per-point overhead of the coherence plan vs plain bluesky ``count``, same Tiled writer.
+"""Per-point overhead of the journal and of the coherence plan vs plain bluesky ``count``.
 
-Both run in one process against one embedded Tiled catalog (SQLite + DuckDB/files) with
+Everything runs in one process against one embedded Tiled catalog (SQLite + files) with
 the same ``TiledWriter(max_array_size=0)``:
 
 - baseline: ``bluesky.plans.count([sig], N)`` on an ``ophyd.Signal`` (the cheapest
-  possible point);
+  possible point), TiledWriter alone (no journal);
+- journal: the same ``count`` through a session's writer, :class:`mracq.storage.
+  JournalWriter` (each document appended and flushed, fsync at start/descriptor/stop and
+  every 1 s of events) in front of the TiledWriter; target <= 1.2x the baseline;
+- journal, fsync every document: the same with ``fsync_interval=0`` (what a power-cut-proof
+  policy costs here);
 - ours: ``mracq.plans.coherence.coherence_scan`` with N evolution times on the simulated
   NV (program validation, pulse-program set, trigger, physics, normalization, derived
-  coherence signals, Tiled write).
+  coherence signals, checkpoints, journal, Tiled write).
 
 - the wire path (unless ``--no-wire``): the same ``coherence_scan`` through the vendor
   clients (pyvisa, pulsestreamer, nidaqmx over gRPC) against ``mracq emulate nv`` in
@@ -54,11 +59,13 @@ def main(argv=None) -> dict:
     args.out = args.out or str(Path(__file__).with_name("overhead.json"))
 
     import bluesky.plans as bp
+    from bluesky import RunEngine
     from ophyd import Signal
 
     from mracq.config import validate_config
     from mracq.plans.coherence import coherence_scan, prepare_nv
     from mracq.session import make_session
+    from mracq.storage import subscribe_writer
 
     with tempfile.TemporaryDirectory() as tmp, \
             make_session(validate_config({"sim": {"seed": 0}}), data_dir=tmp) as s:
@@ -68,47 +75,61 @@ def main(argv=None) -> dict:
                         power_dbm=0.0))
         sig = Signal(name="sig", value=1.0)
         times = np.geomspace(2e-6, 2e-4, args.points)
-        # warm up both paths (imports, first-write table creation)
-        s.RE(bp.count([sig], 5))
+        RE_plain = RunEngine(call_returns_result=True)  # TiledWriter alone, same catalog
+        subscribe_writer(RE_plain, s.catalog)
+        RE_sync = RunEngine(call_returns_result=True)  # journal fsync'ed at every document
+        subscribe_writer(RE_sync, s.catalog, journal_dir=Path(tmp) / "journal-sync",
+                         fsync_interval=0)
+        # warm up every path (imports, first-write table creation)
+        for RE in (RE_plain, s.RE, RE_sync):
+            RE(bp.count([sig], 5))
         s.RE(coherence_scan(d["nv"], "cpmg", times[:5], n=8))
-        base, ours = [], []
-        for rep in range(args.repeats):  # interleaved, so drifts hit both alike
-            t0 = time.perf_counter()
-            s.RE(bp.count([sig], args.points))
-            base.append((time.perf_counter() - t0) / args.points)
-            fresh = times * (1 + 1e-3 * (rep + 1))  # new programs: no cached physics
-            t0 = time.perf_counter()
-            s.RE(coherence_scan(d["nv"], "cpmg", fresh, n=8))
-            ours.append((time.perf_counter() - t0) / args.points)
-        # the same pair without the writer: how much of each is the RunEngine itself
-        from bluesky import RunEngine
+        base, journal, fsync_all, ours = [], [], [], []
 
+        def per_point(RE, plan):
+            t0 = time.perf_counter()
+            RE(plan)
+            return (time.perf_counter() - t0) / args.points
+
+        for rep in range(args.repeats):  # interleaved, so drifts hit all alike
+            base.append(per_point(RE_plain, bp.count([sig], args.points)))
+            journal.append(per_point(s.RE, bp.count([sig], args.points)))
+            fsync_all.append(per_point(RE_sync, bp.count([sig], args.points)))
+            fresh = times * (1 + 1e-3 * (rep + 1))  # new programs: no cached physics
+            ours.append(per_point(s.RE, coherence_scan(d["nv"], "cpmg", fresh, n=8)))
+        # the same pair without the writer: how much of each is the RunEngine itself
         RE0 = RunEngine(call_returns_result=True)
         base0, ours0 = [], []
         for rep in range(args.repeats):
-            t0 = time.perf_counter()
-            RE0(bp.count([sig], args.points))
-            base0.append((time.perf_counter() - t0) / args.points)
+            base0.append(per_point(RE0, bp.count([sig], args.points)))
             fresh = times * (1 + 1e-3 * (rep + 11))
-            t0 = time.perf_counter()
-            RE0(coherence_scan(d["nv"], "cpmg", fresh, n=8))
-            ours0.append((time.perf_counter() - t0) / args.points)
+            ours0.append(per_point(RE0, coherence_scan(d["nv"], "cpmg", fresh, n=8)))
         wire = None if args.no_wire else wire_overhead(s, times, args)
     b, o = float(np.median(base)), float(np.median(ours))
+    j, f = float(np.median(journal)), float(np.median(fsync_all))
     b0, o0 = float(np.median(base0)), float(np.median(ours0))
+    load = os.getloadavg()
     result = {
         "points": args.points, "repeats": args.repeats,
-        "baseline_count_s_per_point": b, "coherence_scan_s_per_point": o,
-        "ratio": o / b, "target_ratio": 1.5,
+        "baseline_count_s_per_point": b,
+        "journal_count_s_per_point": j, "journal_ratio": j / b, "journal_target_ratio": 1.2,
+        "journal_fsync_every_document_s_per_point": f, "journal_fsync_every_ratio": f / b,
+        "fsync_policy": "flush every document; fsync at start, descriptor, stop and at an "
+                        "event when >= 1 s since the last fsync",
+        "coherence_scan_s_per_point": o, "ratio": o / b, "target_ratio": 1.5,
         "no_writer_count_s_per_point": b0, "no_writer_coherence_scan_s_per_point": o0,
         "no_writer_ratio": o0 / b0,
-        "baseline_all": base, "ours_all": ours,
+        "baseline_all": base, "journal_all": journal, "fsync_all": fsync_all, "ours_all": ours,
         "machine": f"{platform.machine()} {platform.python_version()}",
+        "load_average_1_5_15": [round(x, 2) for x in load],
     }
-    print(f"plain count on a Signal : {b * 1e3:7.2f} ms/point (median of {args.repeats})")
-    print(f"coherence_scan (sim NV) : {o * 1e3:7.2f} ms/point")
-    print(f"ratio                   : {o / b:7.2f}  (target <= 1.5)")
-    print(f"without the writer      : {b0 * 1e3:7.2f} vs {o0 * 1e3:.2f} ms/point, "
+    print(f"plain count, TiledWriter : {b * 1e3:7.2f} ms/point (median of {args.repeats})")
+    print(f"count + journal (1 s)    : {j * 1e3:7.2f} ms/point, ratio {j / b:.2f} "
+          "(target <= 1.2)")
+    print(f"count + journal (fsync)  : {f * 1e3:7.2f} ms/point, ratio {f / b:.2f}")
+    print(f"coherence_scan (sim NV)  : {o * 1e3:7.2f} ms/point, ratio {o / b:.2f} "
+          "(target <= 1.5)")
+    print(f"without the writer       : {b0 * 1e3:7.2f} vs {o0 * 1e3:.2f} ms/point, "
           f"ratio {o0 / b0:.2f}")
     if wire is not None:
         result.update(wire)

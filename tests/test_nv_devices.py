@@ -95,3 +95,48 @@ def test_coherence_scan_validates_before_running(devices, RE):
         RE(coherence_scan(devices["nv"], "hahn", [2e-6, 1e-6]))
     with pytest.raises(ValueError, match="too short"):
         RE(coherence_scan(devices["nv"], "xy8", [1e-7], n=4))
+
+
+def test_visa_rejection_raises_at_the_write_and_answers_stay_aligned():
+    """pyvisa-sim refuses a power above its range (20 dBm) with an error-queue entry: the
+    write that caused it raises, naming instrument, command and message; later answers are
+    not shifted."""
+    from mracq.devices.transports import InstrumentError
+
+    mw = MicrowaveSource(name="mw", transport=VisaMicrowave("TCPIP0::mw.sim::inst0::INSTR@sim"),
+                         limits={"min_frequency": 9e3, "max_frequency": 6e9,
+                                 "max_power_dbm": 30.0})  # our limit wider than the source's
+    mw.frequency.set(1.5e9).wait(5)
+    mw.power.set(-3.5).wait(5)
+    mw.output.set(True).wait(5)
+    with pytest.raises(InstrumentError, match=r"mw\.sim.*SimMW.*'SOUR:POW 25\.00'.*-222"):
+        mw.power.set(25.0)
+    assert mw.power.get() == -3.5 and mw.frequency.get() == 1.5e9
+    assert mw.output.get() is True
+    mw.output.set("off").wait(5)
+    assert mw.output.get() is False and mw.transport.get_output() is False
+
+
+@pytest.mark.parametrize("value", ["0", "false", "OFF", 0, False, np.False_])
+def test_output_off_words_turn_the_output_off(devices, value):
+    mw = devices["mw"]
+    mw.output.set(True).wait(1)
+    mw.output.set(value).wait(1)
+    assert mw.output.get() is False
+
+
+@pytest.mark.parametrize("value", [float("nan"), 2, 0.5, "maybe", None, [1]])
+def test_output_refuses_what_is_not_on_off(devices, value):
+    mw = devices["mw"]
+    mw.output.set(False).wait(1)
+    with pytest.raises(LimitError, match="on/off"):
+        mw.output.set(value)
+    assert mw.output.get() is False
+
+
+def test_failed_status_names_what_failed():
+    from mracq.devices.soft import NamedStatus
+
+    st = NamedStatus("set mw_power")
+    st.set_exception(RuntimeError("source refused"))
+    assert str(st) == "set mw_power: failed (RuntimeError: source refused)"

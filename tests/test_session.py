@@ -126,7 +126,7 @@ def test_session_against_tiled_server(tiled_server, tmp_path, monkeypatch):
         assert table["det1"].shape == (3,)
         assert list_runs(s.catalog, limit=1)[0]["uid"] == uid
         assert not (tmp_path / "catalog.db").exists()  # runs went to the server
-        assert (tmp_path / "runengine-md").is_dir()
+        assert (tmp_path / "runengine-md.json").is_file()
     # the API key from the environment, scan_id continuing from the local metadata
     monkeypatch.setenv("TILED_API_KEY", API_KEY)
     with make_session({"storage": {"url": tiled_server}}, data_dir=tmp_path,

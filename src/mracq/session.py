@@ -4,35 +4,143 @@
 >>> with make_session() as s:                       # doctest: +SKIP
 ...     s.RE(some_plan(s.devices["nv"], ...))
 
-The RunEngine keeps its metadata (``scan_id`` among it) in ``<data_dir>/runengine-md``, so
-scan ids continue across restarts.  With ``url=`` runs go to a Tiled server (the
-scale-up path) while the RunEngine metadata stays in the local data folder.
+The RunEngine keeps its metadata (``scan_id`` among it) in ``<data_dir>/runengine-md.json``
+(:class:`JSONMetadata`: plain JSON, written atomically at every change), so scan ids
+continue across restarts.  A folder written by older versions (bluesky's PersistentDict in
+``runengine-md/``, msgpack) is read once without pickle and renamed
+``runengine-md.migrated``.  With ``url=`` runs go to a Tiled server (the scale-up path)
+while the RunEngine metadata and the journal stay in the local data folder.
+
+A session owns its data folder from the moment it opens (:class:`mracq.storage.FolderLock`)
+until it closes or its process dies; at open it first replays into the catalog any run a
+killed process left unfinished (:func:`mracq.storage.recover_journals`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
-import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
 from .config import LabConfig, load_config, validate_config
-from .storage import close_catalog, default_data_dir, open_catalog, subscribe_writer
+from .storage import (
+    JOURNAL_DIR,
+    FolderLock,
+    _json_default,
+    close_catalog,
+    default_data_dir,
+    open_catalog,
+    recover_journals,
+    subscribe_writer,
+)
 
 __all__ = ["Session", "make_session"]
 
 logger = logging.getLogger(__name__)
 
-MD_DIR = "runengine-md"
+MD_FILE = "runengine-md.json"
+OLD_MD_DIR = "runengine-md"
 
-# zict (behind PersistentDict) supports one instance per folder: track them per process.
-_md_lock = threading.Lock()
-_md_open: set[Path] = set()
+
+class JSONMetadata(MutableMapping):
+    """A dict kept in a JSON file, rewritten atomically (temp file, fsync, rename) on
+    every change.  Values must be JSON-serializable (numpy scalars and arrays are
+    converted); nested containers are written when their top-level key is set again.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._data: dict = {}
+        if self.path.exists():
+            self._data = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(self._data, dict):
+                raise ValueError(f"{self.path}: RunEngine metadata must be a JSON object")
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        text = json.dumps(self._data, default=_json_default, indent=1, sort_keys=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def flush(self) -> None:
+        """Write the file (nested containers changed in place included)."""
+        self._write()
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __setitem__(self, key, value):
+        json.dumps(value, default=_json_default)  # refuse what cannot be stored, at once
+        self._data[key] = value
+        self._write()
+
+    def __delitem__(self, key):
+        del self._data[key]
+        self._write()
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __repr__(self):
+        return f"JSONMetadata({self.path}, {self._data!r})"
+
+
+def _plain(value):
+    """value if it is plain JSON data (no numpy payloads, str keys), else raise ValueError."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _plain(v) for k, v in value.items()}
+    raise ValueError(f"not plain data: {type(value).__name__}")
+
+
+def migrate_persistent_dict(old_dir: Path) -> dict:
+    """Read bluesky's PersistentDict folder without pickle: plain msgpack, plain values.
+
+    Files are ``<quoted key>#<n>``; a value that is not plain data (numpy payloads, which
+    PersistentDict may decode with pickle) is left out with a warning.
+    """
+    import msgpack
+
+    out = {}
+    for f in sorted(Path(old_dir).iterdir(), key=lambda f: f.stat().st_mtime):
+        if not f.is_file():
+            continue
+        key = unquote(f.name.split("#")[0])
+        try:
+            out[key] = _plain(msgpack.unpackb(f.read_bytes(), raw=False, strict_map_key=False))
+        except Exception as exc:  # noqa: BLE001 - skip anything not plain, never unpickle
+            logger.warning("RunEngine metadata %r in %s not migrated (%s)", key, old_dir, exc)
+    return out
+
+
+def _open_md(data_dir: Path) -> JSONMetadata:
+    path = data_dir / MD_FILE
+    old = data_dir / OLD_MD_DIR
+    if not path.exists() and old.is_dir():
+        md = JSONMetadata(path)
+        md._data = migrate_persistent_dict(old)
+        md.flush()
+        os.replace(old, data_dir / (OLD_MD_DIR + ".migrated"))
+        logger.info("RunEngine metadata of %s moved to %s (JSON)", data_dir, path.name)
+        return md
+    return JSONMetadata(path)
 
 
 @dataclass
@@ -67,9 +175,11 @@ class Session:
     data_dir: Path
     url: str | None = None
     rng: np.random.Generator | None = None
+    recovered: list[str] = field(default_factory=list)
     publisher: Any = None
     tokens: list[int] = field(default_factory=list, repr=False)
     closed: bool = field(default=False, repr=False)
+    lock: Any = field(default=None, repr=False)
 
     def close(self) -> None:
         """Unsubscribe callbacks, write RunEngine metadata, close the catalog (idempotent)."""
@@ -82,9 +192,12 @@ class Session:
         if self.publisher is not None:
             self.publisher.close()
         md = self.RE.md
-        _release_md(md, self.data_dir)
+        if hasattr(md, "flush"):
+            md.flush()
         self.RE.md = dict(md)  # a RunEngine used after close no longer touches the folder
         close_catalog(self.catalog)
+        if self.lock is not None:
+            self.lock.release()
         logger.info("session on %s closed", self.data_dir)
 
     @property
@@ -115,37 +228,6 @@ def _resolve_config(config) -> LabConfig:
     raise TypeError(f"config must be a LabConfig, a path, a dict or None, not {config!r}")
 
 
-def _open_md(data_dir: Path):
-    from bluesky.utils import PersistentDict
-
-    md_dir = (data_dir / MD_DIR).absolute()
-    with _md_lock:
-        if md_dir in _md_open:
-            raise RuntimeError(
-                f"a session on {data_dir} is already open in this process; close it first "
-                "(its RunEngine metadata can have only one owner)")
-        _md_open.add(md_dir)
-    try:
-        return PersistentDict(str(md_dir))
-    except BaseException:
-        with _md_lock:
-            _md_open.discard(md_dir)
-        raise
-
-
-def _release_md(md, data_dir: Path) -> None:
-    if hasattr(md, "flush"):
-        md.flush()
-    # PersistentDict writes its cache again when garbage-collected; zict's file-name map
-    # of this instance is stale once another instance owns the folder, and the late
-    # write then fails (FileNotFoundError in a finalizer): write now, never again.
-    finalizer = getattr(md, "_finalizer", None)
-    if finalizer is not None:
-        finalizer.detach()
-    with _md_lock:
-        _md_open.discard((data_dir / MD_DIR).absolute())
-
-
 def _add_live_feedback(RE) -> list[int]:
     from bluesky.callbacks.best_effort import BestEffortCallback
 
@@ -162,12 +244,13 @@ def _add_live_feedback(RE) -> list[int]:
 def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
                  url: str | None = None, api_key: str | None = None,
                  devices: dict | None = None, interactive: bool = False,
-                 clock=None, publish=None) -> Session:
+                 clock=None, fsync_interval: float | None = 1.0, publish=None) -> Session:
     """Build a ready session.
 
-    Steps: validate the lab configuration (nothing is created if it is invalid), open
-    the catalog, build a ``RunEngine(call_returns_result=True)`` with persistent
-    metadata, subscribe a ``TiledWriter``, build the devices.
+    Steps: validate the lab configuration (nothing is created if it is invalid), take
+    the data folder's lock, open the catalog, replay runs a killed process left
+    unfinished (``Session.recovered``), build a ``RunEngine(call_returns_result=True)``
+    with persistent metadata, subscribe a journaled ``TiledWriter``, build the devices.
 
     Parameters
     ----------
@@ -189,6 +272,8 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
     clock : VirtualClock, optional
         Simulated hardware clock; default a new ``mracq.sim.clock.VirtualClock`` (None if
         that module is not available and ``devices`` is given).
+    fsync_interval : float or None
+        Journal fsync policy for events (:class:`mracq.storage.JournalWriter`).
     publish : str, int or mracq.stream.DocumentPublisher, optional
         Also publish every document to the 0MQ proxy at this address (a port means
         127.0.0.1; ``mracq proxy`` runs one), msgpack-encoded, for workers elsewhere
@@ -204,7 +289,7 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
     mracq.config.ConfigError
         Invalid configuration (raised before anything is created).
     StorageBusyError
-        The data folder is in use by another process.
+        The data folder is held by another session (this process or another).
     """
     cfg = _resolve_config(config)
     url = url or cfg.storage.get("url")
@@ -223,17 +308,20 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
             clock = VirtualClock()
 
     root.mkdir(parents=True, exist_ok=True)
-    md = _open_md(root)
+    lock = FolderLock(root)  # one owner from the moment the session opens
     catalog = session = None
     try:
         from bluesky import RunEngine
 
-        catalog = open_catalog(root, url=url, api_key=api_key)
+        md = _open_md(root)
+        catalog = open_catalog(root, url=url, api_key=api_key, lock=False)
+        recovered = recover_journals(catalog, root)
         RE = RunEngine(md=md, call_returns_result=True)
         RE.md["versions"] = dict(RE.md["versions"])  # sync the nested update to disk
         session = Session(RE=RE, catalog=catalog, devices={}, clock=clock, config=cfg,
-                          data_dir=root, url=url, rng=rng)
-        session.tokens.append(subscribe_writer(RE, catalog))
+                          data_dir=root, url=url, rng=rng, recovered=recovered, lock=lock)
+        session.tokens.append(subscribe_writer(RE, catalog, journal_dir=root / JOURNAL_DIR,
+                                               fsync_interval=fsync_interval))
         if publish is None:
             publish = os.environ.get("MRACQ_PUBLISH") or None
         if publish is not None:
@@ -253,11 +341,11 @@ def make_session(config=None, *, data_dir: str | os.PathLike | None = None,
         if interactive:
             session.tokens.extend(_add_live_feedback(RE))
     except BaseException:
-        _release_md(md, root)
         if session is not None and session.publisher is not None:
             session.publisher.close()
         if catalog is not None:
             close_catalog(catalog)
+        lock.release()
         raise
     logger.info("session ready: data in %s, runs to %s", root, url or "embedded catalog")
     return session

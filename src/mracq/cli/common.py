@@ -83,11 +83,16 @@ def open_store_from_args(args):
 
 
 def open_catalog_from_args(args):
-    """Only the Tiled catalog (no devices), honouring ``--config`` like every command."""
-    from mracq.storage import open_catalog
+    """Only the Tiled catalog (no devices), read only, honouring ``--config`` like every
+    command (works while a session holds the folder, and on a read-only copy)."""
+    from mracq.cli import CLIError
+    from mracq.storage import RunNotFoundError, open_catalog
 
     data_dir, url, key = storage_from_args(args)
-    return open_catalog(None if url else data_dir, url=url, api_key=key)
+    try:
+        return open_catalog(None if url else data_dir, url=url, api_key=key, readonly=True)
+    except RunNotFoundError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def figure_dir(args, data_dir) -> Path:

@@ -177,7 +177,10 @@ class LocalStore:
         for key, family, mimetype, params, uri in parts:
             if family == "table" and mimetype == "application/x-tiled-sql-table":
                 p = json.loads(params or "{}")
-                out.update(self._sql_table(p["table_name"], p["dataset_id"]))
+                if uri.startswith("sqlite:"):  # mracq.storage's tables (SQLite)
+                    out.update(self._sqlite_table(uri, p["table_name"], p["dataset_id"]))
+                else:
+                    out.update(self._sql_table(p["table_name"], p["dataset_id"]))
             elif family == "array" and mimetype == "application/x-zarr":
                 arrays[key] = self._zarr(uri)
             else:
@@ -213,6 +216,25 @@ class LocalStore:
                 continue
             cols[name] = [r[i] for r in rows]
         return cols
+
+    def _sqlite_table(self, uri: str, table: str, dataset_id: int) -> dict:
+        """Rows of one dataset of an SQLite table file, opened read only (a writer may
+        hold it: SQLite lets readers in; a read-only folder: immutable)."""
+        import os
+        import sqlite3
+
+        if not table.replace("_", "").isalnum():
+            raise LayoutError(f"odd table name {table!r}")
+        path = uri.split("://", 1)[1]
+        path = "/" + (path[len("localhost"):] if path.startswith("localhost") else path).lstrip("/")
+        ro = "" if os.access(os.path.dirname(path), os.W_OK) else "&immutable=1"
+        with sqlite3.connect(f"file:{path}?mode=ro{ro}", uri=True) as con:
+            cur = con.execute(f'SELECT * FROM "{table}" WHERE _dataset_id = '
+                              f"{int(dataset_id)} ORDER BY seq_num")
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        return {name: [r[i] for r in rows] for i, name in enumerate(names)
+                if not name.startswith("_")}
 
     def _zarr(self, uri: str):
         import numpy as np
@@ -280,4 +302,4 @@ def open_store(data_dir: str | Path | None = None, *, url: str | None = None,
         return LocalStore(root)
     except LayoutError as exc:
         logger.info("reading %s through Tiled: %s", root, exc)
-        return TiledStore(open_catalog(root))
+        return TiledStore(open_catalog(root, readonly=True))

@@ -14,14 +14,34 @@ import math
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
-from ophyd.status import StatusBase
 from ophyd.utils import LimitError
 
-from mracq.devices.soft import SoftSignal
+from mracq.devices.soft import NamedStatus, SoftSignal
 from mracq.pulses import PulseProgram, TimingLimits
 from mracq.sim.nv import normalize
 
 log = logging.getLogger(__name__)
+
+
+ON_WORDS = ("on", "true", "1")
+OFF_WORDS = ("off", "false", "0")
+
+
+def to_bool(value, name: str = "value") -> bool:
+    """An on/off setting: True/False (numpy bools too), the integers 1/0, or the strings
+    "on"/"off", "true"/"false", "1"/"0" (any case).  Anything else raises LimitError."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ON_WORDS:
+            return True
+        if word in OFF_WORDS:
+            return False
+    raise LimitError(f"{name}: {value!r} is not an on/off value (True/False, 1/0, "
+                     f"{'/'.join(ON_WORDS)} or {'/'.join(OFF_WORDS)})")
 
 
 class CheckedSignal(SoftSignal):
@@ -61,9 +81,16 @@ class TransportSignal(CheckedSignal):
         lim = self.parent.limits
         return tuple(lim[k] for k in self._limit_keys)
 
+    def _convert(self, value):
+        if self._dtype is bool:
+            return to_bool(value, self.name)
+        return self._dtype(value)
+
     def check_value(self, value):
         try:
-            v = self._dtype(value)
+            v = self._convert(value)
+        except LimitError:
+            raise
         except (TypeError, ValueError):
             raise LimitError(f"{self.name}: {value!r} is not a valid {self._dtype.__name__}") \
                 from None
@@ -81,8 +108,8 @@ class TransportSignal(CheckedSignal):
 
     def put(self, value, **kwargs):
         self.check_value(value)
-        getattr(self.parent.transport, self._setter)(self._dtype(value))
-        super().put(self._dtype(value), **kwargs)
+        getattr(self.parent.transport, self._setter)(self._convert(value))
+        super().put(self._convert(value), **kwargs)
 
     def describe(self):
         d = super().describe()
@@ -210,7 +237,7 @@ class PulseSequencer(Device):
         self.duration.put(float(counts.duration))
         self.value.put(float(v))
         self.error.put(float(err))
-        st = StatusBase()  # Status(obj=self) would build the device repr (reads every signal)
+        st = NamedStatus(f"trigger {self.name}")  # Status(obj=self) reads every signal
         st.set_finished()
         return st
 

@@ -6,6 +6,25 @@ from ophyd import Signal
 from ophyd.status import StatusBase
 
 
+class NamedStatus(StatusBase):
+    """A status that says what it was for: ``str`` gives the action and, once failed, the
+    reason (bluesky's ``FailedStatus`` message is the status's text)."""
+
+    def __init__(self, action: str, **kwargs):
+        self.action = action
+        super().__init__(**kwargs)
+
+    def __repr__(self):
+        if not self.done:
+            return f"{self.action}: pending"
+        if self.success:
+            return f"{self.action}: done"
+        exc = self.exception()
+        return f"{self.action}: failed ({type(exc).__name__}: {exc})"
+
+    __str__ = __repr__
+
+
 class SoftSignal(Signal):
     """An ophyd Signal whose ``set`` puts the value and returns a finished status.
 
@@ -19,6 +38,6 @@ class SoftSignal(Signal):
     def set(self, value, **kwargs):
         self.check_value(value)
         self.put(value)
-        st = StatusBase()
+        st = NamedStatus(f"set {self.name}")
         st.set_finished()
         return st

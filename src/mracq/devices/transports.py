@@ -9,6 +9,10 @@ Each transport implements the small protocol its device needs:
 
 The VISA transports speak a generic SCPI dialect (below); concrete vendor drivers
 (R&S SMB100A, Swabian Pulse Streamer, ...) subclass them and override the commands.
+After every setting they read the instrument's error queue (``SYST:ERR?`` until it answers
+code 0) and read the value back: a refused or altered setting raises
+:class:`InstrumentError` at the write that caused it, naming the instrument, the command
+and the instrument's message (an unread error would otherwise shift every later answer).
 """
 
 from __future__ import annotations
@@ -161,17 +165,116 @@ def open_visa(resource: str, timeout: float = 5.0, *, library: str | None = None
     return rm.open_resource(resource, **kw)
 
 
+class InstrumentError(RuntimeError):
+    """An instrument refused a command (its error queue) or did not take a value."""
+
+
 class VisaTransport:
-    """Base class: an open pyvisa resource with ``write`` / ``query``."""
+    """Base class: an open pyvisa resource with ``write`` / ``query`` / ``setting``.
+
+    Parameters
+    ----------
+    resource : str
+        VISA resource string (see :func:`open_visa`).
+    timeout : float
+        I/O timeout, s.
+    library, options
+        As for :func:`open_visa`.
+    error_query : str or None
+        SCPI error-queue query read after each setting (None: the instrument has none).
+    """
 
     def __init__(self, resource: str, timeout: float = 5.0, *, library: str | None = None,
-                 options: dict | None = None):
+                 options: dict | None = None, error_query: str | None = "SYST:ERR?"):
         self.resource_name = resource
+        self.error_query = error_query
         self.res = open_visa(resource, timeout, library=library, options=options)
-        log.info("opened %s: %s", resource, self.idn())
+        self.instrument = self.idn()
+        log.info("opened %s: %s", resource, self.instrument)
+        if self.error_query and not self._has_error_queue():
+            log.warning("%s (%s) does not answer %s with an error code: settings are "
+                        "checked by their readback only", resource, self.instrument,
+                        self.error_query)
+            self.error_query = None
+        if self.error_query:
+            self.read_errors()  # start from an empty queue
+
+    def _has_error_queue(self) -> bool:
+        """True if the error query answers ``<code>,<message>`` (code an integer)."""
+        import pyvisa
+
+        try:
+            ans = self.res.query(self.error_query).strip()
+        except pyvisa.errors.VisaIOError:
+            return False
+        try:
+            code = int(float(ans.split(",", 1)[0]))
+        except ValueError:
+            return False
+        if code != 0:  # an error left from before: report it once, then start empty
+            log.warning("%s: error queue held %r at open", self.resource_name, ans)
+        return True
 
     def idn(self) -> str:
         return self.res.query("*IDN?").strip()
+
+    def read_errors(self) -> list[str]:
+        """Read the error queue until it answers code 0; the messages read."""
+        errors = []
+        for _ in range(32):
+            ans = self.res.query(self.error_query).strip()
+            try:
+                code = int(float(ans.split(",", 1)[0]))
+            except ValueError:
+                code = None  # not an error-queue answer: report it
+            if code == 0:
+                break
+            errors.append(ans)
+            if code is None:
+                break
+        return errors
+
+    def setting(self, cmd: str, readback: str | None = None, expected=None,
+                tolerance: float = 0.0, parse=float) -> None:
+        """Send a setting, check the error queue, compare the readback.
+
+        Parameters
+        ----------
+        cmd : str
+            The setting command.
+        readback : str, optional
+            Query answering the value now in force.
+        expected : optional
+            What ``parse(answer)`` must equal (within ``tolerance`` for numbers).
+        tolerance : float
+            Absolute tolerance of the readback (the command's resolution).
+        parse : callable
+            Converts the readback answer.
+
+        Raises
+        ------
+        InstrumentError
+            The instrument put an error in its queue, or the readback differs.
+        """
+        self.write(cmd)
+        if self.error_query:
+            errors = self.read_errors()
+            if errors:
+                raise InstrumentError(f"{self.resource_name} ({self.instrument}) refused "
+                                      f"{cmd!r}: {'; '.join(errors)}")
+        if readback is not None:
+            ans = self.query(readback)
+            try:
+                got = parse(ans)
+            except ValueError:
+                got = ans
+            same = (abs(got - expected) <= tolerance
+                    if isinstance(got, float) and isinstance(expected, (int, float))
+                    else got == expected)
+            if not same:
+                raise InstrumentError(f"{self.resource_name} ({self.instrument}): after "
+                                      f"{cmd!r}, {readback} answered {ans!r}, expected "
+                                      f"{expected!r}")
 
     def write(self, cmd: str) -> None:
         log.debug("%s <- %s", self.resource_name, cmd)
@@ -198,7 +301,9 @@ class _VisaOutput(VisaTransport):
         return _onoff(self.query(":OUTP:STAT?"))
 
     def set_output(self, on):
-        self.write(f":OUTP:STAT {'ON' if on else 'OFF'}")
+        if not isinstance(on, bool):
+            raise TypeError(f"output must be True or False, got {on!r}")
+        self.setting(f":OUTP:STAT {'ON' if on else 'OFF'}", ":OUTP:STAT?", on, parse=_onoff)
 
 
 class VisaMicrowave(_VisaOutput):
@@ -208,13 +313,13 @@ class VisaMicrowave(_VisaOutput):
         return float(self.query("SOUR:FREQ?"))
 
     def set_frequency(self, f):
-        self.write(f"SOUR:FREQ {float(f):.2f}")
+        self.setting(f"SOUR:FREQ {float(f):.2f}", "SOUR:FREQ?", float(f), 0.011)
 
     def get_power_dbm(self):
         return float(self.query("SOUR:POW?"))
 
     def set_power_dbm(self, p):
-        self.write(f"SOUR:POW {float(p):.2f}")
+        self.setting(f"SOUR:POW {float(p):.2f}", "SOUR:POW?", float(p), 0.011)
 
 
 class VisaLaser(_VisaOutput):
@@ -224,7 +329,7 @@ class VisaLaser(_VisaOutput):
         return float(self.query("SOUR:POW?"))
 
     def set_power(self, p):
-        self.write(f"SOUR:POW {float(p):.6f}")
+        self.setting(f"SOUR:POW {float(p):.6f}", "SOUR:POW?", float(p), 1.1e-6)
 
 
 class VisaSequencer(VisaTransport):
@@ -244,7 +349,7 @@ class VisaSequencer(VisaTransport):
 
     def run(self, program, shots: int) -> Counts:
         self.write("SEQ:PROG " + json.dumps(program.to_dict(), separators=(",", ":")))
-        self.write(f"SEQ:SHOTS {int(shots)}")
+        self.setting(f"SEQ:SHOTS {int(shots)}")  # one error-queue read for both writes
         ans = self.query("READ?")
         try:
             s, b, d = (int(float(x)) for x in ans.split(","))

@@ -11,6 +11,7 @@ from bluesky import plan_stubs as bps
 from bluesky.utils import Msg
 
 from mracq.devices.nv import CoherenceDetector
+from mracq.plans._stored import StoredEvents
 from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses import coherence_programs
 
@@ -44,7 +45,7 @@ def stored_programs(start: dict) -> list:
 
 
 def _measure_point(det, program):
-    """checkpoint; set the program; trigger; read one ``primary`` event.
+    """checkpoint; set the program; trigger; read one ``primary`` event; checkpoint.
 
     The messages of ``bps.checkpoint``, ``bps.mv`` and ``bps.trigger_and_read``, yielded
     directly: bluesky wraps each stub call in a ``Plan`` that formats the whole call
@@ -58,6 +59,7 @@ def _measure_point(det, program):
     yield Msg("create", None, name="primary")
     reading = yield Msg("read", det)
     yield Msg("save")
+    yield Msg("checkpoint")
     return reading
 
 
@@ -154,19 +156,27 @@ def coherence_scan(nv, family: str, times, *, n: int | None = None, shots: int =
     yield from bps.mv(nv.shots, shots)
     out = {"coherence": [], "sigma": [], "duration": [], "dry_run": False}
 
+    stored = StoredEvents()
+
     def points():
         for prog in programs:
             reading = yield from _measure_point(det, prog)
             if not reading:  # a simulator (check_limits, summarize_plan): no data
                 out["dry_run"] = True
-                reading = {k: {"value": float("nan")} for k in ("coherence", "coherence_error")}
-            out["coherence"].append(reading["coherence"]["value"])
-            out["sigma"].append(reading["coherence_error"]["value"])
+                out["coherence"].append(float("nan"))
+                out["sigma"].append(float("nan"))
+            else:
+                row = stored.take(reading)  # what was stored (after a hard pause: the replay)
+                out["coherence"].append(row.get("coherence"))
+                out["sigma"].append(row.get("coherence_error"))
             out["duration"].append(nv.duration.get())  # local bookkeeping, not stored
 
-    uid = yield from bps.open_run(md=_md)
+    yield Msg("subscribe", None, stored, "all")
+    uid = stored.run_uid = yield from bps.open_run(md=_md)
+    yield Msg("checkpoint")
     yield from points()
     yield from bps.close_run()
+    yield Msg("checkpoint")
     return {
         "uid": uid,
         "sequence": label,

@@ -18,6 +18,7 @@ import numpy as np
 from bluesky import plan_stubs as bps
 
 from mracq.devices.soft import SoftSignal
+from mracq.plans._stored import StoredEvents, point_done
 from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses.cosy import cosy_program
 from mracq.recon.cosy.dlmc import reconstruct
@@ -53,16 +54,37 @@ class _Recorder:
         self.spectrum = SoftSignal(name="spectrum", value=np.zeros((1, 1)))
 
 
-def _measure(nv, rec, prog, i, j, t1, t2):
-    """Measure one point; the value is None in a dry run (a simulator answers no reading)."""
+def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
+    """Plan: one point between checkpoints; (value, hardware time in s).
+
+    With ``stored`` (a :class:`StoredEvents` of the open run) the value is the one stored
+    (after a hard pause: the replayed point's); None in a dry run (a simulator answers no
+    reading).
+    """
     yield from bps.checkpoint()
     yield from bps.mv(nv.program, prog, rec.i, int(i), rec.j, int(j), rec.t1, float(t1),
                       rec.t2, float(t2))
     reading = yield from bps.trigger_and_read([nv, rec.i, rec.j, rec.t1, rec.t2])
+    yield from point_done()
     key = f"{nv.name}_value"
     if not reading or key not in reading:  # simulators answer None ({} from trigger_and_read)
         return None, 0.0
-    return reading[key]["value"], nv.duration.get()
+    value = reading[key]["value"] if stored is None else stored.take(reading).get(key)
+    return value, nv.duration.get()
+
+
+def _open(md):
+    """Plan: subscribe a :class:`StoredEvents`, open the run, checkpoint; (uid, stored)."""
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(md=md)
+    yield from point_done()
+    return uid, stored
+
+
+def _close():
+    yield from bps.close_run()
+    yield from point_done()
 
 
 def _finish(rec, values, mask, method, dry=False):
@@ -80,6 +102,20 @@ def _finish(rec, values, mask, method, dry=False):
     yield from bps.trigger_and_read([rec.mask, rec.measured, rec.recon, rec.spectrum],
                                     name="reconstruction")
     return measured, recon, spec
+
+
+def _resumed_points(resume, t1, t2):
+    """(i, j, value) of a stored run's points, after checking it used the same grid."""
+    start = resume.get("start") or {}
+    for name, t in (("t1", t1), ("t2", t2)):
+        grid = start.get(f"{name}_grid")
+        if grid is not None and not np.allclose(grid, t, rtol=1e-12, atol=0):
+            raise ValueError(f"run {resume.get('uid', '?')[:8]} used another {name} grid: "
+                             "resume with the same t1 and t2")
+    table = resume.get("primary") or {}
+    i, j, v = (np.asarray(table.get(k, []), float) for k in ("i", "j", "nv_value"))
+    return [(int(a), int(b), float(c)) for a, b, c in zip(i, j, v, strict=True)
+            if np.isfinite(c)]
 
 
 def _md(name, args, nv, t1, t2, program_kw, md):
@@ -155,10 +191,10 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     mask = np.zeros(shape, bool)
     hw = 0.0
     yield from bps.mv(nv.shots, shots)
-    uid = yield from bps.open_run(md=_m)
+    uid, stored = yield from _open(_m)
     dry = False
     for k, ((i, j), prog) in enumerate(zip(points, programs, strict=True), start=1):
-        v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j])
+        v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j], stored)
         dry = dry or v is None
         values[i, j] = np.nan if v is None else v
         mask[i, j] = True
@@ -171,7 +207,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     measured, recon, spec = yield from _finish(rec, values, mask, method, dry)
     if live is not None and not dry:
         live(recon, spec, n)
-    yield from bps.close_run()
+    yield from _close()
     return {"uid": uid, "mask": mask, "measured": measured, "reconstruction": recon,
             "spectrum": spec, "hardware_time": hw, "n_points": n}
 
@@ -180,7 +216,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
                   batch: int = 25, max_coverage: float = 0.4, tol: float = 0.02,
                   max_hardware_time: float | None = None, members: int = 4,
                   method: str = "dlmc", rng=None, live=None, program_kw: dict | None = None,
-                  md: dict | None = None):
+                  md: dict | None = None, resume: dict | None = None):
     """Grow the COSY mask in batches where an ensemble of reconstructions disagrees.
 
     Parameters
@@ -206,6 +242,13 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
         Ensemble size (see the module docstring for how the ensemble is formed).
     method, rng, live, program_kw, md
         As for `cosy_random_mask` (``live`` is called after each batch).
+    resume : dict, optional
+        Go on from a stored run (one cut short by a crash, an abort, ...):
+        ``{"uid": str, "start": start document, "primary": {"i", "j", "nv_value": arrays}}``
+        as :func:`mracq.storage.resume_state` gives.  Its points seed the strategy and are
+        not measured again; the new run stores only new points and records
+        ``resumed_from`` (the uid); the result covers all points (``hardware_time``: the
+        new run's).
 
     Returns
     -------
@@ -233,15 +276,24 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
                       "of the measured points; next points: largest ensemble std")
     hw = 0.0
     stop = "budget"
-    todo = strategy.suggest(max(1, int(round(initial * t1.size * t2.size))))
+    if resume is not None:
+        got = _resumed_points(resume, t1, t2)
+        if got:
+            strategy.ingest(got)
+        _m["resumed_from"] = resume["uid"]
+        _m["resumed_points"] = len(got)
+    if not strategy.mask.any():
+        todo = strategy.suggest(max(1, int(round(initial * t1.size * t2.size))))
+    else:  # resumed: go on as after a batch
+        todo = [] if strategy.should_stop()[0] else strategy.suggest(batch)
     yield from bps.mv(nv.shots, shots)
-    uid = yield from bps.open_run(md=_m)
+    uid, stored = yield from _open(_m)
     while todo:
         got = []
         for s in todo:
             i, j = s["i"], s["j"]
             prog = cosy_program(t1[i], t2[j], **program_kw).validate(nv.timing_limits)
-            v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j])
+            v, dt = yield from _measure(nv, rec, prog, i, j, t1[i], t2[j], stored)
             got.append({"_id": s["_id"], "value": v})
             hw += dt
         if any(g["value"] is None for g in got):
@@ -268,7 +320,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
         todo = strategy.suggest(batch)
     measured, recon, spec = yield from _finish(rec, strategy.values, strategy.mask, method,
                                                stop == "dry run")
-    yield from bps.close_run()
+    yield from _close()
     return {"uid": uid, "mask": strategy.mask.copy(), "measured": measured,
             "reconstruction": recon, "spectrum": spec, "hardware_time": hw,
             "n_points": int(strategy.mask.sum()), "changes": list(strategy.changes),

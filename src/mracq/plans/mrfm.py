@@ -24,6 +24,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.utils import LimitError
 
+from mracq.plans._stored import StoredEvents, point_done
 from mracq.recon.mrfm.strategy import SignalWeightedStrategy
 from mracq.sim.mrfm.field import SEED_F0, SEED_F0_XYZ, SEED_F_BW
 
@@ -122,6 +123,23 @@ def _store_cube_and_close(cube, mask):
     yield from bps.read(store)
     yield from bps.save()
     yield from bps.close_run()
+    yield from point_done()
+
+
+def _measure_at(scanner, readout, stored, position, last):
+    """Plan: move, trigger and read one position; (stored spin signal per pulse, position).
+
+    Checkpoint before and after: a deferred pause stops between points, a hard pause
+    replays at most this point, and the value returned is the one stored (None in a dry
+    run: simulators answer no reading).
+    """
+    yield from bps.checkpoint()
+    last = yield from _move(scanner, position, last)
+    reading = yield from bps.trigger_and_read([readout, scanner])
+    yield from point_done()
+    if _spin_signal(reading, readout) is None:
+        return None, last
+    return np.asarray(stored.take(reading).get(readout.spin_signal.name), float), last
 
 
 def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md, plan_name,
@@ -153,13 +171,15 @@ def _grid_scan(scanner, rf, readout, x, y, heights, pulses, f_bw, t_m, mask, md,
     t0 = clock.now if clock is not None else 0.0
     yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, f_bw)
     yield from bps.mv(rf.pulse_list, [float(f) for f in pulses])
-    uid = yield from bps.open_run(meta)
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(meta)
+    yield from point_done()
     cube = np.full((x.size, y.size, n_ch), np.nan)
     last = None
     for i, j, k in idx:
-        last = yield from _move(scanner, (x[i], y[j], heights[k]), last)
-        reading = yield from bps.trigger_and_read([readout, scanner])
-        val = _spin_signal(reading, readout)
+        val, last = yield from _measure_at(scanner, readout, stored, (x[i], y[j], heights[k]),
+                                           last)
         if val is None:
             continue
         if heights.size == 1:
@@ -229,8 +249,26 @@ def cs_multislice_scan(scanner, rf, readout, x, y, p, rng, z=15e-9, f0_list=None
                                        meta, _plan_name="cs_multislice_scan"))
 
 
+def _resumed_positions(resume, coords, n_pulses):
+    """[((i, j), spin signal per pulse)] of a stored run, on this plan's grid."""
+    geom = (resume.get("start") or {}).get("geometry") or {}
+    if geom.get("x") is not None and not np.allclose(geom["x"], coords, rtol=0, atol=1e-15):
+        raise ValueError(f"run {resume.get('uid', '?')[:8]} scanned another grid: resume "
+                         "with the same setup")
+    table = resume.get("primary") or {}
+    xs = np.asarray(table.get("scanner_x", []), float)
+    ys = np.asarray(table.get("scanner_y", []), float)
+    sig = np.asarray(table.get("readout_spin_signal", np.empty((0, n_pulses))), float)
+    out = {}
+    for x, y, v in zip(xs, ys, sig.reshape(len(xs), -1), strict=True):
+        i, j = int(np.abs(coords - x).argmin()), int(np.abs(coords - y).argmin())
+        out.setdefault((i, j), v)
+    return list(out.items())
+
+
 def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, batch=0.125,
-                             target=None, strategy=None, rng=None, n_iter=20, md=None):
+                             target=None, strategy=None, rng=None, n_iter=20, md=None,
+                             resume=None):
     """Adaptive multislice scan: measure a batch, reconstruct, choose the next batch.
 
     The grid and pulses are those of ``setup`` (an :class:`~mracq.sim.mrfm.MRFMSetup`, the
@@ -243,6 +281,11 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
     fraction reaches ``budget``, when the reconstruction changes by less than ``target``
     (relative L2) between batches, or when ``strategy.should_stop()`` says so. In a dry run
     (no readings) it stops after the first batch with a warning.
+
+    ``resume`` (``{"uid", "start", "primary"}`` of a stored run of this plan, as
+    :func:`mracq.storage.resume_state` gives) goes on from that run: its positions seed
+    the strategy and are not measured again, the new run stores only new positions and
+    records ``resumed_from``; the result covers all positions.
 
     Returns
     -------
@@ -271,12 +314,23 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
                          "resonator": setup.geometry},
             "criterion": getattr(strategy, "criterion", type(strategy).__name__)}
     meta.update(md or {})
+    cube = np.zeros(setup.data_shape)
+    if resume is not None:
+        old = _resumed_positions(resume, coords, len(pulses))
+        if old:  # one batch of outcomes: the strategy reconstructs and re-weights
+            for (i, j), v in old:
+                cube[i, j] = v
+            strategy.ingest([{"i": i, "j": j, "spin_signal": v} for (i, j), v in old])
+        meta["resumed_from"] = resume["uid"]
+        meta["resumed_points"] = len(old)
     clock = _clock(readout)
     t0 = clock.now if clock is not None else 0.0
     yield from bps.mv(readout.integration_time, t_m, rf.bandwidth, setup.f_bw)
     yield from bps.mv(rf.pulse_list, pulses)
-    uid = yield from bps.open_run(meta)
-    cube = np.zeros(setup.data_shape)
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(meta)
+    yield from point_done()
     last = None
     while strategy.sampled.sum() < n_budget:
         todo = strategy.suggest(min(n_batch, n_budget - int(strategy.sampled.sum())))
@@ -285,9 +339,8 @@ def adaptive_multislice_scan(scanner, rf, readout, setup, t_m=1.0, budget=0.5, b
         got = []
         for s in todo:
             i, j = s["i"], s["j"]
-            last = yield from _move(scanner, (coords[i], coords[j], setup.z0), last)
-            reading = yield from bps.trigger_and_read([readout, scanner])
-            val = _spin_signal(reading, readout)
+            val, last = yield from _measure_at(scanner, readout, stored,
+                                               (coords[i], coords[j], setup.z0), last)
             got.append({"_id": s["_id"], "spin_signal": val})
             if val is not None:
                 cube[i, j] = val

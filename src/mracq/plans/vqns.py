@@ -70,13 +70,47 @@ def store_estimate(result, measurement_uids, *, step: int, md: dict | None = Non
         **(md or {}),
     }
     uid = yield from bps.open_run(md=_md)
+    yield from bps.checkpoint()
     yield from bps.trigger_and_read(sigs)
     yield from bps.close_run()
+    yield from bps.checkpoint()  # a hard pause after this run never replays it
     return uid
 
 
+def _resumed(resume, lo, hi):
+    """The measurement and estimate runs of an interrupted loop, from a resume state.
+
+    Returns (complete measurements [(uid, sequence, point dict, hardware time)], the
+    partial measurement (uid, sequence, planned times, stored point dict) or None, estimate
+    uids, steps that have an estimate).
+    """
+    runs = resume.get("group") or [resume]
+    done, partial, e_uids, estimated = [], None, [], set()
+    for r in runs:
+        start, table = r["start"], r.get("primary") or {}
+        if start.get("plan_name") == "vqns_estimate":
+            e_uids.append(start["uid"])
+            estimated.add(int(start.get("step", 0)))
+            continue
+        if start.get("plan_name") != "coherence_scan" or "vqns_sequence" not in start:
+            continue
+        t = np.asarray(table.get("t", []), float)
+        point = {"sequence": start["vqns_sequence"], "t": t,
+                 "coherence": np.clip(np.asarray(table.get("coherence", []), float), lo, hi),
+                 "sigma": np.maximum(np.asarray(table.get("coherence_error", []), float),
+                                     1e-6)}
+        planned = np.asarray((start.get("plan_args") or {}).get("times", []), float)
+        if t.size >= planned.size:
+            done.append((start["uid"], start["vqns_sequence"], point,
+                          float(start.get("hardware_time_estimate", 0.0))))
+        else:
+            partial = (start["uid"], start["vqns_sequence"], planned, point)
+    return done, partial, e_uids, estimated
+
+
 def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None = None,
-              on_estimate=None, on_scan=None, md: dict | None = None):
+              on_estimate=None, on_scan=None, md: dict | None = None,
+              resume: dict | None = None):
     """Adaptive noise spectroscopy: measure, reconstruct, ask for the next sequence.
 
     Parameters
@@ -103,6 +137,13 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     md : dict, optional
         Extra metadata for every run (each also records ``loop_plan = "vqns_loop"``
         beside its own ``plan_name``).
+    resume : dict, optional
+        Go on with an interrupted loop: :func:`mracq.storage.resume_state` of any of its
+        runs (its ``group`` holds every run with the same ``vqns_loop_id``).  Complete
+        measurements are handed to ``strategy`` (a fresh one, built as for the first
+        start) and not measured again; of a measurement cut short only the missing times
+        are measured (a new run, ``vqns_continues`` = the old uid, both uids linked in the
+        estimates); step numbers, the loop id and the lists of uids continue.
 
     Returns
     -------
@@ -117,12 +158,51 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
     Coherences the device reports outside [-0.05, 1.05] (shot noise near C = 1 or 0) are
     clipped into that range before reconstruction; the stored runs keep the raw values.
     """
+    import uuid
+
     nv.shots.check_value(shots)
     m_uids, e_uids, seqs = [], [], []
     spent = 0.0
     stopped = "strategy"
     lo, hi = COHERENCE_RANGE
     walked = set()  # dry run: sequences walked without data
+    loop_id = str(uuid.uuid4())
+    if resume is not None:
+        loop_id = resume["start"].get("vqns_loop_id") or loop_id
+        done, partial, e_uids, estimated = _resumed(resume, lo, hi)
+        points = []
+        for uid, seq, point, hw in done:
+            m_uids.append(uid)
+            seqs.append(seq)
+            points.append(point)
+            spent += hw
+        if partial is not None:  # measure only the times the cut-short run did not store
+            uid, seq, planned, point = partial
+            have = set(np.round(point["t"], 15).tolist())
+            rest = np.array([t for t in planned if round(float(t), 15) not in have])
+            family, n = family_of(seq)
+            res = yield from coherence_scan(
+                nv, family, rest, n=n, shots=shots,
+                md={"vqns_step": len(seqs) + 1, "vqns_sequence": seq,
+                    "loop_plan": "vqns_loop", "vqns_loop_id": loop_id, "vqns_continues": uid,
+                    **(md or {})})
+            spent += res["hardware_time"]
+            order = np.argsort(np.concatenate([point["t"], res["t"]]))
+            merged = {"sequence": seq}
+            for key, new in (("t", res["t"]), ("coherence", np.clip(res["coherence"], lo, hi)),
+                             ("sigma", np.maximum(res["sigma"], 1e-6))):
+                merged[key] = np.concatenate([point[key], new])[order]
+            m_uids += [uid, res["uid"]]
+            seqs.append(seq)
+            points.append(merged)
+        if points:
+            strategy.ingest(points)
+        result = getattr(strategy, "result", None)
+        if result is not None and len(seqs) not in estimated:
+            uid = yield from store_estimate(result, m_uids, step=len(seqs),
+                                            md={"loop_plan": "vqns_loop",
+                                                "vqns_loop_id": loop_id, **(md or {})})
+            e_uids.append(uid)
     while True:
         sug = strategy.suggest(1 + len(walked))
         if not sug:
@@ -144,10 +224,11 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
                          seq, est, time_budget - spent, time_budget)
                 stopped = "budget"
                 break
-        step = len(m_uids) + 1
+        step = len(seqs) + 1
         res = yield from coherence_scan(
             nv, family, t, n=n, shots=shots,
             md={"vqns_step": step, "vqns_sequence": seq, "loop_plan": "vqns_loop",
+                "vqns_loop_id": loop_id,
                 **(md or {})})
         spent += res["hardware_time"]
         if on_scan is not None:
@@ -166,7 +247,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         result = getattr(strategy, "result", None)
         if result is not None:
             uid = yield from store_estimate(result, m_uids, step=step,
-                                            md={"loop_plan": "vqns_loop", **(md or {})})
+                                            md={"loop_plan": "vqns_loop",
+                                                "vqns_loop_id": loop_id, **(md or {})})
             e_uids.append(uid)
             if on_estimate is not None:
                 on_estimate(result, step)
