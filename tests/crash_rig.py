@@ -72,15 +72,18 @@ def _x(n):
 
 
 def plans():
+    from mracq.plans.calibration import adaptive_odmr, odmr_scan, rabi_scan, ramsey_detuning
     from mracq.plans.coherence import coherence_scan
     from mracq.plans.cosy import cosy_adaptive, cosy_random_mask
     from mracq.plans.mrfm import (
         adaptive_multislice_scan,
+        adaptive_time_multislice_scan,
         cs_multislice_scan,
         multislice_scan,
         xyz_scan,
     )
     from mracq.plans.vqns import vqns_loop
+    from mracq.recon.calibration.strategy import AdaptiveODMR
 
     m = ("scanner", "rf", "readout")
     return {
@@ -103,7 +106,24 @@ def plans():
         "adaptive_multislice_scan": lambda d: adaptive_multislice_scan(
             *(d[k] for k in m), d["_setup"], t_m=0.05, budget=0.4, batch=0.125,
             rng=np.random.default_rng(0), n_iter=3),
+        "adaptive_time_multislice_scan": lambda d: adaptive_time_multislice_scan(
+            *(d[k] for k in m), d["_setup"], t_ref=0.5, pilot_time=0.1, t_step=0.1,
+            round_fraction=0.25, budget_fraction=0.7, n_iter=40),
+        "odmr_scan": lambda d: odmr_scan(d["nv"], d["mw"], _f0(d) + np.linspace(-4e6, 4e6, 9),
+                                         shots=20_000),
+        "adaptive_odmr": lambda d: adaptive_odmr(
+            d["nv"], d["mw"], AdaptiveODMR((_f0(d) - 4e6, _f0(d) + 4e6), n_particles=300,
+                                           n_candidates=21, seed=0, max_points=9),
+            shots=20_000),
+        "rabi_scan": lambda d: rabi_scan(d["nv"], d["mw"], np.linspace(0, 80e-9, 9),
+                                         shots=20_000),
+        "ramsey_detuning": lambda d: ramsey_detuning(
+            d["nv"], d["mw"], np.linspace(0.1e-6, 1.0e-6, 10), resonance=_f0(d), shots=20_000),
     }
+
+
+def _f0(devices):
+    return devices["nv"].transport.nv.transition_frequency
 
 
 def _primary(catalog, uid):
@@ -135,6 +155,11 @@ def check_result(name, res, catalog) -> int:
         np.testing.assert_allclose(mean, res["result"].mean)
         assert est.metadata["start"]["measurement_uids"] == res["measurement_uids"]
         return n
+    if name in ("odmr_scan", "adaptive_odmr", "rabi_scan", "ramsey_detuning"):
+        t = _primary(catalog, res["uid"])
+        np.testing.assert_array_equal(res["value"], t["nv_value"])
+        np.testing.assert_array_equal(res["sigma"], t["nv_error"])
+        return len(t["nv_value"])
     if name.startswith("cosy"):
         t = _primary(catalog, res["uid"])
         i, j = t["i"].astype(int), t["j"].astype(int)
@@ -150,6 +175,13 @@ def check_result(name, res, catalog) -> int:
     i = np.abs(t["scanner_x"][:, None] - gx[None]).argmin(1)
     j = np.abs(t["scanner_y"][:, None] - gy[None]).argmin(1)
     sig = np.asarray(t["readout_spin_signal"], float)
+    if name == "adaptive_time_multislice_scan":
+        # revisits are averaged (time-weighted) over varying pulse subsets: every stored
+        # visit is finite and each measured position was visited
+        visited = set(zip(i, j, strict=True))
+        assert visited == set(zip(*np.nonzero(res.mask), strict=True))
+        assert np.all(np.isfinite(sig[:, 0]))
+        return len(i)
     if name == "xyz_scan":
         k = np.abs(t["scanner_z"][:, None] - gz[None]).argmin(1)
         np.testing.assert_array_equal(res.data[i, j, k], sig[:, 0])

@@ -98,7 +98,8 @@ def test_hard_pause_and_resume_stores_each_point_once(session, name):
     n = crash_rig.check_result(name, result.plan_result, session.catalog)
     expected = {"coherence_scan": 8, "vqns_loop": 12, "cosy_random_mask": 11,
                 "cosy_adaptive": 14, "xyz_scan": 18, "multislice_scan": 12,
-                "adaptive_multislice_scan": 26}
+                "adaptive_multislice_scan": 26, "odmr_scan": 9, "rabi_scan": 9,
+                "ramsey_detuning": 10}
     if name in expected:
         assert n == expected[name], (name, n)
     # every stored run of this call is closed and unique

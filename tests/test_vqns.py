@@ -135,3 +135,25 @@ def test_coherence_prediction_matches_filter_function(three_result):
     lor[:, 0] /= res.n_success
     assert np.allclose(np.exp(-chi_lorentzian(t, 8, lor)),
                        coherence(Lorentzians(*lor.T), t, n=8), rtol=1e-9)
+
+
+def test_strategy_suggests_only_times_the_sequencer_can_play():
+    """CPMG-64 on a fast decay: the suggested times start at 64 x (pi + pi/2), or the
+    sequence is not suggested at all (the sequencer would refuse shorter ones)."""
+    from mracq.pulses import coherence_programs
+    from mracq.recon.vqns.data import pulse_number, simulate_measurements
+    from mracq.recon.vqns.strategy import NextSequenceStrategy
+    from mracq.sim.spectra import Lorentzians
+
+    spec = Lorentzians([3e13, 1e13], [2 * np.pi * 2e5, 2 * np.pi * 5e4], [2 * np.pi * 2e6, 0.0])
+    ms = simulate_measurements(spec, ["fid", "se"], n_points=15)
+    st = NextSequenceStrategy(["cpmg-16", "cpmg-32", "cpmg-64"], n_points=15, seed=1, target=0,
+                              initial=[(m.sequence, m.t) for m in ms],
+                              reconstruct_kw={"restarts": 4})
+    st.ingest(ms)
+    suggested = st.suggest(3)
+    assert suggested
+    for sug in suggested:
+        n = pulse_number(sug["sequence"])
+        assert sug["t"][0] >= n * 60e-9 * (1 - 1e-12)
+        coherence_programs("cpmg", sug["t"], n=n)  # the generators accept every time

@@ -24,6 +24,7 @@ from bluesky import plan_stubs as bps
 from bluesky.utils import Msg
 
 from mracq.devices.soft import SoftSignal
+from mracq.plans._stored import StoredEvents, point_done
 from mracq.pulses import fid, odmr_cw, rabi
 from mracq.pulses.calibration import DEFAULT_MAX_AGE, PulseCalibration, calibration_warnings
 
@@ -63,8 +64,13 @@ def _check_common(nv, mw, shots, power_dbm, frequencies=()):
         mw.frequency.check_value(f)
 
 
-def _point(nv, reads, sets):
-    """checkpoint; set (signal, value) pairs; trigger the sequencer; one event."""
+def _point(nv, reads, sets, stored):
+    """checkpoint; set (signal, value) pairs; trigger the sequencer; one event; checkpoint.
+
+    Returns the data of the stored event (``{key: value}``; {} in a dry run), so that a
+    plan returns what was stored even when a hard pause replayed the point
+    (:mod:`mracq.plans._stored`).
+    """
     yield Msg("checkpoint")
     for sig, value in sets:
         yield Msg("set", sig, value, group="mracq-cal-set")
@@ -77,7 +83,8 @@ def _point(nv, reads, sets):
         reading = yield Msg("read", obj)
         out.update(reading or {})  # None under bluesky's simulators (dry run)
     yield Msg("save")
-    return out
+    yield from point_done()
+    return stored.take(out) if out else {}
 
 
 def _run(nv, mw, md, points, *, power_dbm, shots, axis):
@@ -85,7 +92,10 @@ def _run(nv, mw, md, points, *, power_dbm, shots, axis):
     yield from bps.mv(nv.shots, shots)
     if power_dbm is not None:
         yield from bps.mv(mw.power, power_dbm)
-    uid = yield from bps.open_run(md=md)
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(md=md)
+    yield from point_done()
     xs, ys, es, counts, hw = [], [], [], [], 0.0
     current = None
     for program, sets, x in points:
@@ -93,13 +103,14 @@ def _run(nv, mw, md, points, *, power_dbm, shots, axis):
         if program is not current:
             sets.append((nv.program, program))
             current = program
-        r = yield from _point(nv, [axis], sets)
+        r = yield from _point(nv, [axis], sets, stored)
         xs.append(x)
-        ys.append(r.get(nv.value.name, {}).get("value", np.nan))
-        es.append(r.get(nv.error.name, {}).get("value", np.nan))
-        counts.append(r.get(nv.counts.name, {}).get("value", np.full(3, np.nan)))
+        ys.append(r.get(nv.value.name, np.nan))
+        es.append(r.get(nv.error.name, np.nan))
+        counts.append(r.get(nv.counts.name, np.full(3, np.nan)))
         hw += nv.duration.get()
     yield from bps.close_run()
+    yield from point_done()
     counts = np.array(counts, float).reshape(-1, 3)
     s, b = counts[:, 0], counts[:, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -215,8 +226,11 @@ def adaptive_odmr(nv, mw, strategy, *, power_dbm: float | None = None, shots: in
     yield from bps.mv(nv.shots, shots, nv.program, program)
     if power_dbm is not None:
         yield from bps.mv(mw.power, power_dbm)
-    uid = yield from bps.open_run(md=_md("adaptive_odmr", args, nv, None,
-                                         {"program": program.to_dict()}, md))
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(md=_md("adaptive_odmr", args, nv, None,
+                                                          {"program": program.to_dict()}, md))
+    yield from point_done()
     out = {"frequency": [], "value": [], "sigma": []}
     hw = 0.0
     while True:
@@ -224,9 +238,9 @@ def adaptive_odmr(nv, mw, strategy, *, power_dbm: float | None = None, shots: in
         if not nxt:
             break
         f = float(nxt[0]["frequency"])
-        r = yield from _point(nv, [mw.frequency], [(mw.frequency, f)])
-        y = r.get(nv.value.name, {}).get("value", np.nan)
-        s = r.get(nv.error.name, {}).get("value", np.nan)
+        r = yield from _point(nv, [mw.frequency], [(mw.frequency, f)], stored)
+        y = r.get(nv.value.name, np.nan)
+        s = r.get(nv.error.name, np.nan)
         if not r:  # a dry run: no data to choose the next frequency from
             log.warning("adaptive_odmr: no readings (dry run); stopping after one point")
             break
@@ -484,11 +498,13 @@ def store_calibration(cal: PulseCalibration, *, md: dict | None = None):
         signals.append(sig)
     uid = yield from bps.open_run(md={"plan_name": "calibration",
                                       "calibration_result": cal.as_dict(), **(md or {})})
+    yield from point_done()
     yield Msg("create", None, name="primary")
     for sig in signals:
         yield Msg("read", sig)
     yield Msg("save")
     yield from bps.close_run()
+    yield from point_done()
     return uid
 
 

@@ -414,7 +414,10 @@ def adaptive_time_multislice_scan(scanner, rf, readout, setup, t_ref=60.0, pilot
     clock = _clock(readout)
     t0 = clock.now if clock is not None else 0.0
     yield from bps.mv(rf.bandwidth, setup.f_bw)
-    uid = yield from bps.open_run(meta)
+    stored = StoredEvents()
+    yield from stored.subscribe()
+    uid = stored.run_uid = yield from bps.open_run(meta)
+    yield from point_done()
     last = None
     while True:
         alloc = strategy.suggest()
@@ -423,11 +426,11 @@ def adaptive_time_multislice_scan(scanner, rf, readout, setup, t_ref=60.0, pilot
         values = np.zeros(setup.data_shape)
         dry = False
         for i, j, t, chans in strategy.visits(alloc):
+            yield from bps.checkpoint()
             yield from bps.mv(readout.integration_time, t)
             yield from bps.mv(rf.pulse_list, pulses[chans].tolist())
-            last = yield from _move(scanner, (coords[i], coords[j], setup.z0), last)
-            reading = yield from bps.trigger_and_read([readout, scanner])
-            val = _spin_signal(reading, readout)
+            val, last = yield from _measure_at(scanner, readout, stored,
+                                               (coords[i], coords[j], setup.z0), last)
             if val is None:
                 dry = True
                 continue

@@ -203,6 +203,12 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
                                             md={"loop_plan": "vqns_loop",
                                                 "vqns_loop_id": loop_id, **(md or {})})
             e_uids.append(uid)
+    if hasattr(strategy, "min_spacing"):  # times the calibrated pulses can play
+        from mracq.plans.calibration import calibrated_program_kw
+
+        kw = calibrated_program_kw(nv)
+        strategy.min_spacing = max(strategy.min_spacing, kw.get("pi_duration", 40e-9)
+                                   + kw.get("pi2_duration", 20e-9))
     while True:
         sug = strategy.suggest(1 + len(walked))
         if not sug:

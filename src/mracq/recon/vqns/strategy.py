@@ -64,6 +64,11 @@ class NextSequenceStrategy:
     overhead : float
         Per-shot time besides the evolution in s, for the cost (15 us: the simulated
         sequencer's 7 us of laser and pulses plus two 4 us reference shots).
+    min_spacing : float
+        Shortest pulse spacing t / N the sequencer can play, s (one pi plus one pi/2
+        pulse: 60 ns for the generators' default 40/20 ns; :func:`mracq.plans.vqns.vqns_loop`
+        raises it to the calibrated pulses). Suggested times start at ``N * min_spacing``; a
+        sequence whose predicted decay is within twice that is not suggested.
     reconstruct_kw : dict, optional
         Keyword arguments for :func:`mracq.recon.vqns.reconstruct`.
     seed : int, optional
@@ -73,7 +78,7 @@ class NextSequenceStrategy:
     def __init__(self, candidates=DEFAULT_CANDIDATES, *, initial, n_points: int = 30,
                  chi_end: float = 4.0, target: float = 0.1, max_measurements: int = 8,
                  cost_aware: bool = False, overhead: float = 15e-6, reconstruct_kw=None,
-                 seed=None):
+                 seed=None, min_spacing: float = 60e-9):
         self.candidates = [str(c) for c in candidates]
         for c in self.candidates:
             pulse_number(c)
@@ -86,6 +91,9 @@ class NextSequenceStrategy:
         self.max_measurements = int(max_measurements)
         self.cost_aware = bool(cost_aware)
         self.overhead = float(overhead)
+        if not (np.isfinite(min_spacing) and min_spacing >= 0):
+            raise ValueError(f"min_spacing must be >= 0 s, got {min_spacing!r}")
+        self.min_spacing = float(min_spacing)
         self.reconstruct_kw = dict(reconstruct_kw or {})
         self.rng = np.random.default_rng(seed)
         self.measurements: list[Measurement] = []
@@ -165,9 +173,16 @@ class NextSequenceStrategy:
         fn = _coherence_fn(self.result)
         plans = []
         for c in free:
-            te = predicted_decay_time(fn, pulse_number(c), chi_end=self.chi_end,
+            n_pi = pulse_number(c)
+            te = predicted_decay_time(fn, n_pi, chi_end=self.chi_end,
                                       t_hi=100 * max(m.t.max() for m in self.measurements))
-            t = np.linspace(te / self.n_points, te, self.n_points)
+            # the sequencer needs t / N >= one pi plus one pi/2 pulse (min_spacing)
+            t_lo = max(n_pi, 1) * self.min_spacing
+            if te <= 2 * t_lo:
+                log.info("VQNS loop: %s skipped: predicted decay %.3g s is within twice its "
+                         "shortest playable time %.3g s", c, te, t_lo)
+                continue
+            t = np.linspace(max(te / self.n_points, t_lo), te, self.n_points)
             cost = float(np.sum(t + self.overhead)) if self.cost_aware else 1.0
             plans.append((scores[c] / cost, c, t))
         plans.sort(key=lambda x: -x[0])
