@@ -318,9 +318,16 @@ def test_ctrl_c_in_demo_keeps_the_data_and_closes_the_run(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stdout:
         if line.startswith("  scan"):  # the first run is complete, the second is running
-            time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
             break
+    # Ctrl-C once the running scan has emitted a point (its journal holds an event): the
+    # run is then known to hold data, however slow the machine
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any('"name":"event"' in f.read_text()
+               for f in (data / "journal").glob("*.jsonl")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "RE.resume" not in out + err
