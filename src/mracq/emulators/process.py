@@ -11,7 +11,6 @@ For tests, benchmarks and rehearsals::
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -101,15 +100,9 @@ class EmulatorProcess:
 
     def control(self, **msg) -> dict:
         """Send a control message (``cmd="fault"``, ``"state"``, ``"ping"``)."""
-        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as s:
-            s.sendall((json.dumps(msg) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+        from mracq.emulators.control import control
+
+        return control(self.control_port, msg)
 
     def kill(self) -> None:
         """SIGKILL: the instruments vanish without closing anything."""

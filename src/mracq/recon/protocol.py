@@ -18,7 +18,21 @@ bluesky-adaptive's ``optimize`` plan.
 
 from __future__ import annotations
 
-__all__ = ["ID_KEY"]
+__all__ = ["ID_KEY", "grid_outcome"]
 
 #: Key of a suggestion's identifier (``bluesky_adaptive.protocols.ID_KEY``).
 ID_KEY = "_id"
+
+
+def grid_outcome(outcome: dict, suggested: dict) -> tuple[dict, object]:
+    """An outcome dict merged with the open suggestion it answers (popped from
+    ``suggested``), for strategies whose points are grid indices ``i``, ``j``.
+
+    Returns ``(merged, id)``; ``id`` is the outcome's ``_id`` or, without one, ``(i, j)``.
+    Raises ValueError when neither names the point.
+    """
+    sid = outcome.get(ID_KEY)
+    merged = {**suggested.pop(sid, {}), **outcome}
+    if "i" not in merged or "j" not in merged:
+        raise ValueError(f"outcome {sid!r} names no (i, j) and matches no open suggestion")
+    return merged, (sid if sid is not None else (int(merged["i"]), int(merged["j"])))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from mracq.recon.cosy.dlmc import reconstruct
-from mracq.recon.protocol import ID_KEY
+from mracq.recon.protocol import ID_KEY, grid_outcome
 
 __all__ = ["EnsembleDisagreement"]
 
@@ -84,13 +84,8 @@ class EnsembleDisagreement:
         n = 0
         for p in points:
             if isinstance(p, dict):
-                sid = p.get(ID_KEY)
-                q = {**self._suggested.pop(sid, {}), **p}
-                if "i" not in q or "j" not in q:
-                    raise ValueError(f"outcome {sid!r} names no (i, j) and matches no "
-                                     "open suggestion")
+                q, self._last_id = grid_outcome(p, self._suggested)
                 i, j, v = int(q["i"]), int(q["j"]), float(q["value"])
-                self._last_id = sid if sid is not None else (i, j)
             else:
                 i, j, v = p
             self.values[i, j] = v

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mracq.recon.protocol import ID_KEY
+from mracq.recon.protocol import ID_KEY, grid_outcome
 
 __all__ = ["HardwareTimeStrategy", "SignalWeightedStrategy"]
 
@@ -116,16 +116,12 @@ class SignalWeightedStrategy:
         got = 0
         for p in points:
             if isinstance(p, dict):
-                sid = p.get(ID_KEY)
-                q = {**self._suggested.pop(sid, {}), **p}
-                if "i" not in q or "j" not in q:
-                    raise ValueError(f"outcome {sid!r} names no (i, j) and matches no "
-                                     "open suggestion")
+                q, pid = grid_outcome(p, self._suggested)
                 i, j = int(q["i"]), int(q["j"])
                 if self.data is not None and q.get("spin_signal") is not None:
                     self.data[i, j] = np.asarray(q["spin_signal"], float)
                     got += 1
-                self._ids[(i, j)] = sid if sid is not None else (i, j)
+                self._ids[(i, j)] = pid
             else:
                 i, j = (int(v) for v in p)
             self.sampled[i, j] = True
