@@ -250,3 +250,31 @@ def test_busy_folder_and_clean_exit(tmp_path, tmp_catalog, tmp_catalog_dir):
     with make_session(data_dir=tmp_path, devices={}) as s:
         assert s.RE.md["scan_id"] == 1
         assert list_runs(s.catalog)[0]["num_events"] == 2
+
+
+def test_uid_prefix_of_digits_is_found_when_no_scan_id_matches(RE, tmp_catalog,
+                                                               tmp_catalog_dir):
+    """About 2 % of 8-character uid prefixes are all digits: `mracq show 16572170` must
+    find that run, not fail on "no run with scan_id 16572170"."""
+    from mracq.cli.store import LocalStore
+
+    def empty():
+        yield from bps.open_run(md={"plan_name": "empty"})
+        yield from bps.close_run()
+
+    for _ in range(120):  # P(no uid starts with 5 digits, not 0) ~ 3e-5
+        uid = RE(empty()).run_start_uids[0]
+        k = next((i for i, c in enumerate(uid) if not c.isdigit()), len(uid))
+        if k >= 5 and uid[0] != "0":
+            break
+    else:
+        pytest.fail("no uid with a 5-digit prefix in 120 runs")
+    prefix = uid[:k]
+    assert get_run(tmp_catalog, prefix).metadata["start"]["uid"] == uid
+    store = LocalStore(tmp_catalog_dir)
+    try:
+        assert store.get_run(prefix).start["uid"] == uid
+    finally:
+        store.close()
+    with pytest.raises(RunNotFoundError, match="no run with scan_id 1234"):
+        get_run(tmp_catalog, "1234")  # too short to be a uid prefix

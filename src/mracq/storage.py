@@ -606,8 +606,9 @@ def get_run(client, ref):
     """
     from tiled.queries import Eq, Like
 
-    if isinstance(ref, str) and ref.strip().lstrip("-").isdigit():
-        ref = int(ref.strip())
+    text = ref.strip() if isinstance(ref, str) else None
+    if text is not None and text.lstrip("-").isdigit():
+        ref = int(text)
     if isinstance(ref, (int, np.integer)) and not isinstance(ref, bool):
         ref = int(ref)
         if ref < 0:
@@ -618,9 +619,11 @@ def get_run(client, ref):
         if ref == 0:
             raise RunNotFoundError("scan_id 0 does not exist (scan ids start at 1)")
         found = client.search(Eq("start.scan_id", ref)).values()
-        if len(found) == 0:
+        if len(found):
+            return found.last()
+        if not _digit_uid_prefix(text):
             raise RunNotFoundError(f"no run with scan_id {ref}")
-        return found.last()
+        ref = text  # no such scan_id: a uid prefix that happens to be all digits
     if not isinstance(ref, str) or not ref:
         raise RunNotFoundError(f"a run reference is a uid, a uid prefix or a scan_id, "
                                f"not {ref!r}")
@@ -635,6 +638,12 @@ def get_run(client, ref):
         raise RunNotFoundError(f"uid prefix {ref!r} matches more than one run; "
                                "give more characters")
     return found[0]
+
+
+def _digit_uid_prefix(text) -> bool:
+    """Whether a run reference of digits may also be a uid prefix (>= 5 digits, no sign):
+    about 2 % of 8-character uid prefixes are all digits."""
+    return text is not None and len(text) >= 5 and text.isdigit()
 
 
 def resume_state(client, ref) -> dict[str, Any]:

@@ -118,10 +118,12 @@ class LocalStore:
 
     def get_run(self, ref) -> StoredRun:
         """A run by uid, uid prefix (>= 5 characters), scan_id or -N (as storage.get_run)."""
-        from mracq.storage import RunNotFoundError
+        from mracq.storage import RunNotFoundError, _digit_uid_prefix
 
-        if isinstance(ref, str) and ref.strip().lstrip("-").isdigit():
-            ref = int(ref.strip())
+        text = ref.strip() if isinstance(ref, str) else None
+        if text is not None and text.lstrip("-").isdigit():
+            ref = int(text)
+        rows = None
         if isinstance(ref, int):
             if ref < 0:
                 n = len(self)
@@ -137,8 +139,10 @@ class LocalStore:
                 rows = self._rows("AND json_extract(metadata, '$.start.scan_id') = ?", (ref,),
                                   limit=1)
                 if not rows:
-                    raise RunNotFoundError(f"no run with scan_id {ref}")
-        else:
+                    if not _digit_uid_prefix(text):
+                        raise RunNotFoundError(f"no run with scan_id {ref}")
+                    ref = text  # no such scan_id: a uid prefix that is all digits
+        if not rows:
             if not isinstance(ref, str) or not ref:
                 raise RunNotFoundError(f"a run reference is a uid, a uid prefix or a "
                                        f"scan_id, not {ref!r}")
