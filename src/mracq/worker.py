@@ -124,7 +124,20 @@ class _VQNS:
         return [store_estimate(result, uids, step=step, md=md)]
 
 
-class _Cosy:
+class _EveryN:
+    """An estimate every ``self.every`` new points (0: only at the end) and a final one."""
+
+    def partial(self, run):
+        if self.every and run.since >= self.every:
+            run.since = 0
+            return self._estimate(run, final=False)
+        return []
+
+    def finish(self, run, stop):
+        return self._estimate(run, final=True)
+
+
+class _Cosy(_EveryN):
     """COSY points -> DLMC reconstructions every ``every`` points and at the stop."""
 
     def __init__(self, *, every=0, method=None, **_):
@@ -158,17 +171,8 @@ class _Cosy:
                   "reconstruction": recon, "spectrum": spec}
         return [_store_arrays(arrays, md, "reconstruction")]
 
-    def partial(self, run):
-        if self.every and run.since >= self.every:
-            run.since = 0
-            return self._estimate(run, final=False)
-        return []
 
-    def finish(self, run, stop):
-        return self._estimate(run, final=True)
-
-
-class _MRFM:
+class _MRFM(_EveryN):
     """MRFM scan positions -> ADMM-TV density at the stop (and every ``every`` points)."""
 
     def __init__(self, *, every=0, n_z=8, n_iter=None, recon_method="admm", **_):
@@ -233,15 +237,6 @@ class _MRFM:
             "z_layers": [float(v) for v in setup.z_layers], "units": {"density": "m^-3"}})
         return [_store_arrays({"density": vol, "mask": mask.astype(np.uint8)}, md,
                               "reconstruction")]
-
-    def partial(self, run):
-        if self.every and run.since >= self.every:
-            run.since = 0
-            return self._estimate(run, final=False)
-        return []
-
-    def finish(self, run, stop):
-        return self._estimate(run, final=True)
 
 
 _HANDLERS = {"vqns": _VQNS, "cosy": _Cosy, "mrfm": _MRFM}
