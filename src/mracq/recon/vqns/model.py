@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -121,6 +121,12 @@ class VQNSResult:
         estimate is the model's extrapolation, not a measurement: see :attr:`constrained`
         and :meth:`is_constrained`.
 
+    misfit : tuple of ndarray
+        (omega_p, dS_p): the mean fit's misfit at every data point, mapped to spectral
+        units at ``omega_p = pi max(n, 1) / t`` (rad/s, rad^2/s; :func:`_misfit_points`).
+        ``settings["misfit_factor"]`` times its local RMS is added to the band in
+        quadrature (:meth:`spectrum_std`); empty when off.
+
     Notes
     -----
     With the default background bank (``reconstruct(..., background=True)``) each bump
@@ -141,6 +147,7 @@ class VQNSResult:
     runtime_s: float
     band: tuple
     settings: dict = field(default_factory=dict)
+    misfit: tuple = (np.zeros(0), np.zeros(0))
 
     @property
     def constrained(self) -> np.ndarray:
@@ -178,10 +185,17 @@ class VQNSResult:
 
         With ``settings["robust"]``: half the spread between the 16th and 84th percentiles
         (the standard deviation for normally distributed spectra, blind to a few spikes).
+
+        With ``settings["misfit_factor"]`` > 0, that factor times the local RMS of
+        :attr:`misfit` is added in quadrature: the part of the error the model's shape
+        cannot show (see :func:`reconstruct`, ``misfit_factor``).
         """
-        w = np.asarray(omega, float)
-        return _spread(self.sample_spectra(w.ravel()), self.settings.get("robust")).reshape(
-            w.shape)
+        w = np.asarray(omega, float).ravel()
+        sd = _spread(self.sample_spectra(w), self.settings.get("robust"))
+        kappa = self.settings.get("misfit_factor", 0.0)
+        if kappa and len(self.misfit[0]):
+            sd = np.hypot(sd, kappa * _misfit_sd(w, *self.misfit))
+        return sd.reshape(np.shape(omega))
 
     def coherence(self, sequence: str, t) -> np.ndarray:
         """Coherence for ``sequence`` at ``t`` (s) under the mean spectrum.
@@ -230,6 +244,57 @@ def _spread(spectra, robust) -> np.ndarray:
     return 0.5 * (q84 - q16)
 
 
+MISFIT_WINDOW = 5  # points of a decay averaged before the misfit is mapped (noise / 2.2)
+MISFIT_WIDTH = 0.2  # kernel width in ln(omega) that spreads it over the grid (a factor 1.22)
+
+
+def _misfit_points(result: VQNSResult, ms, *, window: int = MISFIT_WINDOW,
+                   c_min: float = 0.05):
+    """The mean fit's residuals in spectral units, by the DDNS relation.
+
+    For a point at time t of a sequence with n pulses, a coherence error dC means a chi
+    error ``dC / C``, and DDNS (:mod:`mracq.recon.vqns.ddns`) maps chi at t to the
+    spectrum at ``pi max(n, 1) / t`` by ``pi^2 / (4 t)``. Residuals are first averaged
+    over ``window`` neighbouring points of the same decay, so that independent errors
+    shrink and a systematic misfit (a spectral shape the model cannot take) stays; with
+    error bars, the variance they explain is subtracted from the averaged residual's
+    square (what is left is the misfit beyond the noise).
+
+    Returns
+    -------
+    omega_p, ds_p : ndarray
+        rad/s and |dS| in rad^2/s, for the points whose fitted coherence exceeds ``c_min``.
+    """
+    w, d = [], []
+    for m in ms:
+        c = result.coherence(m.sequence, m.t)
+        r = m.coherence - c
+        kern = np.ones(min(window, len(r))) / min(window, len(r))
+        den = np.convolve(np.ones_like(r), kern, mode="same")
+        r = np.convolve(r, kern, mode="same") / den
+        if m.sigma is not None:  # the part of the averaged residual its errors explain
+            var = np.convolve(np.broadcast_to(m.sigma, r.shape) ** 2, kern**2,
+                              mode="same") / den**2
+            r = np.sqrt(np.maximum(r**2 - var, 0.0))
+        ok = np.isfinite(c) & (c > c_min)
+        w.append(np.pi * max(m.n, 1) / m.t[ok])
+        d.append(np.pi**2 / (4 * m.t[ok]) * np.abs(r[ok]) / c[ok])
+    w, d = np.concatenate(w), np.concatenate(d)
+    order = np.argsort(w)
+    return w[order], d[order]
+
+
+def _misfit_sd(omega, w_p, d_p, width: float = MISFIT_WIDTH) -> np.ndarray:
+    """Local RMS of the mapped misfit ``d_p`` at ``omega`` (Gaussian kernel in ln omega).
+
+    Zero where no data point lies within about three kernel widths.
+    """
+    lw = np.log(np.asarray(omega, float))[:, None]
+    k = np.exp(-0.5 * ((lw - np.log(w_p)[None]) / width) ** 2)
+    s = k.sum(1)
+    return np.sqrt(k @ d_p**2 / np.maximum(s, 1e-300)) * (s > 1e-3)
+
+
 def noise_level(m: Measurement) -> np.ndarray | None:
     """Per-point noise standard deviation of a measurement: its ``sigma``, else None.
 
@@ -259,7 +324,8 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
                 init_candidates: int = 4, optimizer: str = "lm", perturb: bool = True,
                 background: bool = True, band_inflate: float = 2.0,
-                omega=None, progress: bool | None = False) -> VQNSResult:
+                misfit_factor: float = 2.0, omega=None,
+                progress: bool | None = False) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
     Parameters
@@ -319,6 +385,14 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     band_inflate : float
         LM only: the refit's errors are this many times the data's (see
         :func:`mracq.recon.vqns.lm.ensemble`); 1 is the plain randomize-then-optimize.
+    misfit_factor : float
+        LM only: widen the band, in quadrature, by this many times the fit's local misfit
+        mapped to spectral units (:func:`_misfit_points`). A spectrum of a shape the model
+        cannot take (a Gaussian peak's tails, an Ohmic rise) leaves a systematic misfit
+        that the refit's spread does not show, since every refit has the model's shape;
+        the model spreads the error it cannot fit over neighbouring frequencies, so the
+        misfit understates it (factor 2, calibrated on the families of
+        ``benchmarks/vqns.py --parts families``, seeds 19 and 777). 0: off.
     background : bool
         LM only: add a fixed bank of smooth positive bumps that vanish at ``w = 0``
         (:class:`mracq.recon.vqns.lm._Model`) to the K Lorentzians, for spectra such as
@@ -411,15 +485,21 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     runtime = time.perf_counter() - t0
     log.info("VQNS: %d successes, %d failures, %d batched steps, threshold %.3g, %.2f s",
              len(samples), n_failed, steps, thr, runtime)
-    return VQNSResult(omega=omega, mean=_centre(spec, robust), std=_spread(spec, robust),
-                      samples=samples,
-                      losses=losses, iterations=iters, n_failed=n_failed, n_steps=steps,
-                      loss_threshold=thr, threshold_history=tuple(history),
-                      runtime_s=runtime, band=prob.band,
-                      settings=dict(n_lorentzians=k, restarts=restarts, lr=lr, backend=backend,
-                                    optimizer=optimizer, robust=robust,
-                                    max_iter=max_iter, weight_decay=weight_decay,
-                                    sequences=[m.sequence for m in ms]))
+    res = VQNSResult(omega=omega, mean=_centre(spec, robust), std=_spread(spec, robust),
+                     samples=samples,
+                     losses=losses, iterations=iters, n_failed=n_failed, n_steps=steps,
+                     loss_threshold=thr, threshold_history=tuple(history),
+                     runtime_s=runtime, band=prob.band,
+                     settings=dict(n_lorentzians=k, restarts=restarts, lr=lr, backend=backend,
+                                   optimizer=optimizer, robust=robust,
+                                   max_iter=max_iter, weight_decay=weight_decay,
+                                   misfit_factor=float(misfit_factor) if robust else 0.0,
+                                   sequences=[m.sequence for m in ms]))
+    if res.settings["misfit_factor"] > 0:
+        res = replace(res, misfit=_misfit_points(res, ms))
+        res = replace(res, std=res.spectrum_std(omega),
+                      runtime_s=time.perf_counter() - t0)
+    return res
 
 
 def _coherence_fn(result: VQNSResult):
