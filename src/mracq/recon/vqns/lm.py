@@ -18,7 +18,7 @@ import torch
 
 from mracq.recon.vqns.chi import SERIES_SWITCH, chi_and_grad
 
-__all__ = ["levenberg_marquardt", "ensemble"]
+__all__ = ["levenberg_marquardt", "ensemble", "select_k"]
 PATIENCE = 30
 
 
@@ -417,7 +417,9 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
     Returns
     -------
     dict
-        ``th`` (S, 3K + M) free parameters of the successes, ``loss`` (S,) against the
+        ``th`` (S, 3K + M) free parameters of the refits (of the successes without
+        ``perturb``), ``th_fit`` those of the stage-1 fits they started from (the fits to
+        the data, which the estimate averages), ``loss`` (S,) of ``th_fit`` against the
         data, ``iters`` (S,), ``n_failed``, ``calls`` (batched kernel calls), ``accept``
         (the stage-1 threshold), ``sigma`` (the per-point error of stage 2).
     """
@@ -447,9 +449,76 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
         expect = loss + np.sum(prob.wt_np * sigma**2)
         ok = np.isfinite(loss2) & (loss2 <= 3.0 * expect)
         n_failed += int((~ok[:want]).sum())
+        th_fit, loss = th[ok][:want], loss[ok][:want]
         th, iters = th2[ok][:want], (iters[ok] + it2[ok])[:want]
-        res, _ = model.eval(th, np.broadcast_to(y0, (len(th), y0.size)))
-        loss = np.einsum("rp,rp->r", res, res)
-        calls += 1
-    return {"th": th, "loss": loss, "iters": iters, "n_failed": n_failed, "calls": calls,
-            "accept": accept, "sigma": sigma}
+    else:
+        th_fit = th
+    return {"th": th, "th_fit": th_fit, "loss": loss, "iters": iters, "n_failed": n_failed,
+            "calls": calls, "accept": accept, "sigma": sigma}
+
+
+def _split(ms, every: int = 4):
+    """(training, held-out) copies of the measurements: every ``every``-th point held out.
+
+    The held-out points start at the middle of the first stride, so that both subsets
+    span each decay's whole time range.
+    """
+    from mracq.recon.vqns.data import Measurement
+
+    train, held = [], []
+    for m in ms:
+        out = np.zeros(len(m), bool)
+        out[every // 2::every] = True
+        for sel, dest in ((~out, train), (out, held)):
+            sig = None if m.sigma is None else np.broadcast_to(m.sigma, m.t.shape)[sel]
+            dest.append(Measurement(m.sequence, m.t[sel], m.coherence[sel], sig))
+    return train, held
+
+
+def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
+             restarts: int = 10, max_iter: int = 40, factor: float = 1.1,
+             floor: float = 1.5e-6, tolerance: float = 0.05):
+    """The number of Lorentzians K that predicts held-out points best.
+
+    Every fourth point of each decay is held out (:func:`_split`); for each K of
+    ``candidates`` a few LM restarts (:func:`_search`, no refit) fit the rest, and the
+    median held-out loss (the same weighted sum of squares) of those whose training loss
+    is within 20 % of the best scores K. More components fit the training points better
+    but, on noisy data, also their noise; the held-out loss stops falling where they
+    start to. The smallest K whose
+    score is within ``tolerance`` (relative) of the best is returned.
+
+    Returns
+    -------
+    k : int
+        The chosen K.
+    scores : dict
+        K -> median held-out loss (dimensionless; inf where no restart succeeded).
+    calls : int
+        Batched kernel calls spent.
+    """
+    from mracq.recon.vqns.optim import _auto_threshold, _Init, _Problem
+
+    train, held = _split(ms)
+    prob = _Problem(train, use_sigma, backend)
+    prob_h = _Problem(held, use_sigma, backend)
+    thr = _auto_threshold(prob, factor, floor)
+    scores, calls = {}, 0
+    for k in candidates:
+        model = _Model(prob, _Init(prob, k, gen), bank=bank)
+        th, loss, _, _, c, _ = _search(model, restarts, thr, max_iter=max_iter,
+                                       max_failures=4 * restarts, oversubscribe=0.3,
+                                       patience=PATIENCE)
+        calls += c
+        if not len(th):
+            scores[k] = np.inf
+            continue
+        # the fits on the training points' plateau (a restart stuck in a worse minimum
+        # says nothing about K)
+        p = torch.as_tensor(model.samples(th[loss <= 1.2 * loss.min()]))
+        chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], prob_h.pts)
+        res = np.exp(-chi.numpy()) - prob_h.y_np
+        scores[k] = float(np.median(np.einsum("rp,p->r", res**2, prob_h.wt_np)))
+    best = min(scores.values())
+    k = min(k for k, s in scores.items() if s <= best * (1 + tolerance))
+    return k, scores, calls

@@ -98,7 +98,11 @@ class VQNSResult:
         rad^2/s (two-sided).
     samples : ndarray, shape (S, K', 3)
         Parameters (A, g, w0) of each successful restart as Lorentzian rows (K' = K, or
-        K + 2M with the background bank, see Notes).
+        K + 2M with the background bank, see Notes): the fits to the data, which
+        :attr:`mean` averages.
+    band_samples : ndarray, shape (S, K', 3), optional
+        The same after the LM refit to perturbed data (``perturb``), whose spread is the
+        band (:meth:`spectrum_std`); None: the spread of :attr:`samples`.
     losses : ndarray, shape (S,)
         Final loss of each successful restart.
     iterations : ndarray, shape (S,)
@@ -148,6 +152,7 @@ class VQNSResult:
     band: tuple
     settings: dict = field(default_factory=dict)
     misfit: tuple = (np.zeros(0), np.zeros(0))
+    band_samples: np.ndarray | None = None
 
     @property
     def constrained(self) -> np.ndarray:
@@ -191,7 +196,11 @@ class VQNSResult:
         cannot show (see :func:`reconstruct`, ``misfit_factor``).
         """
         w = np.asarray(omega, float).ravel()
-        sd = _spread(self.sample_spectra(w), self.settings.get("robust"))
+        if self.band_samples is None:
+            spectra = self.sample_spectra(w)
+        else:
+            spectra = lorentzian_spectrum(self.band_samples, w)
+        sd = _spread(spectra, self.settings.get("robust"))
         kappa = self.settings.get("misfit_factor", 0.0)
         if kappa and len(self.misfit[0]):
             sd = np.hypot(sd, kappa * _misfit_sd(w, *self.misfit))
@@ -324,7 +333,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 oversubscribe: float = 0.3, patience: int = 100, backend: str = "auto",
                 init_candidates: int = 4, optimizer: str = "lm", perturb: bool = True,
                 background: bool = True, band_inflate: float = 2.0,
-                misfit_factor: float = 2.0, omega=None,
+                misfit_factor: float = 2.0, choose_k: bool = True, omega=None,
                 progress: bool | None = False) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
@@ -333,8 +342,9 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     measurements : sequence of Measurement
         Coherence decays under FID, SE, CPMG-n or XY8-N.
     n_lorentzians : int, optional
-        K, the number of Lorentzians per restart. Default for "lm": ``min(8, 2 + number
-        of sequences)``; for "adam": 3 for up to 4 sequences, else ``min(8, sequences)``.
+        K, the number of Lorentzians per restart. Default for "lm": chosen by validation
+        (``choose_k``) among 2, 3, 5 and ``min(8, 2 + number of sequences)``; for "adam":
+        3 for up to 4 sequences, else ``min(8, sequences)``.
     restarts : int
         Successful restarts wanted (the batch size).
     loss_threshold : float, optional
@@ -385,6 +395,11 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     band_inflate : float
         LM only: the refit's errors are this many times the data's (see
         :func:`mracq.recon.vqns.lm.ensemble`); 1 is the plain randomize-then-optimize.
+    choose_k : bool
+        LM only, when ``n_lorentzians`` is not given and every decay has >= 8 points:
+        choose K by how well short fits to three quarters of the points predict the held
+        out quarter (:func:`mracq.recon.vqns.lm.select_k`); on noisy data fewer
+        components fit less of the noise. Off: K = ``min(8, 2 + number of sequences)``.
     misfit_factor : float
         LM only: widen the band, in quadrature, by this many times the fit's local misfit
         mapped to spectral units (:func:`_misfit_points`). A spectrum of a shape the model
@@ -413,6 +428,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     ms = _check_measurements(measurements)
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    k_scores = None
     if n_lorentzians:
         k = n_lorentzians
     elif optimizer == "lm":  # more components find the peaks more often (fewer failures)
@@ -434,6 +450,8 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     prob = _Problem(ms, use_sigma, backend)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    choose = (choose_k and not n_lorentzians and optimizer == "lm"
+              and min(len(m) for m in ms) >= 8)
     init = _Init(prob, k, gen, init_candidates)
     auto = loss_threshold is None
     thr = _auto_threshold(prob, threshold_factor, threshold_floor) if auto else float(
@@ -453,14 +471,20 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         # loaded machine (measured: 17.6 s against 3.1 s for 40 restarts at load 8)
         with kernel.threads(1), threadpool_limits(1):
             if optimizer == "lm":
-                from mracq.recon.vqns.lm import _Model, ensemble
+                from mracq.recon.vqns.lm import _Model, ensemble, select_k
 
+                if choose:
+                    cand = [c for c in (2, 3, 5) if c < k] + [k]
+                    k, k_scores, _ = select_k(ms, cand, use_sigma=use_sigma, backend=backend,
+                                              bank=background, gen=gen)
+                    init = _Init(prob, k, gen, init_candidates)
                 model = _Model(prob, init, bank=background)
                 model.candidates = 1  # LM: best-of-m starts did not raise the success rate
                 out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
                                max_failures=max_failures, oversubscribe=oversubscribe,
                                perturb=perturb, inflate=band_inflate)
-                samples = model.samples(out["th"])
+                samples = model.samples(out["th_fit"])
+                band_samples = model.samples(out["th"])
                 losses, iters, n_failed = out["loss"], out["iters"], out["n_failed"]
                 steps = out["calls"]
                 if out["accept"] != thr:
@@ -471,6 +495,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                                 lr, betas, eps, max_iter, weight_decay, max_failures,
                                 progress, oversubscribe, patience)
                 samples, losses, iters, n_failed, steps, thr = res
+                band_samples = samples
     finally:
         torch.set_num_threads(nthreads)
     if len(samples) == 0:
@@ -482,11 +507,12 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
     omega = np.asarray(omega, float)
     spec = lorentzian_spectrum(samples, omega)
     robust = optimizer == "lm"
+    spread = spec if band_samples is samples else lorentzian_spectrum(band_samples, omega)
     runtime = time.perf_counter() - t0
     log.info("VQNS: %d successes, %d failures, %d batched steps, threshold %.3g, %.2f s",
              len(samples), n_failed, steps, thr, runtime)
-    res = VQNSResult(omega=omega, mean=_centre(spec, robust), std=_spread(spec, robust),
-                     samples=samples,
+    res = VQNSResult(omega=omega, mean=_centre(spec, robust), std=_spread(spread, robust),
+                     samples=samples, band_samples=band_samples,
                      losses=losses, iterations=iters, n_failed=n_failed, n_steps=steps,
                      loss_threshold=thr, threshold_history=tuple(history),
                      runtime_s=runtime, band=prob.band,
@@ -494,6 +520,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                                    optimizer=optimizer, robust=robust,
                                    max_iter=max_iter, weight_decay=weight_decay,
                                    misfit_factor=float(misfit_factor) if robust else 0.0,
+                                   k_scores=k_scores,
                                    sequences=[m.sequence for m in ms]))
     if res.settings["misfit_factor"] > 0:
         res = replace(res, misfit=_misfit_points(res, ms))
