@@ -114,3 +114,61 @@ def test_lm_jacobian_numba_torch_and_finite_differences():
         tp[:, col] += h
         fd = (model.eval(tp, y)[0] - res) / h
         assert np.allclose(fd, jac[:, :, col], atol=1e-5 * max(1.0, np.abs(jac).max()))
+
+
+class _GaussianPeak:
+    """Drude background plus a symmetrized Gaussian peak of variance ``amp`` (rad/s)^2."""
+
+    def __init__(self, amp, centre, sd):
+        self.bg = Lorentzians([(TP * 50e3) ** 2], [TP * 60e3], [0.0])
+        self.amp, self.centre, self.sd = amp, centre, sd
+
+    def __call__(self, omega):
+        w = np.abs(np.asarray(omega, float))
+        g = sum(np.exp(-(w + s * self.centre) ** 2 / (2 * self.sd**2)) for s in (-1, 1))
+        return self.bg(w) + self.amp * np.sqrt(np.pi / 2) / self.sd * g
+
+
+def test_gaussian_peak_band_covers_truth_noise_free():
+    """A shape no sum of Lorentzians takes (Gaussian tails): on noise-free data the
+    refits' spread alone is far too narrow there; the misfit term makes the band honest."""
+    from mracq.sim.spectra import Spectrum
+
+    peak = _GaussianPeak((TP * 20e3) ** 2, TP * 1.5e6, TP * 40e3)
+
+    class _S(Spectrum):
+        def __call__(self, omega):
+            return peak(omega)
+
+        def features(self):
+            return [(peak.centre, peak.sd)]
+
+        def scale(self):
+            return peak.centre + 5 * peak.sd
+
+    spec = _S()
+    ms = _data(spec, WITH_FID)
+    res = reconstruct(ms, restarts=20, seed=2)
+    w = np.geomspace(*res.band, 300)
+    est, sd, true = res.spectrum(w), res.spectrum_std(w), spec(w)
+    assert np.linalg.norm(est - true) / np.linalg.norm(true) <= 0.3
+    assert res.misfit[0].size > 0 and res.settings["misfit_factor"] > 0
+    assert np.mean(np.abs(est - true) <= 2 * sd) >= 0.9
+    from dataclasses import replace
+
+    bare = replace(res, settings={**res.settings, "misfit_factor": 0.0})
+    assert np.mean(np.abs(est - true) <= 2 * bare.spectrum_std(w)) < 0.9
+
+
+def test_k_chosen_by_held_out_points():
+    """On noisy data fewer Lorentzians than the default maximum predict held-out points
+    as well; the choice and its scores are recorded."""
+    spec = CASES["background_and_peak"][0]
+    res = reconstruct(_data(spec, WITH_FID, noise=0.05, seed=1), restarts=10, seed=1)
+    scores = res.settings["k_scores"]
+    assert set(scores) == {2, 3, 5, 8}
+    assert res.settings["n_lorentzians"] < 8
+    assert scores[res.settings["n_lorentzians"]] <= 1.05 * min(scores.values())
+    fixed = reconstruct(_data(spec, WITH_FID, noise=0.05, seed=1), restarts=10, seed=1,
+                        n_lorentzians=4)
+    assert fixed.settings["n_lorentzians"] == 4 and fixed.settings["k_scores"] is None

@@ -476,7 +476,7 @@ def _split(ms, every: int = 4):
 
 
 def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
-             restarts: int = 10, max_iter: int = 40, factor: float = 1.1,
+             restarts: int = 8, max_iter: int = 40, factor: float = 1.1,
              floor: float = 1.5e-6, tolerance: float = 0.05):
     """The number of Lorentzians K that predicts held-out points best.
 

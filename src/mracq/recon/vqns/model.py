@@ -240,9 +240,10 @@ def _centre(spectra, robust) -> np.ndarray:
     """Pointwise mean over restarts (axis 0), 10 %-trimmed at each end if ``robust``."""
     if not robust or len(spectra) < 5:
         return spectra.mean(0)
-    from scipy.stats import trim_mean
-
-    return trim_mean(spectra, 0.1, axis=0)
+    # scipy.stats.trim_mean's rule, without importing scipy.stats (1.5 s of CPU)
+    n = len(spectra)
+    cut = int(0.1 * n)
+    return np.partition(spectra, (cut, n - cut - 1), axis=0)[cut:n - cut].mean(0)
 
 
 def _spread(spectra, robust) -> np.ndarray:
