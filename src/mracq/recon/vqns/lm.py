@@ -482,8 +482,8 @@ def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
 
     Every fourth point of each decay is held out (:func:`_split`); for each K of
     ``candidates`` a few LM restarts (:func:`_search`, no refit) fit the rest, and the
-    median held-out loss (the same weighted sum of squares) of those whose training loss
-    is within 20 % of the best scores K. More components fit the training points better
+    median held-out loss (the same weighted sum of squares) of the better half of them
+    (by training loss) scores K. More components fit the training points better
     but, on noisy data, also their noise; the held-out loss stops falling where they
     start to. The smallest K whose
     score is within ``tolerance`` (relative) of the best is returned.
@@ -513,9 +513,11 @@ def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
         if not len(th):
             scores[k] = np.inf
             continue
-        # the fits on the training points' plateau (a restart stuck in a worse minimum
-        # says nothing about K)
-        p = torch.as_tensor(model.samples(th[loss <= 1.2 * loss.min()]))
+        # the better half of the fits to the training points: a restart stuck in a worse
+        # minimum says little about K, but a minimum that one restart in many finds is
+        # one the full reconstruction will not find either
+        best_half = np.argsort(loss)[:max(1, len(loss) // 2)]
+        p = torch.as_tensor(model.samples(th[best_half]))
         chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], prob_h.pts)
         res = np.exp(-chi.numpy()) - prob_h.y_np
         scores[k] = float(np.median(np.einsum("rp,p->r", res**2, prob_h.wt_np)))
