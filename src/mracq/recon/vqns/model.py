@@ -537,14 +537,17 @@ def _coherence_fn(result: VQNSResult):
 
 
 def candidate_scores(result: VQNSResult, measurements, candidates, *, omega=None,
-                     rel_floor: float = 0.05) -> dict:
+                     rel_floor: float = 0.05, misfit: bool = False) -> dict:
     """Eq. 7 score of each candidate sequence: how well it covers the widest band.
 
     ``u(w) = std / (mean + rel_floor * max(mean))`` is the relative width of the band;
     the score of candidate p is ``Int u(w) s_p(w) dln w`` with ``s_p`` its sensitivity
     (:func:`mracq.recon.vqns.sensitivity.sensitivity`) normalized to a peak of 1, divided by
     ``1 + Sens_measured(w) / Sens_p(w)`` so that frequencies the data already cover
-    count less. Sequences already measured score 0.
+    count less. Sequences already measured score 0. ``std`` is the refits' spread (the
+    part more data narrows); with ``misfit`` it includes the model-shape term of
+    :meth:`VQNSResult.spectrum_std` (which, mapped from residuals at short times, is
+    largest at high frequencies and sent the loop to the costliest sequences).
 
     Returns
     -------
@@ -556,6 +559,8 @@ def candidate_scores(result: VQNSResult, measurements, candidates, *, omega=None
     lo, hi = result.band
     w = np.geomspace(lo / 4, hi * 4, 300) if omega is None else np.asarray(omega, float)
     mean = result.spectrum(w)
+    if not misfit:  # the spread a new measurement narrows, not the model-shape term
+        result = replace(result, settings={**result.settings, "misfit_factor": 0.0})
     u = result.spectrum_std(w) / (mean + rel_floor * mean.max())
     fn = _coherence_fn(result)
     measured = {m.sequence for m in measurements}
