@@ -81,6 +81,17 @@ class ScannerAxis(SoftPositioner):
                                  f"max_step {step:g} m")
         return super().move(position, wait=wait, **kwargs)
 
+    def _setup_move(self, position, status):
+        """Move through the parent's transport (a closed-loop positioner) when it has one:
+        the readback is where the axis settled; an instrument error propagates from ``set``
+        (the checks above ran first: nothing was sent for a refused target)."""
+        transport = getattr(self.parent, "transport", None)
+        if transport is None:
+            return super()._setup_move(position, status)
+        settled = transport.move(self.attr_name, float(position))
+        self._set_position(settled)
+        self._done_moving(success=True)
+
 
 class Scanner(Device):
     """Three-axis scanner with soft limits and a hard minimum-standoff interlock.
@@ -95,10 +106,13 @@ class Scanner(Device):
     min_standoff = Cpt(Signal, value=15e-9, kind="config")
     max_step = Cpt(Signal, value=1e-6, kind="config")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, transport=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.transport = transport
         for a in ("x", "y", "z"):
-            getattr(self, a)  # instantiate the axes before the interlock is armed
+            axis = getattr(self, a)  # instantiate the axes before the interlock is armed
+            if transport is not None:  # where the positioner is now
+                axis._set_position(transport.position(a))
         self._interlock_ready = True
 
     def configure_limits(self, cfg: dict):
@@ -345,7 +359,9 @@ class ResonatorReadout(Device):
 
 
 def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) -> dict:
-    """Scanner, rf source and readout with the simulated backend.
+    """Scanner, rf source and readout: simulated, or over the wire where the tables name a
+    ``driver`` (:mod:`mracq.devices.mrfm_wire`: a positioner behind the scanner, a lock-in
+    and an rf source behind the readout).
 
     Parameters
     ----------
@@ -361,6 +377,8 @@ def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) 
     density : ndarray, optional
         Sample density (m^-3) on the setup's grid; default the seed's sphere phantom.
     """
+    from mracq.devices.mrfm_wire import scanner_transport, wire_backend
+
     if setup is not None:
         geo, dx, shape = setup.geometry, setup.voxel_size, setup.sample_shape
         magnet, b0 = setup.magnet, setup.b0
@@ -372,12 +390,14 @@ def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) 
 
         def density():
             return sphere_phantom(shape, dx, np.random.default_rng(0))
-    backend = SimulatedMRFM(density, dx, geo, clock, rng, magnet=magnet, b0=b0, **noise)
-    scanner = Scanner(name="scanner")
+    scanner = Scanner(name="scanner", transport=scanner_transport(instruments))
     scanner.configure_limits(instruments.get("scanner", {}))
     rf = RFSource(name="rf")
     rf.configure_limits(instruments.get("rf", {}))
     rf.set_pulses(SEED_F0)
+    backend = wire_backend(instruments, clock, rf)  # lock-in + rf source over the wire
+    if backend is None:
+        backend = SimulatedMRFM(density, dx, geo, clock, rng, magnet=magnet, b0=b0, **noise)
     readout = ResonatorReadout(name="readout", backend=backend, scanner=scanner, rf=rf)
     readout.configure_limits(instruments.get("readout", {}))
     return {"scanner": scanner, "rf": rf, "readout": readout}
