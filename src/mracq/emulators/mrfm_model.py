@@ -233,13 +233,12 @@ class Capture:
         """The first ``n`` samples (n, 2): X, Y in V."""
         have = len(self.samples)
         if n > have:
+            from scipy.signal import lfilter
+
             z = self.rng.standard_normal((n - have, 2))
-            out = np.empty_like(z)
             prev = self.samples[-1] / np.array(self.sd) if have else \
                 self.rng.standard_normal(2)
             c = math.sqrt(1 - self.rho**2)
-            for k in range(len(z)):
-                prev = self.rho * prev + c * z[k]
-                out[k] = prev
+            out = lfilter([c], [1.0, -self.rho], z, axis=0, zi=(self.rho * prev)[None, :])[0]
             self.samples = np.vstack([self.samples, out * np.array(self.sd)])
         return self.samples[:n]

@@ -116,7 +116,7 @@ class MRFMRig:
             f'address = "{self.host}:{self.lockin.port}"',
             "sensitivity = 0.1",
             "time_constant = 0.003",
-            "capture_rate = 50.0",
+            "capture_rate = 500.0  # above 1 / tau_m: the stream resolves the spin noise",
             f"volts_per_newton = {m.gain:g}",
             "",
             "[instruments.rf]",
