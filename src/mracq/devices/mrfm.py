@@ -65,10 +65,17 @@ class ScannerAxis(SoftPositioner):
     def check_value(self, pos):
         parent = self.parent
         if parent is not None and getattr(parent, "_interlock_ready", False):
-            point = {a: getattr(parent, a).position for a in ("x", "y", "z")}
+            point = {a: getattr(parent, a).commanded for a in ("x", "y", "z")}
             point[self.attr_name] = float(pos)
             parent.check_point((point["x"], point["y"], point["z"]))
         super().check_value(pos)
+
+    @property
+    def commanded(self) -> float:
+        """The last target (m): where a closed loop holds the axis, within its tolerance of
+        the readback; the interlock checks targets (a loop settling 0.01 nm below the
+        standoff target must not block the next lateral move)."""
+        return getattr(self, "_commanded", self.position)
 
     def move(self, position, wait=True, **kwargs):
         """Check (interlock, limits, then the maximum step from here) and move."""
@@ -88,6 +95,7 @@ class ScannerAxis(SoftPositioner):
         transport = getattr(self.parent, "transport", None)
         if transport is None:
             return super()._setup_move(position, status)
+        self._commanded = float(position)
         settled = transport.move(self.attr_name, float(position))
         self._set_position(settled)
         self._done_moving(success=True)

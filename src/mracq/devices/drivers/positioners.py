@@ -97,6 +97,8 @@ class _Positioner(Reconnecting):
                     self.call(f"stop {axis}", lambda c: self._halt(c, ax))
                 except InstrumentError:
                     log.warning("%s: could not stop axis %s", self.label, axis)
+                self._failed = True
+                self.drop()  # the next plan reconnects: closed loop on again
                 raise InstrumentError(
                     self.label, what, f"did not settle within {self.move_timeout:g} s: at "
                     f"{pos * self.unit * 1e9:.3f} nm ({'settled' if settled else 'moving'}), "
