@@ -21,7 +21,7 @@ from mracq.sim.mrfm.setup import default_setup
 from mracq.storage import get_run, run_table, subscribe_writer
 
 N_XY, STEP, N_Z = 16, 5e-9, 8
-F0 = SEED_F0[::9]  # 6 slices
+F0 = SEED_F0[::12]  # 4 slices
 T_M = 10.0
 EXTRA = ["--n-xy", str(N_XY), "--step", str(STEP * 1e9), "--n-z", str(N_Z),
          "--time-scale", "1e-4", "--phantom-seed", "1"]
@@ -132,9 +132,9 @@ def _fail_after(session, k, action, plan):
     return seen["uid"], err.value
 
 
-SUB = COORDS[:5]  # 5 x 5 positions, 3 slices
-F_SUB = F0[:3]
-K = 7
+SUB = COORDS[:4]  # 4 x 4 positions, 2 slices
+F_SUB = F0[:2]
+K = 5
 
 
 def _stored_xy(session, uid):
@@ -150,15 +150,15 @@ def _expected(k):
 @pytest.mark.parametrize("instrument, kind, value, match", [
     ("scanner", "nosettle", 0, "did not settle"),
     ("scanner", "error", 0, "controller error 1"),
-    ("scanner", "down", 0.5, "scanner"),
+    ("scanner", "down", 0.3, "scanner"),
     ("lockin", "error", 0, "execution error"),
-    ("lockin", "delay", 1.5, "timed out|timeout"),
+    ("lockin", "delay", 1.0, "timed out|timeout"),
     ("lockin", "garble", 0, "garbled|not a binary block"),
     ("rf", "error", 0, "instrument error -221"),
 ])
 def test_fault_mid_scan_stops_keeps_points_and_next_plan_reconnects(
         rig, tmp_catalog, instrument, kind, value, match):
-    s = _Session(rig, tmp_catalog, 1.0 if kind == "delay" else 5.0)
+    s = _Session(rig, tmp_catalog, 0.5 if kind == "delay" else 5.0)
     rig.control(cmd="clear_log")
     uid, err = _fail_after(s, K, lambda: rig.control(cmd="fault", instrument=instrument,
                                                       kind=kind, value=value),
@@ -178,8 +178,8 @@ def test_fault_mid_scan_stops_keeps_points_and_next_plan_reconnects(
         assert max(targets) < last_other
     if kind == "nosettle":
         assert "setControlMove" in log[-1][1] and "false" in log[-1][1]
-    __import__("time").sleep(max(value, 0.2) + 0.3)
-    res = s.RE(_scan(s.d, SUB[:2], SUB[:2], f0=F_SUB)).plan_result  # reconnects
+    __import__("time").sleep(value + 0.1)  # the instrument is back, the late reply gone
+    res = s.RE(_scan(s.d, SUB[:1], SUB[:2], f0=F_SUB)).plan_result  # reconnects
     assert np.all(np.isfinite(res.data))
     _close(s.d)
 
@@ -203,3 +203,68 @@ def test_emulator_killed_and_restarted_mid_scan_loses_and_repeats_nothing(rig, t
     keys = {(int(round(x / STEP)), int(round(y / STEP))) for x, y in both}
     assert len(both) == len(SUB) ** 2 == len(keys)  # every position once
     _close(s.d)
+
+
+@pytest.fixture(scope="module")
+def pi_rig(tmp_path_factory):
+    r = MRFMEmulatorProcess(tmp_path_factory.mktemp("pirig"), 8,
+                            [*EXTRA, "--positioner", "pi_gcs"])
+    yield r
+    r.stop()
+
+
+def test_pi_gcs_positioner_moves_in_um_and_reports_controller_errors(pi_rig):
+    from mracq.devices.drivers.positioners import PIGCS
+
+    d = _wire(pi_rig)
+    assert d["scanner"].transport.model == "pi_gcs"
+    RE = RunEngine(call_returns_result=True)
+    res = RE(_scan(d, COORDS[:2], COORDS[1:3], f0=F0[:1])).plan_result
+    assert np.all(np.isfinite(res.data)) and res.data.shape == (2, 2, 1)
+    x, y, z = pi_rig.control(cmd="state")["position"]
+    assert abs(x - COORDS[1]) < 0.2e-9 and abs(y - COORDS[2]) < 0.2e-9 and abs(z - 15e-9) \
+        < 0.2e-9
+    _close(d)
+    drv = PIGCS(pi_rig.raw["instruments"]["scanner"]["address"], timeout=2.0)
+    with pytest.raises(InstrumentError, match="controller error 7: Position out of limits"):
+        drv.move("x", 150e-6)  # beyond the E-727's +-100 um: the controller refuses
+    assert abs(drv.position("x") - COORDS[1]) < 0.2e-9  # and did not move
+    drv.close()
+
+
+def test_srsinst_sr860_client_unchanged_reads_the_thermal_noise(pi_rig):
+    """SRS's own client against the emulated SR860: settings by index, SNAP?, and the
+    binary capture buffer; with the rf off the lock-in sees thermal force noise only, the
+    same variance in X and Y, S_th^2 f_meas x g^2."""
+    import time
+
+    from srsinst.sr860 import SR860
+    from srsinst.sr860.instruments.keys import Keys
+
+    pi_rig.control(cmd="fault", instrument="rf", kind="down", value=0.0)  # power-on: rf off
+    time.sleep(0.2)
+    lia = SR860("tcpip", "127.0.0.1", int(pi_rig.raw["instruments"]["readout"]["address"]
+                                          .rsplit(":", 1)[1]))
+    try:
+        assert lia.check_id()[0] == "SR860"
+        lia.signal.voltage_sensitivity = 0.1
+        lia.signal.time_constant = 3e-3
+        assert (lia.signal.voltage_sensitivity, lia.signal.time_constant) == (0.1, 3e-3)
+        assert len(lia.data.get_values(0, 1)) == 2
+        lia.capture.config = Keys.XY
+        lia.capture.buffer_size_in_kilobytes = 64  # 8192 XY pairs
+        lia.capture.rate_divisor_exponent = 2     # 1220.7 Hz / 4 = 305 Hz
+        assert abs(lia.capture.rate - 305.176) < 0.01
+        lia.capture.start(0, 0)
+        deadline = time.monotonic() + 10
+        while lia.capture.state & 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        x, y = lia.capture.get_all_data()
+    finally:
+        lia.disconnect()
+    g = float(pi_rig.raw["instruments"]["readout"]["volts_per_newton"])
+    th = (10e-18) ** 2 * 40.0
+    assert x.shape == y.shape == (8192,)
+    # 8192 samples 3.3 ms apart, tau_m = 20 ms: ~1300 independent ones, 4 % sd
+    for v in (x, y):
+        assert abs(np.var(v) / g**2 / th - 1) < 0.2, np.var(v) / g**2 / th
