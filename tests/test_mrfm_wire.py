@@ -44,6 +44,7 @@ def _wire(rig, timeout=5.0):  # the emulator computes a slice's PSF on first use
     raw = rig.raw
     for name in ("scanner", "readout", "rf"):
         raw["instruments"][name]["timeout"] = timeout
+    raw["instruments"]["scanner"]["move_timeout"] = 0.5
     return build_mrfm_devices(validate_config(raw).instruments, VirtualClock(),
                               np.random.default_rng(0))
 
@@ -67,10 +68,10 @@ def test_multislice_over_tcp_reconstructs_as_in_process(rig, setup):
     wire = _wire(rig)
     data = {"wire": RE(_scan(wire)).plan_result.data}
     _close(wire)
-    for seed in (11, 12):
-        local = build_mrfm_devices({}, VirtualClock(), np.random.default_rng(seed),
-                                   setup=setup, density=density)
-        data[seed] = RE(_scan(local)).plan_result.data
+    local = build_mrfm_devices({}, VirtualClock(), np.random.default_rng(11), setup=setup,
+                               density=density)
+    data[11] = RE(_scan(local)).plan_result.data
+    data[12] = setup.measure(density, T_M, np.random.default_rng(12))  # the noise model
     sd = setup.noise_std(clean, T_M)
     z = {k: (v - clean) / sd for k, v in data.items()}
     # the wire's points scatter about the noise-free data as the simulator's do (AR(1)

@@ -43,7 +43,7 @@ class _Positioner(Reconnecting):
 
     def __init__(self, address: str, *, axes: dict | None = None, timeout: float = 5.0,
                  tolerance: float = 0.5e-9, settle_time: float = 0.0,
-                 move_timeout: float = 10.0, poll: float = 0.002, name: str = "scanner"):
+                 move_timeout: float = 10.0, poll: float = 0.0005, name: str = "scanner"):
         super().__init__()
         self.address, self.timeout = address, float(timeout)
         self.axes = {**self.default_axes, **(axes or {})}
