@@ -269,3 +269,25 @@ def test_srsinst_sr860_client_unchanged_reads_the_thermal_noise(pi_rig):
     # 8192 samples 3.3 ms apart, tau_m = 20 ms: ~1300 independent ones, 4 % sd
     for v in (x, y):
         assert abs(np.var(v) / g**2 / th - 1) < 0.2, np.var(v) / g**2 / th
+
+
+def test_lab_config_refuses_bad_mrfm_driver_settings_before_connecting():
+    from mracq.config import ConfigError
+
+    def errors(tables):
+        with pytest.raises(ConfigError) as e:
+            validate_config({"instruments": tables})
+        return str(e.value)
+
+    text = errors({"readout": {"driver": "srs_sr860", "address": "h:1", "sensitivity": 0.3,
+                               "time_constant": 2e-3},
+                   "scanner": {"driver": "attocube_anc", "address": "h:9090"}})
+    assert "sensitivity = 0.3 is not an SR860 setting" in text
+    assert "time_constant = 0.002 is not an SR860 setting" in text
+    assert "instruments.scanner.driver = 'attocube_anc'" in text
+    assert 'must be "host:port"' in errors({"scanner": {"driver": "pi_gcs", "address": "h"}})
+    assert "address is required" in errors({"rf": {"driver": "rs_smb100a"}})
+    cfg = validate_config({"instruments": {"readout": {"driver": "srs_sr860",
+                                                       "address": "127.0.0.1:1"}}})
+    with pytest.raises(ValueError, match="go over the wire together"):
+        build_mrfm_devices(cfg.instruments, VirtualClock(), np.random.default_rng(0))

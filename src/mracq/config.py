@@ -209,6 +209,15 @@ def _check_driver(name: str, values: dict) -> list[str]:
     if name in ("scanner", "readout") and values.get("address") and \
             not str(values["address"]).rpartition(":")[2].isdigit():
         errs.append(f"{pre}.address = {values['address']!r} must be \"host:port\"")
+    if name == "readout":
+        for key, series, first in (("sensitivity", (1.0, 0.5, 0.2), 0),
+                                   ("time_constant", (1.0, 3.0), -6)):
+            v = values.get(key)
+            steps = [m * 10.0 ** (first + k * (1 if first else -1)) for k in range(12)
+                     for m in series]
+            if v is not None and not any(abs(v - x) <= 1e-6 * x for x in steps):
+                errs.append(f"{pre}.{key} = {v:g} is not an SR860 setting (a "
+                            f"{'-'.join(f'{m:g}' for m in series)} series)")
     if name in ("mw", "rf") and values.get("client", "pyvisa") not in ("pyvisa", "rsinstrument"):
         errs.append(f"{pre}.client = {values.get('client')!r} must be \"pyvisa\" or "
                     '"rsinstrument"')
