@@ -19,10 +19,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SCANNER_DRIVERS = ("sim", "attocube_amc", "pi_gcs")
-READOUT_DRIVERS = ("sim", "srs_sr860")
-RF_DRIVERS = ("sim", "rs_smb100a", "keysight_n5183b", "keysight_n5172b", "rs_sgs100a")
-
 
 def _driver(instruments: dict, name: str) -> str:
     return (instruments.get(name) or {}).get("driver") or "sim"
