@@ -54,11 +54,11 @@ def evaluate(val: dict, methods: dict) -> dict:
     return out
 
 
-def timing(net, runs: int) -> float:
-    """Median seconds of one DLMC (DL + SVT) reconstruction of a 50 x 50 map."""
-    rng = np.random.default_rng(0)
-    x = rng.random((50, 50))
-    mask = rng.random((50, 50)) < 0.1
+def timing(net, runs: int, val: dict) -> float:
+    """Median seconds of one DLMC (DL + SVT) reconstruction of a 50 x 50 validation map
+    at 10 % coverage."""
+    x, mask = (a[0] for a in next(iter(val.values()))[0.1][:2])
+    x = np.where(mask, x, np.nan)
     reconstruct(x, mask, "dlmc", net=net)
     times = []
     for _ in range(runs):
@@ -85,7 +85,7 @@ def main() -> None:
         methods[f"dlmc[{name}]"] = ("dlmc", nets[name])
     load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     res = evaluate(val, methods)
-    times = {name: timing(net, args.timing) for name, net in nets.items()}
+    times = {name: timing(net, args.timing, val) for name, net in nets.items()}
     report = {"maps_per_family": args.maps, "noise": 0.1, "val_seed": 12345,
               "rmse": res, "dlmc_seconds_50x50": times, "load_before": load,
               "load_after": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())}
