@@ -392,7 +392,9 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
     Steps, each a stored run: (1) coarse CW ODMR over ``frequency_range`` at
     ``coarse_power_dbm`` (default ``power_dbm - 10``), power broadened so that a coarse
     grid finds the line and its width gives the Rabi frequency; (2) fine CW ODMR +-6 MHz
-    at a power for ~0.3 MHz Rabi frequency, resolving the 14N triplet if there is one;
+    at a power for ~0.3 MHz Rabi frequency, resolving the 14N triplet if there is one
+    (repeated at the corrected power when the coarse line turns out to have been the blended
+    triplet, or 6 dB higher when the dip is not significant);
     (3) Rabi at ``power_dbm`` on the fine centre, four periods; (4) Ramsey detuned by
     ``ramsey_detuning_hz``: the resonance to kHz. Then (5) a ``calibration`` run holding
     the result and the uids of (1)-(4). The microwave is left at the resonance and
@@ -511,6 +513,11 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
         if gap > 5:
             log.warning("Ramsey resonance %.6f GHz is %.1f sigma from the ODMR centre %.6f GHz",
                         f_res / 1e9, gap, f_fine / 1e9)
+        dof = max(len(ram["t"]) - len(ram["fit"].values), 1)
+        if ram["fit"].chi2_red > 1 + 5 * math.sqrt(2 / dof):
+            log.warning("Ramsey fringes do not fit the model (chi^2 per point %.1f): the "
+                        "resonance %.6f GHz +- %.1f kHz is not to be trusted; recalibrate",
+                        ram["fit"].chi2_red, f_res / 1e9, f_err / 1e3)
     else:
         f_res, f_err = f_fine, fine["fit"].errors["centre"]
     extra = {"t2_star": ram["fit"]["t2_star"] if ram["fit"] else float("nan"),
