@@ -3,7 +3,7 @@
 Run from the worktree root::
 
     PYTHONPATH=src nice python benchmarks/calibration.py [--rigs 12] [--cal-rigs 8]
-        [--parts adaptive calibrate] [--out benchmarks/calibration.json]
+        [--parts adaptive calibrate] [--first-seed 0] [--out benchmarks/calibration.json]
 
 Parts (figures printed and written to JSON with the load average):
 
@@ -80,9 +80,9 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
             "adaptive_wall_s": time.perf_counter() - t0}
 
 
-def part_adaptive(n_rigs: int) -> dict:
+def part_adaptive(n_rigs: int, first_seed: int = 0) -> dict:
     rows = []
-    for seed in range(n_rigs):
+    for seed in range(first_seed, first_seed + n_rigs):
         r = adaptive_rig(seed)
         rows.append(r)
         print(f"  rig {seed:2d}: sweep sigma {r['sigma_sweep_hz'] / 1e3:6.1f} kHz "
@@ -155,9 +155,9 @@ def calibrate_rig(seed: int, *, shots=1_000_000, cpmg_shots=2_000_000) -> dict:
             "calibration_hardware_s": cal.extra["hardware_time"], "calibration_wall_s": wall}
 
 
-def part_calibrate(n_rigs: int) -> dict:
+def part_calibrate(n_rigs: int, first_seed: int = 0) -> dict:
     rows = []
-    for seed in range(n_rigs):
+    for seed in range(first_seed, first_seed + n_rigs):
         r = calibrate_rig(seed)
         rows.append(r)
         print(f"  rig {seed}: B {r['field_T'] * 1e3:5.1f} mT, {r['power_dbm']:+.1f} dBm, "
@@ -189,14 +189,16 @@ def main() -> None:
     ap.add_argument("--cal-rigs", type=int, default=8, help="rigs of the calibrate part")
     ap.add_argument("--parts", nargs="+", default=["adaptive", "calibrate"],
                     choices=["adaptive", "calibrate"])
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seed of the first rig (another value: rigs not looked at before)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("calibration.json"))
     a = ap.parse_args()
-    out = {"load_before": os.getloadavg()[0]}
+    out = {"load_before": os.getloadavg()[0], "first_seed": a.first_seed}
     t0 = time.perf_counter()
     if "adaptive" in a.parts:
-        out["adaptive"] = part_adaptive(a.rigs)
+        out["adaptive"] = part_adaptive(a.rigs, a.first_seed)
     if "calibrate" in a.parts:
-        out["calibrate"] = part_calibrate(a.cal_rigs)
+        out["calibrate"] = part_calibrate(a.cal_rigs, a.first_seed)
     out["load_after"] = os.getloadavg()[0]
     out["wall_s"] = time.perf_counter() - t0
     print(f"load average {out['load_before']:.1f} -> {out['load_after']:.1f}; "
