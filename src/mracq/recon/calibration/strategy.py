@@ -245,43 +245,8 @@ class AdaptiveODMR:
                     ll_prop[inside] = self._loglike(prop[inside])
                 accept = np.log(self.rng.uniform(size=n)) < ll_prop - ll
                 parts[accept], ll[accept] = prop[accept], ll_prop[accept]
-        self._width_jumps(parts, ll)
         self.particles = parts
         self.weights = np.full(n, 1.0 / n)
-
-    def _width_jumps(self, parts, ll, repeat: int = 2, inflate: float = 4.0) -> None:
-        """Independence Metropolis-Hastings moves across the width (in place).
-
-        Random-walk moves scaled by the cloud's covariance do not leave a wrong width
-        mode: a few noisy points fit a broad line (or the blended triplet) as well as the
-        narrow lines, the broad mode holds most of the prior volume and takes all the
-        particles at the first resamplings, and a step to the narrow lines must also land
-        on their centre. Here the width is proposed from its whole prior range
-        (log-uniform), centre, depth and baseline from a Gaussian of the cloud (covariance
-        times ``inflate``); the Hastings ratio keeps the target (all data, flat prior).
-        """
-        n = len(parts)
-        other = [0, 2, 3]
-        mu = parts[:, other].mean(axis=0)
-        cov = inflate * np.cov(parts[:, other].T) + np.diag([1.0, 1e-8, 1e-8])
-        icov = np.linalg.pinv(cov)
-
-        def log_q(x):  # proposal density up to a constant (log-uniform width: 1 / w)
-            d = x[:, other] - mu
-            return -0.5 * np.einsum("ij,jk,ik->i", d, icov, d) - np.log(x[:, 1])
-
-        lo, hi = np.log(self._lower[1]), np.log(self._upper[1])
-        for _ in range(repeat):
-            prop = parts.copy()
-            prop[:, other] = self.rng.multivariate_normal(mu, cov, size=n, method="eigh")
-            prop[:, 1] = np.exp(self.rng.uniform(lo, hi, n))
-            inside = np.all((prop > self._lower) & (prop < self._upper), axis=1)
-            ll_prop = np.full(n, -np.inf)
-            if inside.any():
-                ll_prop[inside] = self._loglike(prop[inside])
-            log_a = ll_prop - ll + log_q(parts) - log_q(prop)
-            accept = np.log(self.rng.uniform(size=n)) < log_a
-            parts[accept], ll[accept] = prop[accept], ll_prop[accept]
 
     # ------------------------------------------------------------------ design
     def utility(self, sigma: float | None = None) -> np.ndarray:
