@@ -34,35 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from mracq.pulses import odmr_cw
-from mracq.recon.calibration.fits import fit_odmr, odmr_model
+from mracq.recon.calibration.fits import fit_odmr
 from mracq.recon.calibration.strategy import AdaptiveODMR
 from mracq.sim.nv import GAMMA_E, HYPERFINE_14N, ZERO_FIELD_SPLITTING, SimulatedNV, normalize
 
 SPLIT = abs(HYPERFINE_14N)
-
-
-def design_points(measured, sweep_fit, target) -> int:
-    """Points after which the adaptive design's centre uncertainty, both designs judged at
-    the same line (the sweep's fit: its Fisher information, the measured error bars),
-    first reaches ``target`` (the sweep's); the adaptive's own stopping rule judges at its
-    own noisier fit instead. ``len(measured) + 1`` if never."""
-    f = np.array([m[0] for m in measured])
-    s = np.array([m[2] for m in measured])
-    p = np.array([sweep_fit[k] for k in ("centre", "width", "depth", "baseline")])
-    steps = np.array([10.0, 10.0, 1e-5, 1e-5])
-    cols = []
-    for i, h in enumerate(steps):
-        up, dn = p.copy(), p.copy()
-        up[i] += h
-        dn[i] -= h
-        cols.append((odmr_model(f, *up, splitting=SPLIT) - odmr_model(f, *dn, splitting=SPLIT))
-                    / (2 * h))
-    j = np.array(cols).T / s[:, None]
-    for n in range(4, len(f) + 1):
-        fisher = j[:n].T @ j[:n]
-        if np.linalg.cond(fisher) < 1e14 and np.sqrt(np.linalg.inv(fisher)[0, 0]) <= target:
-            return n
-    return len(f) + 1
 
 
 def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
@@ -95,10 +71,7 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
         hw += dur
         st.ingest([(f, v, err)])
     res = st.result()
-    n_design = design_points(st.measured, fit, sigma_sweep)
-    return {"seed": seed, "design_points": n_design,
-            "design_time_ratio": hw * n_design / max(len(st.measured), 1) / hw_sweep,
-            "rabi_frequency_0dBm": nv.rabi_frequency, "power_dbm": power,
+    return {"seed": seed, "rabi_frequency_0dBm": nv.rabi_frequency, "power_dbm": power,
             "sigma_sweep_hz": sigma_sweep, "sweep_z": (fit["centre"] - f_true) / sigma_sweep,
             "sweep_hardware_s": hw_sweep, "adaptive_points": res["points"],
             "adaptive_sigma_hz": res["centre_error"],
@@ -116,23 +89,19 @@ def part_adaptive(n_rigs: int, first_seed: int = 0) -> dict:
               f"(z {r['sweep_z']:+.2f})"
               f"  adaptive {r['adaptive_points']:4d} points, sigma "
               f"{r['adaptive_sigma_hz'] / 1e3:6.1f} kHz (z {r['adaptive_z']:+.2f})  time ratio "
-              f"{r['time_ratio']:.3f} (judged at the sweep's fit: {r['design_points']} points, "
-              f"{r['design_time_ratio']:.3f})  ({r['adaptive_wall_s']:.1f} s wall)", flush=True)
+              f"{r['time_ratio']:.3f}  ({r['adaptive_wall_s']:.1f} s wall)", flush=True)
     ratios = np.array([r["time_ratio"] for r in rows])
     z = np.array([[r["sweep_z"], r["adaptive_z"]] for r in rows])
     summary = {"rigs": n_rigs, "median_time_ratio": float(np.median(ratios)),
                "max_time_ratio": float(ratios.max()), "mean_time_ratio": float(ratios.mean()),
                "rigs_within_0.3": int(np.sum(ratios <= 0.3)),
-               "design_time_ratio_median": float(np.median([r["design_time_ratio"] for r in rows])),
-               "design_time_ratio_max": float(max(r["design_time_ratio"] for r in rows)),
                "sweep_abs_z_max": float(np.abs(z[:, 0]).max()),
                "adaptive_abs_z_max": float(np.abs(z[:, 1]).max()),
                "adaptive_z_rms": float(np.sqrt(np.mean(z[:, 1] ** 2)))}
     print(f"adaptive/sweep hardware time: median {summary['median_time_ratio']:.3f}, max "
           f"{summary['max_time_ratio']:.3f}, {summary['rigs_within_0.3']}/{n_rigs} rigs <= 0.3; "
           f"|z| max sweep {summary['sweep_abs_z_max']:.2f}, adaptive "
-          f"{summary['adaptive_abs_z_max']:.2f}; design judged at the sweep's fit: median "
-          f"{summary['design_time_ratio_median']:.3f}, max {summary['design_time_ratio_max']:.3f}")
+          f"{summary['adaptive_abs_z_max']:.2f}")
     return {"summary": summary, "rigs": rows}
 
 
