@@ -127,3 +127,42 @@ def test_analyze_cosy_cli(tmp_path):
     assert np.load(tmp_path / "map_spectrum.npy").shape == (50, 50)
     np.save(tmp_path / "bad.npy", np.zeros(5))
     assert main(["analyze", "cosy", str(tmp_path / "bad.npy")]) == 2
+
+
+
+def test_training_mixture_noise_kinds_and_resume_is_exact(tmp_path, monkeypatch):
+    """A tiny run on every family; stopping at a checkpoint and resuming gives the same
+    weights as an uninterrupted run (the documented command is fixed by steps and seed)."""
+    import mracq.recon.cosy.training as tr
+
+    maps, label = tr.mixture_maps(3, np.random.default_rng(0), ("bonded_pair", "couplings"))
+    assert maps.shape == (6, 50, 50) and label.tolist() == [0, 0, 0, 1, 1, 1]
+    x, mask, target = make_batch(maps, np.random.default_rng(1), kinds=("shot",))
+    cov = mask.mean(axis=(1, 2))
+    assert np.all((cov >= 0.05 - 1e-3) & (cov <= 0.5 + 1e-3))  # the default 5-50 %
+    cfg = tr.TrainConfig(per_family=2, n_val=2, width=2, depth=2, batch=4, steps=4,
+                         checkpoint_every=2, seed=3, families=("bonded_pair", "couplings"))
+    full = tr.train(cfg, progress=False)
+    assert full.steps == 4 and set(full.val) == {"bonded_pair", "couplings", "mean", "history"}
+    assert 0 < full.val["couplings"]["rmse_10pct"] < 2
+    with pytest.raises(ValueError, match="validation seed"):
+        tr.train(tr.TrainConfig(seed=12345), progress=False)
+
+    ck = tmp_path / "ck.pt"
+    orig = tr._lr
+
+    def stop_at_two(c, step):  # a Ctrl-C right after the step-2 checkpoint
+        if step == 2:
+            raise KeyboardInterrupt
+        return orig(c, step)
+
+    monkeypatch.setattr(tr, "_lr", stop_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(cfg, checkpoint=ck, progress=False)
+    monkeypatch.setattr(tr, "_lr", orig)
+    assert torch.load(ck, weights_only=False)["step"] == 2
+    resumed = tr.train(cfg, checkpoint=ck, progress=False)
+    assert resumed.steps == 4
+    for (k, a), b in zip(full.net.state_dict().items(), resumed.net.state_dict().values(),
+                         strict=True):
+        assert torch.equal(a, b), k

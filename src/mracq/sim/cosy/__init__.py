@@ -2,7 +2,9 @@
 
 - `model`: Hamiltonians, propagators, `simulate_map`, `shot_noise`, the `CosyModel` the
   simulated sequencer uses;
-- `couplings`: hyperfine and dipolar tensors of 13C clusters, `random_clusters`.
+- `couplings`: hyperfine and dipolar tensors of 13C clusters, `random_clusters`;
+- `families`: the cluster families maps are trained and judged on (`family_maps`,
+  `add_noise`).
 """
 
 from mracq._lazy import lazy_exports
@@ -14,6 +16,7 @@ _EXPORTS = {
                      "spin_operators"), "model"),
     **dict.fromkeys(("dipolar_tensors", "hyperfine_from_positions", "random_clusters"),
                     "couplings"),
+    **dict.fromkeys(("FAMILIES", "add_noise", "family_couplings", "family_maps"), "families"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -74,8 +74,9 @@ def nuclear_hamiltonians(
         (Azx, Azy, Azz) per nucleus in rad/s.
     dipolar : array (..., m, m, 3, 3), optional
         Pair tensors D_ij (i < j) in rad/s; None for uncoupled nuclei.
-    b_field : float
-        Field along the NV axis in T.
+    b_field : float or array
+        Field along the NV axis in T; an array is one field per system (its shape
+        broadcasts against the leading shape ``...``).
     gamma_n : float
         Nuclear gyromagnetic ratio in rad/s/T.
 
@@ -89,9 +90,11 @@ def nuclear_hamiltonians(
         raise ValueError("hyperfine contains NaN or inf")
     m = a.shape[-2]
     ops = spin_operators(m)
-    wl = gamma_n * b_field
-    h0 = wl * ops[:, 2].sum(axis=0)
-    h0 = np.broadcast_to(h0, a.shape[:-2] + h0.shape).copy()
+    b = np.asarray(b_field, dtype=float)
+    if not np.all(np.isfinite(b)):
+        raise ValueError("b_field contains NaN or inf")
+    h0 = (gamma_n * b)[..., None, None] * ops[:, 2].sum(axis=0)
+    h0 = np.broadcast_to(h0, a.shape[:-2] + h0.shape[-2:]).copy()
     if dipolar is not None:
         d = np.asarray(dipolar, dtype=float)
         for i in range(m):
@@ -102,8 +105,8 @@ def nuclear_hamiltonians(
     return h0, h1
 
 
-def _expm_h(evals: np.ndarray, evecs: np.ndarray, t: float) -> np.ndarray:
-    phase = np.exp(-1j * evals * t)
+def _expm_h(evals: np.ndarray, evecs: np.ndarray, t) -> np.ndarray:
+    phase = np.exp(-1j * evals * np.asarray(t, dtype=float)[..., None])
     return (evecs * phase[..., None, :]) @ np.conj(np.swapaxes(evecs, -1, -2))
 
 
@@ -159,19 +162,20 @@ def cosy_propagators(
     ----------
     h0, h1 : arrays (..., d, d)
         Nuclear Hamiltonians (rad/s) in ms=0 and ms=-1.
-    tau : float
-        pi-pulse spacing in s.
+    tau : float or array
+        pi-pulse spacing in s; an array is one spacing per system (shape ``...``).
     n : int
         Number of pi pulses per block (even).
     """
     if n <= 0 or n % 2:
         raise ValueError(f"n must be a positive even number of pi pulses, got {n}")
-    if not tau > 0:
+    if not np.all(np.asarray(tau, dtype=float) > 0):
         raise ValueError(f"tau must be > 0 s, got {tau}")
     d = h0.shape[-1]
     m = int(round(np.log2(d)))
     e0, v0 = np.linalg.eigh(h0)
     e1, v1 = np.linalg.eigh(h1)
+    tau = np.asarray(tau, dtype=float)
     p0h, p0 = _expm_h(e0, v0, tau / 2), _expm_h(e0, v0, tau)
     p1h, p1 = _expm_h(e1, v1, tau / 2), _expm_h(e1, v1, tau)
     big0 = np.linalg.matrix_power(p0h @ p1 @ p0h, n // 2)
@@ -215,10 +219,12 @@ def simulate_map(
         Pair tensors in rad/s (computed from ``positions`` when those are given).
     t1, t2 : arrays, optional
         Evolution times in s; default `T_GRID` (4 us to 886 us, 18 us steps, 50 points).
-    b_field : float
-        Field along the NV axis in T (default 0.158 T).
-    tau : float
-        Decoupling pi-pulse spacing in s (default 2045 ns).
+    b_field : float or array
+        Field along the NV axis in T (default 0.158 T); an array (shape ``...``) gives
+        each map its own field.
+    tau : float or array
+        Decoupling pi-pulse spacing in s (default 2045 ns); an array (shape ``...``) gives
+        each map its own spacing.
     n : int
         pi pulses per correlation block (default 40).
     decay_time : float, optional
@@ -247,11 +253,13 @@ def simulate_map(
     a = a.reshape((-1,) + a.shape[-2:])
     m = a.shape[-2]
     dp = None if dipolar is None else np.asarray(dipolar).reshape((-1, m, m, 3, 3))
+    bf = np.broadcast_to(np.asarray(b_field, dtype=float), lead).reshape(-1)
+    tu = np.broadcast_to(np.asarray(tau, dtype=float), lead).reshape(-1)
     out = np.empty((a.shape[0], t1.size, t2.size))
     for s in range(0, a.shape[0], batch):
         sl = slice(s, s + batch)
-        h0, h1 = nuclear_hamiltonians(a[sl], None if dp is None else dp[sl], b_field)
-        out[sl] = cosy_propagators(h0, h1, tau, n).population(t1, t2)
+        h0, h1 = nuclear_hamiltonians(a[sl], None if dp is None else dp[sl], bf[sl])
+        out[sl] = cosy_propagators(h0, h1, tu[sl], n).population(t1, t2)
     if decay_time is not None:
         env = np.exp(-(t1[:, None] + t2[None, :]) / decay_time)
         out = 0.5 + (out - 0.5) * env
