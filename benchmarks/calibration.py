@@ -3,7 +3,7 @@
 Run from the worktree root::
 
     PYTHONPATH=src nice python benchmarks/calibration.py [--rigs 12] [--cal-rigs 8]
-        [--parts adaptive calibrate] [--out benchmarks/calibration.json]
+        [--parts adaptive calibrate] [--first-seed 0] [--out benchmarks/calibration.json]
 
 Parts (figures printed and written to JSON with the load average):
 
@@ -14,6 +14,11 @@ Parts (figures printed and written to JSON with the load average):
   (same candidate range, centre prior +-5 MHz, 2.5e5 shots per point, criterion "auto")
   measures until its centre uncertainty is <= sigma_sweep. Figure: its hardware time
   over the sweep's; both errors against the truth in units of the stated uncertainty.
+- ``pulls``: at a few of those rigs (``--pull-rigs``), the whole calibration repeated over
+  ``--draws`` noise draws: mean, standard deviation and tails of the resonance pulls
+  ``(f - f_true) / sigma_f`` (honest: 0, 1, 0.27 % beyond 3), the ODMR centre's pulls, the
+  worst Ramsey chi^2 per point and pi error. Rig 4 (14N, Rabi 7.6 MHz at 0 dBm) is where
+  the coarse line blends the triplet.
 - ``calibrate``: random rigs (field 20-80 mT, searched +-1.5 mT around a value off by up to
   0.5 mT; Rabi frequency 6-18 MHz at 0 dBm; measurement power -6...+3 dBm; with and
   without the 14N triplet). :func:`mracq.plans.calibration.calibrate` on the simulated
@@ -80,9 +85,9 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
             "adaptive_wall_s": time.perf_counter() - t0}
 
 
-def part_adaptive(n_rigs: int) -> dict:
+def part_adaptive(n_rigs: int, first_seed: int = 0) -> dict:
     rows = []
-    for seed in range(n_rigs):
+    for seed in range(first_seed, first_seed + n_rigs):
         r = adaptive_rig(seed)
         rows.append(r)
         print(f"  rig {seed:2d}: sweep sigma {r['sigma_sweep_hz'] / 1e3:6.1f} kHz "
@@ -105,7 +110,8 @@ def part_adaptive(n_rigs: int) -> dict:
     return {"summary": summary, "rigs": rows}
 
 
-def calibrate_rig(seed: int, *, shots=1_000_000, cpmg_shots=2_000_000) -> dict:
+def calibrate_rig(seed: int, *, shots=1_000_000, cpmg_shots=2_000_000, sim_seed=None,
+                  cpmg=True) -> dict:
     from bluesky import RunEngine
     from bluesky import plan_stubs as bps
 
@@ -119,7 +125,8 @@ def calibrate_rig(seed: int, *, shots=1_000_000, cpmg_shots=2_000_000) -> dict:
     f_rabi = rng.uniform(6e6, 18e6)
     power = float(np.round(rng.uniform(-6, 3), 1))
     hyperfine = HYPERFINE_14N if seed % 2 == 0 else 0.0
-    cfg = validate_config({"sim": {"seed": seed, "field": field, "rabi_frequency": f_rabi,
+    cfg = validate_config({"sim": {"seed": seed if sim_seed is None else sim_seed,
+                                   "field": field, "rabi_frequency": f_rabi,
                                    "hyperfine": hyperfine}})
     devices = build_devices(cfg)
     nv, mw, laser = devices["nv"], devices["mw"], devices["laser"]
@@ -132,6 +139,17 @@ def calibrate_rig(seed: int, *, shots=1_000_000, cpmg_shots=2_000_000) -> dict:
     cal = RE(calibrate(nv, mw, laser, frequency_range=(guess - half, guess + half),
                        power_dbm=power, shots=shots)).plan_result
     wall = time.perf_counter() - t0
+    fits = cal.extra["fits"]
+    head = {"seed": seed, "sim_seed": sim_seed, "field_T": field, "rabi_frequency_0dBm": f_rabi,
+            "power_dbm": power, "hyperfine_hz": hyperfine,
+            "resonance_z": (cal.resonance_frequency - f_true) / cal.resonance_frequency_error,
+            "resonance_error_hz": cal.resonance_frequency_error,
+            "odmr_z": (cal.extra["odmr_centre"] - f_true) / cal.extra["odmr_centre_error"],
+            "ramsey_chi2_red": fits["ramsey"]["chi2_red"] if fits["ramsey"] else float("nan"),
+            "pi_rel_error": cal.pi_duration / pi_true - 1, "pi_true_s": pi_true,
+            "calibration_hardware_s": cal.extra["hardware_time"], "calibration_wall_s": wall}
+    if not cpmg:
+        return head
     nv.calibration = cal
     times = np.linspace(4e-6, 40e-6, 8)
     c_cal = RE(coherence_scan(nv, "cpmg", times, n=8, shots=cpmg_shots)).plan_result
@@ -145,19 +163,14 @@ def calibrate_rig(seed: int, *, shots=1_000_000, cpmg_shots=2_000_000) -> dict:
     z = (c_cal["coherence"] - c_true["coherence"]) / np.hypot(c_cal["sigma"], c_true["sigma"])
     z_def = (c_def["coherence"] - c_true["coherence"]) / np.hypot(c_def["sigma"],
                                                                   c_true["sigma"])
-    return {"seed": seed, "field_T": field, "rabi_frequency_0dBm": f_rabi, "power_dbm": power,
-            "hyperfine_hz": hyperfine,
-            "resonance_z": (cal.resonance_frequency - f_true) / cal.resonance_frequency_error,
-            "resonance_error_hz": cal.resonance_frequency_error,
-            "pi_rel_error": cal.pi_duration / pi_true - 1, "pi_true_s": pi_true,
-            "cpmg_chi2_per_point": float(np.mean(z**2)), "cpmg_max_abs_z": float(np.abs(z).max()),
-            "uncalibrated_cpmg_chi2_per_point": float(np.mean(z_def**2)),
-            "calibration_hardware_s": cal.extra["hardware_time"], "calibration_wall_s": wall}
+    return {**head, "cpmg_chi2_per_point": float(np.mean(z**2)),
+            "cpmg_max_abs_z": float(np.abs(z).max()),
+            "uncalibrated_cpmg_chi2_per_point": float(np.mean(z_def**2))}
 
 
-def part_calibrate(n_rigs: int) -> dict:
+def part_calibrate(n_rigs: int, first_seed: int = 0) -> dict:
     rows = []
-    for seed in range(n_rigs):
+    for seed in range(first_seed, first_seed + n_rigs):
         r = calibrate_rig(seed)
         rows.append(r)
         print(f"  rig {seed}: B {r['field_T'] * 1e3:5.1f} mT, {r['power_dbm']:+.1f} dBm, "
@@ -183,20 +196,54 @@ def part_calibrate(n_rigs: int) -> dict:
     return {"summary": summary, "rigs": rows}
 
 
+def part_pulls(rigs, draws: int) -> dict:
+    """Pulls of the calibrated resonance, (f - f_true) / sigma_f, over ``draws`` noise
+    draws (simulator seeds 10^6 + ...) at each rig: honest errors give mean 0, standard
+    deviation 1 and |z| > 3 in 0.27 % of draws."""
+    out = {}
+    for rig in rigs:
+        rows = [calibrate_rig(rig, sim_seed=1_000_000 + 1000 * rig + k, cpmg=False)
+                for k in range(draws)]
+        z = np.array([r["resonance_z"] for r in rows])
+        zo = np.array([r["odmr_z"] for r in rows])
+        out[str(rig)] = {"draws": draws, "mean": float(z.mean()), "std": float(z.std()),
+                         "frac_abs_gt_2": float(np.mean(np.abs(z) > 2)),
+                         "frac_abs_gt_3": float(np.mean(np.abs(z) > 3)),
+                         "max_abs": float(np.abs(z).max()), "odmr_std": float(zo.std()),
+                         "ramsey_chi2_red_max": float(max(r["ramsey_chi2_red"] for r in rows)),
+                         "pi_rel_error_max": float(max(abs(r["pi_rel_error"]) for r in rows))}
+        o = out[str(rig)]
+        print(f"  rig {rig}: resonance pulls over {draws} draws: mean {o['mean']:+.2f}, std "
+              f"{o['std']:.2f}, |z|>2 {o['frac_abs_gt_2']:.3f}, |z|>3 {o['frac_abs_gt_3']:.3f}, "
+              f"max {o['max_abs']:.2f}; ODMR pull std {o['odmr_std']:.2f}; worst Ramsey chi2/pt "
+              f"{o['ramsey_chi2_red_max']:.2f}, worst pi error "
+              f"{o['pi_rel_error_max'] * 100:.2f} %", flush=True)
+    z_all = [v["std"] for v in out.values()]
+    print(f"pulls: std per rig {min(z_all):.2f}-{max(z_all):.2f}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rigs", type=int, default=12, help="rigs of the adaptive part (>= 10)")
     ap.add_argument("--cal-rigs", type=int, default=8, help="rigs of the calibrate part")
     ap.add_argument("--parts", nargs="+", default=["adaptive", "calibrate"],
-                    choices=["adaptive", "calibrate"])
+                    choices=["adaptive", "calibrate", "pulls"])
+    ap.add_argument("--pull-rigs", type=int, nargs="+", default=[4, 5],
+                    help="rigs (calibrate seeds) of the pulls part")
+    ap.add_argument("--draws", type=int, default=40, help="noise draws per rig (pulls part)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seed of the first rig (another value: rigs not looked at before)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("calibration.json"))
     a = ap.parse_args()
-    out = {"load_before": os.getloadavg()[0]}
+    out = {"load_before": os.getloadavg()[0], "first_seed": a.first_seed}
     t0 = time.perf_counter()
     if "adaptive" in a.parts:
-        out["adaptive"] = part_adaptive(a.rigs)
+        out["adaptive"] = part_adaptive(a.rigs, a.first_seed)
     if "calibrate" in a.parts:
-        out["calibrate"] = part_calibrate(a.cal_rigs)
+        out["calibrate"] = part_calibrate(a.cal_rigs, a.first_seed)
+    if "pulls" in a.parts:
+        out["pulls"] = part_pulls(a.pull_rigs, a.draws)
     out["load_after"] = os.getloadavg()[0]
     out["wall_s"] = time.perf_counter() - t0
     print(f"load average {out['load_before']:.1f} -> {out['load_after']:.1f}; "

@@ -359,6 +359,28 @@ def ramsey_detuning(nv, mw, times, *, resonance: float, detuning: float = 2e6,
     return res
 
 
+def _rabi_from_cw_width(width: float) -> float:
+    """Rabi frequency (Hz) from a power-broadened CW ODMR half width (Hz).
+
+    CW half width ~ 1.08 f_R when power broadened (Gamma_2 / Gamma_1 ~ 1.2); never below
+    0.2 MHz (a narrow line says only that the power was low).
+    """
+    return max(float(width) / 1.08, 0.2e6)
+
+
+def _fine_power(mw, p_coarse: float, f_r_coarse: float) -> float:
+    """Power (dBm) for a ~0.3 MHz Rabi frequency, given f_R (Hz) at ``p_coarse`` (dBm)."""
+    return float(np.clip(p_coarse + 20 * math.log10(0.3e6 / f_r_coarse),
+                         mw.power.limits[0], mw.power.limits[1]))
+
+
+def _dip_significant(fit, n_sigma: float = 5.0) -> bool:
+    """An ODMR fit whose dip is at least ``n_sigma`` standard errors deep and whose centre is
+    known to better than its half width (else the centre may be noise, or the wrong line)."""
+    d, de = fit["depth"], fit.errors["depth"]
+    return bool(d > n_sigma * de and fit.errors["centre"] < fit["width"])
+
+
 # ----------------------------------------------------------------------------- calibrate
 def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
               shots: int = 1_000_000, coarse_points: int = 121, fine_points: int = 61,
@@ -370,7 +392,9 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
     Steps, each a stored run: (1) coarse CW ODMR over ``frequency_range`` at
     ``coarse_power_dbm`` (default ``power_dbm - 10``), power broadened so that a coarse
     grid finds the line and its width gives the Rabi frequency; (2) fine CW ODMR +-6 MHz
-    at a power for ~0.3 MHz Rabi frequency, resolving the 14N triplet if there is one;
+    at a power for ~0.3 MHz Rabi frequency, resolving the 14N triplet if there is one
+    (repeated at the corrected power when the coarse line turns out to have been the blended
+    triplet, or 6 dB higher when the dip is not significant);
     (3) Rabi at ``power_dbm`` on the fine centre, four periods; (4) Ramsey detuned by
     ``ramsey_detuning_hz``: the resonance to kHz. Then (5) a ``calibration`` run holding
     the result and the uids of (1)-(4). The microwave is left at the resonance and
@@ -421,19 +445,44 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
     note("coarse_odmr", coarse)
     if coarse["fit"] is None or not lo <= coarse["fit"]["centre"] <= hi:
         raise RuntimeError(f"no ODMR line found between {lo / 1e9:.6f} and {hi / 1e9:.6f} GHz")
-    fc, width = coarse["fit"]["centre"], coarse["fit"]["width"]
-    # CW half width ~ 1.08 f_R when power broadened (Gamma_2 / Gamma_1 ~ 1.2); never above
-    f_r_coarse = max(width / 1.08, 0.2e6)
-    # (2) fine CW ODMR at ~0.3 MHz Rabi frequency
-    p_fine = float(np.clip(p_coarse + 20 * math.log10(0.3e6 / f_r_coarse),
-                           mw.power.limits[0], mw.power.limits[1]))
-    fine = yield from odmr_scan(nv, mw, fc + np.linspace(-6e6, 6e6, int(fine_points)),
-                                power_dbm=p_fine, shots=shots, triplet=None,
-                                md={"calibration_step": "fine_odmr", **(md or {})})
-    note("fine_odmr", fine)
-    if fine["fit"] is None:
-        raise RuntimeError("fine ODMR: no line found around "
-                           f"{fc / 1e9:.6f} GHz (coarse fit)")
+    fc = coarse["fit"]["centre"]
+    f_r_coarse = _rabi_from_cw_width(coarse["fit"]["width"])
+    # (2) fine CW ODMR at ~0.3 MHz Rabi frequency; again (at most twice) at +6 dB if the
+    # dip is not significant, or at the power the triplet refit of the coarse data gives
+    p_fine, refit = _fine_power(mw, p_coarse, f_r_coarse), False
+    fines = []
+    for _attempt in range(3):
+        fine = yield from odmr_scan(nv, mw, fc + np.linspace(-6e6, 6e6, int(fine_points)),
+                                    power_dbm=p_fine, shots=shots, triplet=None,
+                                    md={"calibration_step": "fine_odmr", **(md or {})})
+        note("fine_odmr", fine)
+        fines.append(fine)
+        fit = fine["fit"]
+        if fit is None or not _dip_significant(fit):
+            if p_fine >= mw.power.limits[1]:
+                break
+            log.info("fine ODMR at %.1f dBm: no significant dip; again at +6 dB", p_fine)
+            p_fine = min(p_fine + 6.0, mw.power.limits[1])
+            continue
+        split = fit.extra.get("splitting", 0.0)
+        if split and not refit and coarse["fit"].extra.get("splitting", 0.0) == 0.0:
+            # the coarse width held the unresolved triplet: refit it with the triplet found
+            # here, for the Rabi frequency of one line (the fine power was too low)
+            refit = True
+            three = _try_fit("fit_odmr", coarse["frequency"], coarse["value"], coarse["sigma"],
+                             triplet=True, splitting=split, centre_guess=fit["centre"])
+            if three is not None and _dip_significant(three):
+                f_r_coarse = _rabi_from_cw_width(three["width"])
+                p_new = _fine_power(mw, p_coarse, f_r_coarse)
+                if abs(p_new - p_fine) > 3.0:
+                    log.info("fine ODMR: the coarse line was the 14N triplet; again at "
+                             "%.1f dBm", p_new)
+                    p_fine = p_new
+                    continue
+        break
+    if fine["fit"] is None or not _dip_significant(fine["fit"]):
+        raise RuntimeError("fine ODMR: no significant line found around "
+                           f"{fc / 1e9:.6f} GHz (coarse fit), up to {p_fine:.1f} dBm")
     f_fine = fine["fit"]["centre"]
     split = fine["fit"].extra.get("splitting", 0.0)
     # (3) Rabi at the measurement power
@@ -464,6 +513,11 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
         if gap > 5:
             log.warning("Ramsey resonance %.6f GHz is %.1f sigma from the ODMR centre %.6f GHz",
                         f_res / 1e9, gap, f_fine / 1e9)
+        dof = max(len(ram["t"]) - len(ram["fit"].values), 1)
+        if ram["fit"].chi2_red > 1 + 5 * math.sqrt(2 / dof):
+            log.warning("Ramsey fringes do not fit the model (chi^2 per point %.1f): the "
+                        "resonance %.6f GHz +- %.1f kHz is not to be trusted; recalibrate",
+                        ram["fit"].chi2_red, f_res / 1e9, f_err / 1e3)
     else:
         f_res, f_err = f_fine, fine["fit"].errors["centre"]
     extra = {"t2_star": ram["fit"]["t2_star"] if ram["fit"] else float("nan"),
@@ -473,7 +527,10 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
                       "ramsey": ram["fit"].as_dict() if ram["fit"] else None},
              "runs": {"coarse_odmr": coarse["uid"], "fine_odmr": fine["uid"],
                       "rabi": rab["uid"], "ramsey": ram["uid"]},
-             "hardware_time": sum(r["hardware_time"] for r in (coarse, fine, rab, ram))}
+             "fine_odmr_power_dbm": p_fine,
+             "hardware_time": sum(r["hardware_time"] for r in (coarse, *fines, rab, ram))}
+    if len(fines) > 1:
+        extra["runs"]["fine_odmr_earlier"] = [r["uid"] for r in fines[:-1]]
     cal = PulseCalibration(
         resonance_frequency=f_res, resonance_frequency_error=f_err,
         pi_duration=rf["pi_duration"], pi_duration_error=rf.errors["pi_duration"],
