@@ -205,13 +205,21 @@ def _torch_residual_and_jacobian(prob, amp, g, w0, y, chi0=None):
     return res, np.ascontiguousarray(jac.reshape(r, 3 * k, -1).transpose(0, 2, 1))
 
 
+def _normal(res, jac):
+    """``J^T J`` (R, M, M) and ``J^T r`` (R, M) of residuals (R, P) and Jacobians (R, P, M)."""
+    jtt = np.ascontiguousarray(jac.transpose(0, 2, 1))  # a strided view is 20x slower
+    return jtt @ jac, (jtt @ res[:, :, None])[..., 0]
+
+
 class _Batch:
     """Levenberg-Marquardt state of R restarts (slots) that advance together.
 
-    Each slot has its parameters, residuals, Jacobian, loss, damping and iteration count;
-    :meth:`step` takes one damped Gauss-Newton step in every active slot (one kernel call
-    for all trial points), accepts it where the loss falls and adapts the damping;
-    :meth:`load` puts new starting points into slots.
+    Each slot has its parameters, residuals, normal equations (``J^T J``, ``J^T r``), loss,
+    damping and iteration count; :meth:`step` takes one damped Gauss-Newton step in every
+    active slot (one kernel call for all trial points), accepts it where the loss falls and
+    adapts the damping; :meth:`load` puts new starting points into slots. The normal
+    equations are formed once per accepted point (a rejected step keeps them), and the
+    Jacobian itself is not kept.
     """
 
     def __init__(self, model, th, y, *, lam0=1e-2, tol=1e-4, max_step=2.0, loss_stop=0.0):
@@ -222,7 +230,8 @@ class _Batch:
         self.y = np.array(np.broadcast_to(y, (r, y.shape[-1])))
         self.th = np.zeros((r, m))
         self.res = np.zeros((r, self.y.shape[1]))
-        self.jac = np.zeros((r, self.y.shape[1], m))
+        self.h = np.zeros((r, m, m))
+        self.gr = np.zeros((r, m))
         self.loss = np.full(r, np.inf)
         self.lam = np.full(r, lam0)
         self.iters = np.zeros(r, int)
@@ -239,7 +248,8 @@ class _Batch:
         res, jac = self.model.eval(th, self.y[idx])
         self.calls += 1
         loss = np.einsum("rp,rp->r", res, res)
-        self.th[idx], self.res[idx], self.jac[idx] = th, res, jac
+        self.th[idx], self.res[idx] = th, res
+        self.h[idx], self.gr[idx] = _normal(res, jac)
         self.loss[idx] = np.where(np.isfinite(loss), loss, np.inf)
         self.lam[idx] = self.lam0
         self.iters[idx] = 0
@@ -250,10 +260,7 @@ class _Batch:
         idx = np.flatnonzero(self.active)
         if idx.size == 0:
             return idx
-        jt = self.jac[idx]
-        jtt = np.ascontiguousarray(jt.transpose(0, 2, 1))  # a strided view is 20x slower
-        h = jtt @ jt
-        gr = (jtt @ self.res[idx][:, :, None])[..., 0]
+        h, gr = self.h[idx], self.gr[idx]
         dg = np.einsum("rmm->rm", h)
         # Marquardt's scaling, floored so that directions the data barely see (a
         # negligible component) do not get unbounded steps
@@ -274,7 +281,7 @@ class _Batch:
         gain = (self.loss[acc] - loss_t[better]) / np.maximum(self.loss[acc], 1e-300)
         self.th[acc] = trial[better]
         self.res[acc] = res_t[better]
-        self.jac[acc] = jac_t[better]
+        self.h[acc], self.gr[acc] = _normal(res_t[better], jac_t[better])
         self.loss[acc] = loss_t[better]
         self.lam[acc] = np.maximum(self.lam[acc] / 3.0, 1e-9)
         self.lam[idx[~better]] *= 4.0
