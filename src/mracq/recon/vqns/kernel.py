@@ -191,7 +191,7 @@ if _HAVE:
                         sacc += chi[p] * val[k, j, p]
                     grad[r, k, j] = sacc
 
-    @numba.njit(cache=True, parallel=True, fastmath=_FM)
+    @numba.njit(cache=True, fastmath=_FM)
     def _jac_kernel(amp, g, w0, t, n, ni, sgn, h, rec, mom, nterm, y, sw, xb, vb, dsc, switch,
                     res, jac):
         r_, k_ = amp.shape

@@ -222,13 +222,7 @@ class VQNSResult:
         else:
             p = torch.as_tensor(self.samples.reshape(1, -1, 3)).clone()
             p[..., 0] /= len(self.samples)
-        nthreads = torch.get_num_threads()
-        torch.set_num_threads(1)  # small tensors: a thread pool only spins (20x slower loaded)
-        try:
-            chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
-        finally:
-            torch.set_num_threads(nthreads)
-        chi = _centre(chi.numpy(), robust)
+        chi = _centre(_chi(p.numpy(), pts), robust)
         out = np.empty(t.shape)
         out[pts.order] = np.exp(-chi)
         return out
@@ -252,6 +246,31 @@ def _spread(spectra, robust) -> np.ndarray:
         return spectra.std(0)
     q16, q84 = np.percentile(spectra, [16, 84], axis=0)
     return 0.5 * (q84 - q16)
+
+
+def _chi(rows: np.ndarray, pts: PointSet) -> np.ndarray:
+    """chi (R, P) of R sums of Lorentzian rows (R, K, 3) = (A, g, w0), internal point order.
+
+    The numba kernel (values only) where it is available, else the torch closed form.
+    """
+    from mracq.recon.vqns import kernel
+
+    if kernel.available():
+        from mracq.recon.vqns.chi import SERIES_SWITCH
+
+        g = np.ascontiguousarray(rows[..., 1])
+        w0 = np.ascontiguousarray(rows[..., 2])
+        with kernel.threads(1):
+            basis = kernel.chi_basis(g, w0, pts, SERIES_SWITCH)
+        return np.einsum("rk,rkp->rp", rows[..., 0], basis)
+    p = torch.as_tensor(rows)
+    nthreads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: a thread pool only spins (20x slower loaded)
+    try:
+        chi, _ = chi_and_grad(p[..., 0], p[..., 1], p[..., 2], pts)
+    finally:
+        torch.set_num_threads(nthreads)
+    return chi.numpy()
 
 
 MISFIT_WINDOW = 5  # points of a decay averaged before the misfit is mapped (noise / 2.2)
