@@ -46,6 +46,8 @@ def threads(n: int):
     One call is ~10 ms of work; on a shared 2-core machine (load ~2) a second thread
     mostly waits for the first (measured: 10.1 s wall, 10.4 s CPU for the 100-restart
     benchmark on 2 threads against 7.6 s, 7.5 s on one), so :func:`reconstruct` uses one.
+    Only the loss/gradient kernel (Adam) is threaded: the LM Jacobian and the chi basis
+    kernels are serial (``parallel=True`` made them 20-30 % slower on one thread).
     """
     if not _HAVE:
         yield
@@ -220,7 +222,7 @@ if _HAVE:
                 for j in range(m_):
                     jac[r, p, 3 * k_ + j] = f * xb[j, p] * vb[r, j]
 
-    @numba.njit(cache=True, parallel=True, fastmath=_FM)
+    @numba.njit(cache=True, fastmath=_FM)
     def _basis_kernel(g, w0, t, n, ni, sgn, h, rec, mom, nterm, switch, out):
         r_, k_ = g.shape
         for r in numba.prange(r_):
