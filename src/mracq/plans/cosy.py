@@ -52,6 +52,11 @@ class _Recorder:
         self.measured = SoftSignal(name="measured", value=np.zeros((1, 1)))
         self.recon = SoftSignal(name="reconstruction", value=np.zeros((1, 1)))
         self.spectrum = SoftSignal(name="spectrum", value=np.zeros((1, 1)))
+        # how far to trust the map (method="auto": mracq.recon.cosy.auto.AutoReport)
+        self.chosen = SoftSignal(name="recon_method", value="")
+        self.val_rmse = SoftSignal(name="validation_rmse", value=float("nan"))
+        self.map_error = SoftSignal(name="map_error", value=float("nan"))
+        self.map_error_fraction = SoftSignal(name="map_error_fraction", value=float("nan"))
 
 
 def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
@@ -89,19 +94,31 @@ def _close():
 
 def _finish(rec, values, mask, method, dry=False):
     measured = np.where(mask, values, np.nan)
+    report = None
     if dry:  # dry run: no data to reconstruct, the documents keep their shapes
         recon = spec = np.zeros(mask.shape)
         values = np.zeros(mask.shape)
     else:
         recon = reconstruct(measured, mask, method)
+        report = getattr(recon, "report", None)
+        recon = np.asarray(recon)
         spec = np.fft.fftshift(spectrum2d(recon))
+    nan = float("nan")
+    val = report.to_dict() if report is not None else None
     # stored with 0 where missing (the mask says which entries are data): a NaN would never
     # compare equal to itself and the soft signal's set would not finish
     yield from bps.mv(rec.mask, mask.astype(np.uint8), rec.measured, np.where(mask, values, 0.0),
-                      rec.recon, recon, rec.spectrum, spec)
-    yield from bps.trigger_and_read([rec.mask, rec.measured, rec.recon, rec.spectrum],
-                                    name="reconstruction")
-    return measured, recon, spec
+                      rec.recon, recon, rec.spectrum, spec,
+                      rec.chosen, val["method"] if val else method,
+                      rec.val_rmse, val["validation_rmse"] if val else nan,
+                      rec.map_error, val["error"] if val else nan,
+                      rec.map_error_fraction, val["error_fraction"] if val else nan)
+    yield from bps.trigger_and_read([rec.mask, rec.measured, rec.recon, rec.spectrum,
+                                     rec.chosen, rec.val_rmse, rec.map_error,
+                                     rec.map_error_fraction], name="reconstruction")
+    if report is not None:
+        log.info("COSY reconstruction: %s", report.summary())
+    return measured, recon, spec, val
 
 
 def _resumed_points(resume, t1, t2):
@@ -135,7 +152,7 @@ def _md(name, args, nv, t1, t2, program_kw, md):
 
 
 def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int = 150_000,
-                     every: int = 50, method: str = "dlmc", rng=None, live=None,
+                     every: int = 50, method: str = "auto", rng=None, live=None,
                      program_kw: dict | None = None, md: dict | None = None):
     """Measure a random subset of the COSY map and reconstruct it live.
 
@@ -152,7 +169,10 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     every : int
         Reconstruct after every ``every`` points (live image).
     method : str
-        Reconstruction method (`mracq.recon.dlmc.reconstruct`).
+        Reconstruction method (`mracq.recon.cosy.dlmc.reconstruct`); the default
+        ``"auto"`` picks one by cross-validation and stores its validation error
+        (``recon_method``, ``validation_rmse``, ``map_error``, ``map_error_fraction`` in
+        the ``reconstruction`` stream).
     rng : numpy.random.Generator, optional
         Draws the mask and the measuring order.
     live : callable, optional
@@ -166,7 +186,9 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     -------
     dict
         ``uid``, ``mask``, ``measured`` (NaN where missing), ``reconstruction``,
-        ``spectrum`` (|2D FFT|, shifted), ``hardware_time`` (s), ``n_points``.
+        ``spectrum`` (|2D FFT|, shifted), ``hardware_time`` (s), ``n_points``,
+        ``validation`` (`mracq.recon.cosy.auto.AutoReport.to_dict`, None for a fixed
+        method).
     """
     t1, t2 = _check_grid(t1, t2)
     if not 0 < coverage <= 1:
@@ -204,12 +226,12 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
             live(r, np.fft.fftshift(spectrum2d(r)), k)
     if dry:
         log.warning("cosy_random_mask: no readings (dry run): nothing reconstructed")
-    measured, recon, spec = yield from _finish(rec, values, mask, method, dry)
+    measured, recon, spec, val = yield from _finish(rec, values, mask, method, dry)
     if live is not None and not dry:
         live(recon, spec, n)
     yield from _close()
     return {"uid": uid, "mask": mask, "measured": measured, "reconstruction": recon,
-            "spectrum": spec, "hardware_time": hw, "n_points": n}
+            "spectrum": spec, "hardware_time": hw, "n_points": n, "validation": val}
 
 
 def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float = 0.04,
@@ -318,10 +340,10 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
             stop = "hardware_time"
             break
         todo = strategy.suggest(batch)
-    measured, recon, spec = yield from _finish(rec, strategy.values, strategy.mask, method,
-                                               stop == "dry run")
+    measured, recon, spec, val = yield from _finish(rec, strategy.values, strategy.mask,
+                                                    method, stop == "dry run")
     yield from _close()
     return {"uid": uid, "mask": strategy.mask.copy(), "measured": measured,
             "reconstruction": recon, "spectrum": spec, "hardware_time": hw,
             "n_points": int(strategy.mask.sum()), "changes": list(strategy.changes),
-            "stop_reason": stop}
+            "stop_reason": stop, "validation": val}
