@@ -7,7 +7,8 @@ store every measured point (``primary``: ``i``, ``j``, ``t1``, ``t2`` and the se
 (the mask, the measured map with 0 where missing, the reconstruction and its 2D
 spectrum). They return a dict with the same arrays and the simulated hardware time.
 
-Adaptive strategy: `mracq.recon.cosy.strategy.EnsembleDisagreement`.
+Adaptive strategy: `mracq.recon.cosy.design.PlaneWaveDesign` (V-optimal design under the
+fitted plane-wave model, the default) or `mracq.recon.cosy.strategy.EnsembleDisagreement`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mracq.devices.soft import SoftSignal
 from mracq.plans._stored import StoredEvents, point_done
 from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses.cosy import cosy_program
+from mracq.recon.cosy.design import PlaneWaveDesign
 from mracq.recon.cosy.dlmc import reconstruct
 from mracq.recon.cosy.strategy import EnsembleDisagreement
 from mracq.recon.metrics import spectrum2d
@@ -237,9 +239,10 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
 def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float = 0.04,
                   batch: int = 25, max_coverage: float = 0.4, tol: float = 0.02,
                   max_hardware_time: float | None = None, members: int = 4,
-                  method: str = "dlmc", rng=None, live=None, program_kw: dict | None = None,
+                  method: str = "auto", strategy: str = "design", rng=None, live=None,
+                  program_kw: dict | None = None,
                   md: dict | None = None, resume: dict | None = None):
-    """Grow the COSY mask in batches where an ensemble of reconstructions disagrees.
+    """Grow the COSY mask in batches where the map is least known (module docstring).
 
     Parameters
     ----------
@@ -261,7 +264,10 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     max_hardware_time : float, optional
         Stop when this much hardware time (s) is spent.
     members : int
-        Ensemble size (see the module docstring for how the ensemble is formed).
+        Ensemble size of ``strategy="ensemble"``.
+    strategy : {"design", "ensemble"}
+        Next points by V-optimal design under the fitted plane-wave model
+        (`PlaneWaveDesign`) or by ensemble disagreement (`EnsembleDisagreement`).
     method, rng, live, program_kw, md
         As for `cosy_random_mask` (``live`` is called after each batch).
     resume : dict, optional
@@ -286,16 +292,25 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     program_kw = calibrated_program_kw(nv, program_kw)
     shape = (t1.size, t2.size)
     budget = int(round(max_coverage * t1.size * t2.size))
-    strategy = EnsembleDisagreement(shape, rng, members=members, method=method,
-                                    budget=budget, tol=tol)
+    if strategy not in ("design", "ensemble"):
+        raise ValueError(f"strategy must be 'design' or 'ensemble', got {strategy!r}")
+    kind = strategy
+    if kind == "design":
+        strategy = PlaneWaveDesign(shape, rng, method=method, budget=budget, tol=tol)
+    else:
+        strategy = EnsembleDisagreement(shape, rng, members=members, method=method,
+                                        budget=budget, tol=tol)
     nv.shots.check_value(shots)
     rec = _Recorder()
     args = {"shots": shots, "initial": initial, "batch": batch, "max_coverage": max_coverage,
             "tol": tol, "max_hardware_time": max_hardware_time, "members": members,
-            "method": method}
+            "method": method, "strategy": kind}
     _m = _md("cosy_adaptive", args, nv, t1, t2, program_kw, md)
-    _m["ensemble"] = (f"{members} {method} reconstructions from random 80% subsets "
-                      "of the measured points; next points: largest ensemble std")
+    _m["criterion"] = (
+        "V-optimal design: largest drop of the integrated posterior variance of the "
+        "linearized plane-wave model fitted to the measured points" if kind == "design" else
+        f"{members} {method} reconstructions from random 80% subsets of the measured "
+        "points; next points: largest ensemble std")
     hw = 0.0
     stop = "budget"
     if resume is not None:
