@@ -93,3 +93,40 @@ def test_auto_report_scale_and_errors():
     # too few points for auto: reconstruct falls back to dlmc (a plain array)
     few = _mask(rng, 0.002)
     assert getattr(reconstruct(y, few), "report", None) is None
+
+
+def test_design_lowers_integrated_variance_below_random_and_reaches_far_times():
+    from mracq.recon.cosy.design import PlaneWaveDesign, design_scores, plane_wave_jacobian
+    from mracq.recon.cosy.spectral import PlaneWaves
+
+    pw = PlaneWaves(0.5, np.array([[0.91, -2.87], [2.2, 2.95]]),
+                    np.array([[0.2, 0.1], [0.1, -0.15]]), (24.5, 24.5), 0.0, 0)
+    ij = np.indices((50, 50)).reshape(2, -1).T
+    jac = plane_wave_jacobian(pw, ij)
+    rng = np.random.default_rng(0)
+    measured = _mask(rng, 0.04).ravel()
+
+    def integrated_variance(meas):
+        a = jac[meas].T @ jac[meas]
+        return float(np.trace(jac @ np.linalg.solve(a, jac.T)))
+
+    picks = design_scores(jac, measured, 25)
+    assert len(set(picks)) == 25 and not measured[picks].any()
+    designed = measured.copy()
+    designed[picks] = True
+    rand = [integrated_variance(measured | _mask(np.random.default_rng(s), 0.01).ravel())
+            for s in range(5)]
+    assert integrated_variance(designed) < 0.9 * min(rand)  # measured: 0.83
+    u = np.abs(ij[picks] - 24.5).max(axis=1)
+    assert u.mean() > 17  # far from the grid centre (random: 12.5): the frequency rows
+
+    # the strategy: random first points, then designed ones, never a point twice
+    truth = pw.grid((50, 50))
+    s = PlaneWaveDesign((50, 50), np.random.default_rng(1), method="svt", min_fit=40)
+    todo = s.suggest(60)
+    seen = set()
+    for _ in range(3):
+        s.ingest([{"_id": p["_id"], "value": truth[p["i"], p["j"]]} for p in todo])
+        seen |= {(p["i"], p["j"]) for p in todo}
+        todo = s.suggest(20)
+        assert len(todo) == 20 and not seen & {(p["i"], p["j"]) for p in todo}
