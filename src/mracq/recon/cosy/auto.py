@@ -47,7 +47,7 @@ SVT_FACTORS = (0.5, 1.0, 2.0)
 POINTS_PER_COMPONENT = 12
 """The spectral path goes up to N / POINTS_PER_COMPONENT plane waves (N measured points,
 4 parameters each) and at most `K_MAX`."""
-K_MAX = 30
+K_MAX = 20
 
 
 @dataclass(frozen=True)

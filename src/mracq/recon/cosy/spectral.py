@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mracq.recon.svt import single_thread_blas
+
 __all__ = ["PlaneWaves", "fit_path", "fit_planewaves"]
 
 
@@ -75,7 +77,12 @@ def _linear(u, y, freqs):
     """Offset and amplitudes by linear least squares for fixed frequencies."""
     c, s = _design(u, freqs)
     a = np.column_stack([np.ones(len(y)), c, s])
-    coef = np.linalg.lstsq(a, y, rcond=None)[0]
+    ata = a.T @ a
+    ata[np.diag_indices_from(ata)] *= 1 + 1e-10
+    try:
+        coef = np.linalg.solve(ata, a.T @ y)
+    except np.linalg.LinAlgError:
+        coef = np.linalg.lstsq(a, y, rcond=None)[0]
     k = len(freqs)
     return coef[0], np.column_stack([coef[1:k + 1], coef[k + 1:]])
 
@@ -145,8 +152,12 @@ def fit_path(values: np.ndarray, ij: np.ndarray, shape: tuple[int, int], k_max: 
     list of PlaneWaves
         ``path[k]`` has k components.
     """
-    y = np.asarray(values, float)
-    ij = np.asarray(ij, int)
+    with single_thread_blas():
+        return _path(np.asarray(values, float), np.asarray(ij, int), shape, k_max, oversample,
+                     refine)
+
+
+def _path(y, ij, shape, k_max, oversample, refine):
     centre = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
     u = ij - np.asarray(centre)
     n = len(y)
