@@ -59,6 +59,13 @@ class _Recorder:
         self.val_rmse = SoftSignal(name="validation_rmse", value=float("nan"))
         self.map_error = SoftSignal(name="map_error", value=float("nan"))
         self.map_error_fraction = SoftSignal(name="map_error_fraction", value=float("nan"))
+        self.errors: list[float] = []  # the sequencer's standard error per measured point
+
+    def noise(self) -> float | None:
+        """RMS standard error of the measured points (None: none reported)."""
+        e = np.asarray(self.errors, float)
+        e = e[np.isfinite(e)]
+        return float(np.sqrt(np.mean(e**2))) if e.size else None
 
 
 def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
@@ -76,8 +83,12 @@ def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
     key = f"{nv.name}_value"
     if not reading or key not in reading:  # simulators answer None ({} from trigger_and_read)
         return None, 0.0
-    value = reading[key]["value"] if stored is None else stored.take(reading).get(key)
-    return value, nv.duration.get()
+    row = ({k: v["value"] for k, v in reading.items()} if stored is None
+           else stored.take(reading))
+    err = row.get(f"{nv.name}_error")
+    if err is not None:
+        rec.errors.append(float(err))
+    return row.get(key), nv.duration.get()
 
 
 def _open(md):
@@ -101,7 +112,8 @@ def _finish(rec, values, mask, method, dry=False):
         recon = spec = np.zeros(mask.shape)
         values = np.zeros(mask.shape)
     else:
-        recon = reconstruct(measured, mask, method)
+        noise = rec.noise() if method in ("auto", "spectral") else None
+        recon = reconstruct(measured, mask, method, noise=noise)
         report = getattr(recon, "report", None)
         recon = np.asarray(recon)
         spec = np.fft.fftshift(spectrum2d(recon))

@@ -225,7 +225,7 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     if noise is not None:
         noise_var = (float(noise) / span) ** 2
     else:
-        noise_var = _noise_variance(path, x.size)
+        noise_var = _noise_variance(path, x.size, _k_cv(mse))
     err2 = max(cv_mse - noise_var, 0.0)
     dl_full = None
     if kind in ("dl", "dlmc", "dl+spectral"):
@@ -249,20 +249,31 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     return ValidatedMap(out * span + lo, rep)
 
 
-def _noise_variance(path: list, grid_points: int) -> float:
+def _k_cv(mse: dict) -> int:
+    """Components of the best spectral candidate."""
+    ks = [int(k.split(":")[1]) for k in mse if k.startswith("spectral:")]
+    return min(ks, key=lambda k: mse[f"spectral:{k}"]) if ks else 0
+
+
+def _noise_variance(path: list, grid_points: int, k_cv: int = 0) -> float:
     """Noise variance per point from the residual of the fullest greedy spectral fit.
 
     A plane wave added greedily where there is only noise takes the largest of about
     ``grid_points`` periodogram values, each ``sigma^2`` times an Exp(1) variable, and
     removes ``sigma^2 (ln(grid_points) + 0.58)`` from the residual sum of squares, plus
     about 2 ``sigma^2`` more when its frequency and amplitudes are refined; so each
-    component counts ``2.6 + ln(grid_points)`` degrees of freedom (a component fitted to
-    real signal would count 4, so this errs high when most components are signal).
+    component beyond the ``k_cv`` that cross-validated best counts ``2.6 + ln(grid_points)``
+    degrees of freedom, those up to ``k_cv`` (signal: they predict held-out points) count 4.
     """
     per = 2.6 + np.log(grid_points)
+
+    def dof(pw):
+        k = len(pw.freqs)
+        return 4 * min(k, k_cv) + per * max(k - k_cv, 0) + 1
+
     best = path[-1]
     for pw in path[::-1]:  # fullest fit that leaves a quarter of the points free
-        if best.n - per * len(pw.freqs) - 1 >= best.n / 4:
+        if pw.n - dof(pw) >= pw.n / 4:
             best = pw
             break
-    return best.rss / max(best.n - per * len(best.freqs) - 1, 1.0)
+    return best.rss / max(best.n - dof(best), 1.0)

@@ -45,19 +45,20 @@ def plane_wave_jacobian(pw, ij: np.ndarray) -> np.ndarray:
 
 
 def design_scores(jac: np.ndarray, measured: np.ndarray, n: int, *, ridge: float = 1e-3,
-                  noise: float = 1.0) -> list[int]:
+                  noise: float = 1.0, allowed: np.ndarray | None = None) -> list[int]:
     """Greedy V-optimal batch: ``n`` row indices of ``jac`` not in ``measured`` (bool).
 
     ``jac``: (M, P) Jacobian over the candidate points; ``ridge`` (relative to the mean
     diagonal of ``J^T J``) keeps C finite when the measured rows do not determine every
-    parameter; ``noise``: s^2 in units of the Jacobian's scale squared.
+    parameter; ``noise``: s^2 in units of the Jacobian's scale squared; ``allowed``
+    (bool, M): the rows that may be picked (default: every unmeasured one).
     """
     js = jac[measured]
     g = jac.T @ jac
     a = js.T @ js
     a = a + ridge * (np.trace(g) / len(g)) * np.eye(len(g))
     cov = np.linalg.inv(a) * noise
-    free = ~measured.copy()
+    free = ~measured.copy() if allowed is None else allowed & ~measured
     picks = []
     for _ in range(min(n, int(free.sum()))):
         jc = jac @ cov  # (M, P)
@@ -87,17 +88,23 @@ class PlaneWaveDesign(EnsembleDisagreement):
         Components beyond the cross-validated number put in the design model.
     min_fit : int
         Points before the first model-based batch (random before).
+    explore : float
+        Fraction of each batch drawn at random (the rest is designed, among a random
+        quarter of the free points): keeps the mask incoherent.
     budget, tol
         As `EnsembleDisagreement` (stop on the point budget, or when a batch changes the
         reconstruction by less than ``tol`` of its peak-to-peak).
     """
 
     def __init__(self, shape, rng, *, method: str = "auto", extra: int = 2,
-                 min_fit: int = 40, budget: int | None = None,
+                 min_fit: int = 40, explore: float = 0.3, budget: int | None = None,
                  tol: float | None = None) -> None:
         super().__init__(shape, rng, members=2, method=method, budget=budget, tol=tol)
         if extra < 0 or min_fit < 10:
             raise ValueError(f"need extra >= 0 and min_fit >= 10, got {extra}, {min_fit}")
+        if not 0 <= explore <= 1:
+            raise ValueError(f"explore must be in [0, 1], got {explore}")
+        self.explore = float(explore)
         self.extra = int(extra)
         self.min_fit = int(min_fit)
 
@@ -127,5 +134,19 @@ class PlaneWaveDesign(EnsembleDisagreement):
         pw = self._model()
         ij = np.indices(self.shape).reshape(2, -1).T
         jac = plane_wave_jacobian(pw, ij)
-        picks = design_scores(jac, self.mask.ravel(), n)
+        # incoherence: a random part of the batch, and the designed part chosen among a
+        # random subset of the free points, so that the mask stays random-like (the greedy
+        # periodogram and the cross-validation of auto both assume it)
+        flat_free = np.flatnonzero(free.ravel())
+        n = min(n, flat_free.size)
+        n_rand = int(round(self.explore * n))
+        rand = self.rng.choice(flat_free, n_rand, replace=False)
+        allowed = np.zeros(free.size, bool)
+        pool = self.rng.choice(flat_free, min(flat_free.size, max(4 * n, flat_free.size // 4)),
+                               replace=False)
+        allowed[pool] = True
+        allowed[rand] = False
+        measured = self.mask.ravel().copy()
+        measured[rand] = True
+        picks = list(rand) + design_scores(jac, measured, n - n_rand, allowed=allowed)
         return [tuple(int(v) for v in np.unravel_index(k, self.shape)) for k in picks]
