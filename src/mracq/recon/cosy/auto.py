@@ -8,7 +8,8 @@ on the held-out part; the candidate with the lowest mean squared held-out error 
 on all points. Candidates (all on the map normalized to [0, 1] over its measured entries):
 
 - ``dl``, ``dlmc``: the trained network, alone and with its SVT post-processing;
-- ``svt:<f>``: SVT with the threshold scaled by f (`mracq.recon.cosy.dlmc.SVT_TAU`);
+- ``svt:<p>%``: SVT with the threshold at p % of the default (`mracq.recon.cosy.dlmc.SVT_TAU`;
+  no "." in the names: they are metadata keys in stored runs);
 - ``spectral:<k>``: the off-grid plane-wave fit with k components
   (`mracq.recon.cosy.spectral`; every k up to ``k_max`` is scored: the fit is greedy, so
   one path per fold gives all of them), the harmonic prior that holds for any cluster;
@@ -138,7 +139,7 @@ def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
         out["dl"] = dl_map[ti, tj]
         out["dlmc"] = dlmc_post(x, mk, dl_map)[ti, tj]
     for f in SVT_FACTORS:
-        out[f"svt:{f:g}"] = _svt_map(x, mk, f)[ti, tj]
+        out[f"svt:{round(100 * f)}%"] = _svt_map(x, mk, f)[ti, tj]
     path = fit_path(x[mk], ij_train, x.shape, k_max)
     for k, pw in enumerate(path):
         spec_at[k] = pw.at(ij_test)
@@ -242,7 +243,7 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         if kind == "dlmc":
             return dlmc_post(x, mk, cache["dl"])
         if kind == "svt":
-            return _svt_map(x, mk, float(setting))
+            return _svt_map(x, mk, float(setting.rstrip("%")) / 100)
         if kind == "spectral":
             return path[int(setting)].grid(x.shape)
         return 0.5 * (path[int(setting)].grid(x.shape) + cache["dl"])
