@@ -31,6 +31,12 @@ def test_spectral_fit_recovers_off_grid_plane_waves():
     assert _rmse(path[2].grid(truth.shape), truth) > 0.05  # 2 waves cannot be
     found = sorted(map(tuple, np.round(np.abs(path[3].freqs), 3)))
     assert found == sorted(map(tuple, np.round(np.abs(w), 3)))
+    # shrinkage: none without noise; with noise the weakest wave (0.1) shrinks most
+    np.testing.assert_allclose(path[3].shrunk(0.0).amps, path[3].amps)
+    norms = np.hypot(*path[3].amps.T)
+    g = np.hypot(*path[3].shrunk(0.1).amps.T) / norms  # 4 * 0.1 / 250 = 0.0016
+    np.testing.assert_allclose(g, 1 - 0.0016 / norms**2, rtol=1e-9)
+    assert g[np.argmin(norms)] == g.min() and np.all(path[3].shrunk(10.0).amps == 0)
 
 
 def test_auto_error_tracks_true_error_and_beats_fixed_methods():

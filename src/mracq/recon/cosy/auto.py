@@ -13,6 +13,8 @@ on all points. Candidates (all on the map normalized to [0, 1] over its measured
 - ``spectral:<k>``: the off-grid plane-wave fit with k components
   (`mracq.recon.cosy.spectral`; every k up to ``k_max`` is scored: the fit is greedy, so
   one path per fold gives all of them), the harmonic prior that holds for any cluster;
+- ``spectral~:<k>``: the same with its amplitudes shrunk by the noise
+  (`mracq.recon.cosy.spectral.PlaneWaves.shrunk`);
 - ``dl+spectral:<k>``: the mean of the DL and spectral reconstructions (their errors are
   partly independent: the network misses what its family lacked, the fit misses weak
   components);
@@ -144,6 +146,8 @@ def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
     for k, pw in enumerate(path):
         spec_at[k] = pw.at(ij_test)
         out[f"spectral:{k}"] = spec_at[k]
+        if k:
+            out[f"spectral~:{k}"] = pw.shrunk(_noise_variance(path, x.size, k)).at(ij_test)
         if dl_map is not None:
             out[f"dl+spectral:{k}"] = 0.5 * (spec_at[k] + dl_map[ti, tj])
     return out
@@ -246,6 +250,9 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
             return _svt_map(x, mk, float(setting.rstrip("%")) / 100)
         if kind == "spectral":
             return path[int(setting)].grid(x.shape)
+        if kind == "spectral~":
+            k = int(setting)
+            return path[k].shrunk(_noise_variance(path, x.size, k)).grid(x.shape)
         return 0.5 * (path[int(setting)].grid(x.shape) + cache["dl"])
 
     if best == "stack":
@@ -269,7 +276,7 @@ def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:
     best = {}
     for k in mse:
         kind = k.split(":")[0]
-        kind = {"dlmc": "dl", "dl+spectral": None}.get(kind, kind)
+        kind = {"dlmc": "dl", "dl+spectral": None, "spectral~": "spectral"}.get(kind, kind)
         if kind and (kind not in best or mse[k] < mse[best[kind]]):
             best[kind] = k
     names = list(best.values())
