@@ -119,6 +119,9 @@ _F_LIMITS = (1e3, 50e9)
 # --- vendor drivers (issue 13): driver, address, channel map per instrument ---------------
 MW_DRIVERS = ("sim", "visa", "rs_sgs100a", "rs_smb100a", "keysight_n5183b", "keysight_n5172b")
 NV_DRIVERS = ("sim", "visa", "pulsestreamer")
+SCANNER_DRIVERS = ("sim", "attocube_amc", "pi_gcs")
+READOUT_DRIVERS = ("sim", "srs_sr860")
+RF_DRIVERS = ("sim", "rs_smb100a", "keysight_n5183b", "keysight_n5172b", "rs_sgs100a")
 SEQ_DIGITAL_ROLES = ("laser", "mw", "gate", "gate_bright", "gate_dark", "rf")
 SEQ_ANALOG_ROLES = ("mw_i", "mw_q")
 SEQ_REQUIRED_ROLES = ("laser", "mw", "gate", "gate_bright", "gate_dark")
@@ -189,10 +192,11 @@ def _check_counter(counter: dict) -> list[str]:
 def _check_driver(name: str, values: dict) -> list[str]:
     """Driver, address and channel-map problems of one instrument table."""
     driver = values.get("driver")
-    if driver is None or name not in ("mw", "nv"):
+    if driver is None or name not in ("mw", "nv", "scanner", "readout", "rf"):
         return []
     pre = f"instruments.{name}"
-    known = MW_DRIVERS if name == "mw" else NV_DRIVERS
+    known = {"mw": MW_DRIVERS, "nv": NV_DRIVERS, "scanner": SCANNER_DRIVERS,
+             "readout": READOUT_DRIVERS, "rf": RF_DRIVERS}[name]
     if driver not in known:
         return [_unknown(f"{pre}.driver = {driver!r}:", driver, known, "driver")]
     errs = []
@@ -202,7 +206,19 @@ def _check_driver(name: str, values: dict) -> list[str]:
         errs.append(f"{pre}: give driver or backend, not both")
     if not values.get("address"):
         errs.append(f"{pre}.address is required for driver {driver!r}")
-    if name == "mw" and values.get("client", "pyvisa") not in ("pyvisa", "rsinstrument"):
+    if name in ("scanner", "readout") and values.get("address") and \
+            not str(values["address"]).rpartition(":")[2].isdigit():
+        errs.append(f"{pre}.address = {values['address']!r} must be \"host:port\"")
+    if name == "readout":
+        for key, series, first in (("sensitivity", (1.0, 0.5, 0.2), 0),
+                                   ("time_constant", (1.0, 3.0), -6)):
+            v = values.get(key)
+            steps = [m * 10.0 ** (first + k * (1 if first else -1)) for k in range(12)
+                     for m in series]
+            if v is not None and not any(abs(v - x) <= 1e-6 * x for x in steps):
+                errs.append(f"{pre}.{key} = {v:g} is not an SR860 setting (a "
+                            f"{'-'.join(f'{m:g}' for m in series)} series)")
+    if name in ("mw", "rf") and values.get("client", "pyvisa") not in ("pyvisa", "rsinstrument"):
         errs.append(f"{pre}.client = {values.get('client')!r} must be \"pyvisa\" or "
                     '"rsinstrument"')
     if name == "nv":
@@ -262,6 +278,14 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_step": Param("float", 1e-6, 0, 1e-3, "m", "largest single move", lo_open=True),
         "visa_options": _visa_options(),
         "visa_library": _visa_library(),
+        **_driver_params(SCANNER_DRIVERS),
+        "tolerance": Param("float", None, 0, 1e-6, "m", "settled when within this of the "
+                           "target (default 0.5e-9)", lo_open=True),
+        "settle_time": Param("float", None, 0, 60, "s", "held within tolerance this long"),
+        "move_timeout": Param("float", None, 0, 3600, "s", "a move not settled by then "
+                              "fails (default 10)", lo_open=True),
+        "axes": Param("table", None, description="controller axis of x, y, z (AMC: 0-2, "
+                      'PI: "1"-"3")'),
     },
     "rf": {
         "backend": _backend(),
@@ -271,6 +295,10 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_bandwidth": Param("float", 5e6, 0, 1e9, "Hz", "widest frequency sweep"),
         "visa_options": _visa_options(),
         "visa_library": _visa_library(),
+        **_driver_params(RF_DRIVERS),
+        "client": Param("str", None, description='"pyvisa" (default) or "rsinstrument"'),
+        "level_dbm": Param("float", None, -140, 30, "dBm", "source level into the rf "
+                           "amplifier (default 0)"),
     },
     "readout": {
         "backend": _backend(),
@@ -278,6 +306,15 @@ SCHEMA: dict[str, dict[str, Param]] = {
         "max_integration": Param("float", 3600.0, 1e-9, 1e6, "s", "longest integration time"),
         "visa_options": _visa_options(),
         "visa_library": _visa_library(),
+        **_driver_params(READOUT_DRIVERS),
+        "sensitivity": Param("float", None, 1e-9, 1, "V", "lock-in full scale (an SR860 "
+                             "setting: 1, 0.5, 0.2, 0.1, ... 1e-9; default 0.1)"),
+        "time_constant": Param("float", None, 1e-6, 3e4, "s", "lock-in time constant "
+                               "(1e-6, 3e-6, ... 3e4; default 3e-3)"),
+        "capture_rate": Param("float", None, 0, 1.25e6, "Hz", "highest capture rate of the "
+                              "X/Y stream (default 50)", lo_open=True),
+        "volts_per_newton": Param("float", None, 0, 1e30, "V/N", "lock-in output per "
+                                  "resonator force (calibration)", lo_open=True),
     },
 }
 

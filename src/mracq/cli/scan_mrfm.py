@@ -115,9 +115,15 @@ def run(args) -> int:
     data_dir, url, key = storage_from_args(args)
     simulated = all(cfg.instruments.get(n, {}).get("backend", "sim") == "sim"
                     for n in ("scanner", "rf", "readout"))
+    wired = [n for n in ("scanner", "rf", "readout")
+             if cfg.instruments.get(n, {}).get("driver", "sim") != "sim"]
     if not simulated:
-        raise CLIError("`mracq scan mrfm` drives the simulated MRFM only so far; the lab "
-                       "configuration names real MRFM instruments (use `mracq shell`)")
+        raise CLIError("`mracq scan mrfm` drives simulated MRFM instruments or vendor drivers "
+                       "(instruments.*.driver); the lab configuration names a VISA backend "
+                       "(use `mracq shell`)")
+    if wired and len(wired) != 3:
+        raise CLIError(f"instruments {', '.join(wired)} have drivers, the others not: give "
+                       "scanner, rf and readout a driver (or none, to simulate)")
     standoff = cfg.instruments.get("scanner", {}).get("min_standoff", 0.0)
     if args.standoff * 1e-9 < standoff:
         raise CLIError(f"--standoff {args.standoff:g} nm is below the scanner's minimum "
@@ -129,7 +135,10 @@ def run(args) -> int:
          f"{args.standoff:g} nm, T_m = {args.t_m:g} s: {grid['points']} points, simulated "
          f"hardware time {human_time(grid['hardware_s'])}")
     t0 = time.perf_counter()
-    setup, devices, clock = _simulated_rig(args, grid, cfg, rng)
+    if wired:  # over the wire: the instruments measure, the setup models them for ADMM
+        setup, devices, clock = _wired_rig(args, grid, cfg, rng)
+    else:
+        setup, devices, clock = _simulated_rig(args, grid, cfg, rng)
     _check_points(devices, grid, args)
     _say(f"precompute done in {time.perf_counter() - t0:.0f} s")
 
@@ -158,6 +167,40 @@ def run(args) -> int:
             print(f"warning: {text}")
         _figure(session, rec_id, out)
     return 0
+
+
+def _setup(args, grid):
+    from mracq.sim.mrfm.setup import default_setup
+
+    kw = {"voxel_size": grid["step"], "n_xy": grid["n_xy"], "n_z": grid["n_z"],
+          "z0": grid["heights"][0]}
+    if args.protocol == "multislice":
+        kw["f0"] = grid["f0"]
+    else:
+        kw.update(f0=grid["f0"], n_heights=len(grid["heights"]))
+    try:
+        return default_setup(args.geometry, args.protocol, **kw)
+    except ValueError as exc:
+        raise CLIError(f"the scan geometry is not possible: {exc}") from None
+
+
+def _wired_rig(args, grid, cfg, rng):
+    """Setup (reconstruction model) and the devices over the lab's drivers (a real rig or
+    `mracq emulate mrfm`: give the same --n-xy and --step as its sample grid)."""
+    from mracq.devices.drivers import InstrumentError
+    from mracq.devices.mrfm import build_mrfm_devices
+    from mracq.sim.clock import VirtualClock
+
+    setup = _setup(args, grid)
+    clock = VirtualClock()
+    try:
+        devices = build_mrfm_devices(cfg.instruments, clock, rng)
+    except (InstrumentError, ValueError) as exc:
+        raise CLIError(f"cannot reach the MRFM instruments: {exc}") from None
+    _say("instruments connected: " + ", ".join(
+        d.label for d in (devices["scanner"].transport, devices["readout"].backend.lockin,
+                          devices["readout"].backend.source)))
+    return setup, devices, clock
 
 
 def _simulated_rig(args, grid, cfg, rng):

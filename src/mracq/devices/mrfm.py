@@ -65,10 +65,17 @@ class ScannerAxis(SoftPositioner):
     def check_value(self, pos):
         parent = self.parent
         if parent is not None and getattr(parent, "_interlock_ready", False):
-            point = {a: getattr(parent, a).position for a in ("x", "y", "z")}
+            point = {a: getattr(parent, a).commanded for a in ("x", "y", "z")}
             point[self.attr_name] = float(pos)
             parent.check_point((point["x"], point["y"], point["z"]))
         super().check_value(pos)
+
+    @property
+    def commanded(self) -> float:
+        """The last target (m): where a closed loop holds the axis, within its tolerance of
+        the readback; the interlock checks targets (a loop settling 0.01 nm below the
+        standoff target must not block the next lateral move)."""
+        return getattr(self, "_commanded", self.position)
 
     def move(self, position, wait=True, **kwargs):
         """Check (interlock, limits, then the maximum step from here) and move."""
@@ -80,6 +87,18 @@ class ScannerAxis(SoftPositioner):
                 raise LimitError(f"{self.name}: step to {float(position):g} m exceeds "
                                  f"max_step {step:g} m")
         return super().move(position, wait=wait, **kwargs)
+
+    def _setup_move(self, position, status):
+        """Move through the parent's transport (a closed-loop positioner) when it has one:
+        the readback is where the axis settled; an instrument error propagates from ``set``
+        (the checks above ran first: nothing was sent for a refused target)."""
+        transport = getattr(self.parent, "transport", None)
+        if transport is None:
+            return super()._setup_move(position, status)
+        self._commanded = float(position)
+        settled = transport.move(self.attr_name, float(position))
+        self._set_position(settled)
+        self._done_moving(success=True)
 
 
 class Scanner(Device):
@@ -95,10 +114,13 @@ class Scanner(Device):
     min_standoff = Cpt(Signal, value=15e-9, kind="config")
     max_step = Cpt(Signal, value=1e-6, kind="config")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, transport=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.transport = transport
         for a in ("x", "y", "z"):
-            getattr(self, a)  # instantiate the axes before the interlock is armed
+            axis = getattr(self, a)  # instantiate the axes before the interlock is armed
+            if transport is not None:  # where the positioner is now
+                axis._set_position(transport.position(a))
         self._interlock_ready = True
 
     def configure_limits(self, cfg: dict):
@@ -345,7 +367,9 @@ class ResonatorReadout(Device):
 
 
 def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) -> dict:
-    """Scanner, rf source and readout with the simulated backend.
+    """Scanner, rf source and readout: simulated, or over the wire where the tables name a
+    ``driver`` (:mod:`mracq.devices.mrfm_wire`: a positioner behind the scanner, a lock-in
+    and an rf source behind the readout).
 
     Parameters
     ----------
@@ -361,6 +385,8 @@ def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) 
     density : ndarray, optional
         Sample density (m^-3) on the setup's grid; default the seed's sphere phantom.
     """
+    from mracq.devices.mrfm_wire import scanner_transport, wire_backend
+
     if setup is not None:
         geo, dx, shape = setup.geometry, setup.voxel_size, setup.sample_shape
         magnet, b0 = setup.magnet, setup.b0
@@ -372,12 +398,14 @@ def build_mrfm_devices(instruments: dict, clock, rng, setup=None, density=None) 
 
         def density():
             return sphere_phantom(shape, dx, np.random.default_rng(0))
-    backend = SimulatedMRFM(density, dx, geo, clock, rng, magnet=magnet, b0=b0, **noise)
-    scanner = Scanner(name="scanner")
+    scanner = Scanner(name="scanner", transport=scanner_transport(instruments))
     scanner.configure_limits(instruments.get("scanner", {}))
     rf = RFSource(name="rf")
     rf.configure_limits(instruments.get("rf", {}))
     rf.set_pulses(SEED_F0)
+    backend = wire_backend(instruments, clock, rf)  # lock-in + rf source over the wire
+    if backend is None:
+        backend = SimulatedMRFM(density, dx, geo, clock, rng, magnet=magnet, b0=b0, **noise)
     readout = ResonatorReadout(name="readout", backend=backend, scanner=scanner, rf=rf)
     readout.configure_limits(instruments.get("readout", {}))
     return {"scanner": scanner, "rf": rf, "readout": readout}

@@ -86,6 +86,9 @@ class MicrowaveState:
     output: bool = False
     iq: bool = False
     pulse_mod: bool = False
+    fm_on: bool = False        # frequency modulation (MRFM adiabatic inversion)
+    fm_deviation: float = 0.0  # Hz
+    fm_rate: float = 0.0       # Hz, internal modulation frequency
 
 
 @dataclass

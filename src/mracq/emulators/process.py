@@ -67,9 +67,8 @@ class EmulatorProcess:
         src = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
-        cmd = [sys.executable, "-m", "mracq", "emulate", "nv", "--seed", str(self.seed),
-               "--pulser-host", self.pulser_host, "--config-out", str(self.config_path),
-               *self.extra, *self.ports]
+        cmd = [sys.executable, "-m", "mracq", "emulate", *self._args(),
+               "--config-out", str(self.config_path), *self.extra, *self.ports]
         self.log_path = self.folder / "emulator.log"
         start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "a") as log:  # a file, not a pipe: a full pipe would block
@@ -85,14 +84,22 @@ class EmulatorProcess:
             time.sleep(0.05)
         if self.proc.poll() is not None or not any(x.startswith("# Ctrl-C") for x in lines):
             self.stop()
-            raise RuntimeError("mracq emulate nv did not start:\n" + "".join(lines))
+            raise RuntimeError(f"mracq emulate {self._args()[0]} did not start:\n"
+                               + "".join(lines))
         self.text = "".join(lines)
         self.raw = _toml.loads(self.config_path.read_text())
+        self.control_port = int(self.text.split("control port ")[1].split(")")[0])
+        self.ports = self._ports()
+
+    def _args(self) -> list[str]:
+        return ["nv", "--seed", str(self.seed), "--pulser-host", self.pulser_host]
+
+    def _ports(self) -> list[str]:
+        """Options that restart the emulator on the ports it has now."""
         mw_port = self.raw["instruments"]["mw"]["address"].split("::")[2]
         counter_port = self.raw["instruments"]["nv"]["counter"]["address"].rsplit(":", 1)[1]
-        self.control_port = int(self.text.split("control port ")[1].split(")")[0])
-        self.ports = ["--mw-port", mw_port, "--counter-port", counter_port,
-                      "--control-port", str(self.control_port)]
+        return ["--mw-port", mw_port, "--counter-port", counter_port,
+                "--control-port", str(self.control_port)]
 
     @property
     def pid(self) -> int | None:
@@ -123,3 +130,22 @@ class EmulatorProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class MRFMEmulatorProcess(EmulatorProcess):
+    """One ``mracq emulate mrfm`` process (``extra``: its options, e.g. ``["--n-xy", "16"]``);
+    the positioner keeps its place across :meth:`kill` / :meth:`restart` (``--state``)."""
+
+    def __init__(self, folder, seed: int, extra=(), timeout: float = 60.0):
+        self.state_path = Path(folder) / "positioner.json"
+        super().__init__(folder, seed, extra, timeout)
+
+    def _args(self) -> list[str]:
+        return ["mrfm", "--seed", str(self.seed), "--state", str(self.state_path)]
+
+    def _ports(self) -> list[str]:
+        ins = self.raw["instruments"]
+        return ["--scanner-port", ins["scanner"]["address"].rsplit(":", 1)[1],
+                "--lockin-port", ins["readout"]["address"].rsplit(":", 1)[1],
+                "--rf-port", ins["rf"]["address"].split("::")[2],
+                "--control-port", str(self.control_port)]

@@ -12,6 +12,9 @@ R&S                         Keysight                      meaning
 ``OUTP ON|OFF``             ``:OUTP:STAT ON|OFF``         RF output
 ``IQ:STAT ON|OFF``          ``:DM:STAT ON|OFF``           IQ modulation
 ``PULM:STAT ON|OFF``        ``:PULM:STAT ON|OFF``         pulse modulation
+``FM:DEV <Hz>``             ``:FM:DEV <Hz>``              FM deviation (SMB100A, N51x1 only)
+``FM:STAT ON|OFF``          ``:FM:STAT ON|OFF``           FM on/off
+``LFO:FREQ <Hz>``           ``:FM:INT:FREQ <Hz>``         FM rate (internal LF generator)
 (none)                      ``:OUTP:MOD:STAT ON|OFF``     modulation master switch
 ``SYST:ERR?``               ``:SYST:ERR?``                next error: ``0,"No error"``
 ==========================  ============================  ==================================
@@ -40,19 +43,19 @@ log = logging.getLogger(__name__)
 
 MODELS = {
     "rs_sgs100a": dict(idn="Rohde&Schwarz,SGS100A,1416.0505k02/000000,4.2.76.0-emulated",
-                       dialect="rs", f=(1e6, 12.75e9), p=(-120.0, 25.0)),
+                       dialect="rs", f=(1e6, 12.75e9), p=(-120.0, 25.0), fm=False),
     "rs_smb100a": dict(idn="Rohde&Schwarz,SMB100A,1406.6000k03/000000,3.1.19.15-emulated",
-                       dialect="rs", f=(100e3, 6e9), p=(-145.0, 30.0)),
+                       dialect="rs", f=(100e3, 6e9), p=(-145.0, 30.0), fm=True),
     "keysight_n5183b": dict(idn="Keysight Technologies,N5183B,MY00000000,B.01.87-emulated",
-                            dialect="keysight", f=(9e3, 20e9), p=(-130.0, 20.0)),
+                            dialect="keysight", f=(9e3, 20e9), p=(-130.0, 20.0), fm=True),
     "keysight_n5172b": dict(idn="Keysight Technologies,N5172B,MY00000000,B.01.87-emulated",
-                            dialect="keysight", f=(9e3, 6e9), p=(-130.0, 20.0)),
+                            dialect="keysight", f=(9e3, 6e9), p=(-130.0, 20.0), fm=True),
 }
 
 _LONG = {"SOURCE": "SOUR", "FREQUENCY": "FREQ", "POWER": "POW", "LEVEL": "LEV",
          "IMMEDIATE": "IMM", "AMPLITUDE": "AMPL", "OUTPUT": "OUTP", "STATE": "STAT",
          "SYSTEM": "SYST", "ERROR": "ERR", "FIXED": "FIX", "MODULATION": "MOD",
-         "COUNT": "COUN"}
+         "COUNT": "COUN", "DEVIATION": "DEV", "INTERNAL": "INT", "LFOUTPUT": "LFO"}
 _OPTIONAL_TAIL = {"FREQ": ("CW", "FIX"), "POW": ("LEV", "IMM", "AMPL")}
 _SUFFIX = {"HZ": 1.0, "KHZ": 1e3, "MHZ": 1e6, "GHZ": 1e9, "DBM": 1.0, "": 1.0}
 
@@ -226,6 +229,20 @@ class ScpiMicrowave(Restartable):
                 if not lo <= p <= hi:
                     raise ScpiError(-222, "Data out of range")
                 mw.power_dbm = p
+                return None
+            if self.spec.get("fm") and key in ("FM:DEV", "LFO:FREQ", "FM:INT:FREQ"):
+                attr = "fm_deviation" if key == "FM:DEV" else "fm_rate"
+                if query:
+                    return f"{getattr(mw, attr):.15g}"
+                v = _number(arg, "freq")
+                if not 0 <= v <= (40e6 if attr == "fm_deviation" else 10e6):
+                    raise ScpiError(-222, "Data out of range")
+                setattr(mw, attr, v)
+                return None
+            if self.spec.get("fm") and key == "FM":
+                if query:
+                    return self._state(mw.fm_on)
+                mw.fm_on = _bool(arg)
                 return None
             switches = {"OUTP": "output", ("IQ" if rs else "DM"): "iq_raw", "PULM": "pulm_raw"}
             if not rs:

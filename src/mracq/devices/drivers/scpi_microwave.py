@@ -18,7 +18,14 @@ power           ``:SOUR:POW:LEV:IMM:AMPL``   ``:POW:AMPL <dBm>``
 output          ``:OUTP:STAT ON|OFF``        ``:OUTP:STAT ON|OFF``
 IQ modulation   ``:SOUR:IQ:STAT ON|OFF``     ``:DM:STAT ON|OFF`` (+ ``:OUTP:MOD:STAT ON``)
 pulse mod.      ``:SOUR:PULM:STAT ON|OFF``   ``:PULM:STAT ON|OFF`` (+ ``:OUTP:MOD:STAT ON``)
+FM on/off       ``:SOUR:FM:STAT ON|OFF``     ``:FM:STAT ON|OFF`` (+ ``:OUTP:MOD:STAT ON``)
+FM deviation    ``:SOUR:FM:DEV <Hz>``        ``:FM:DEV <Hz>``
+FM rate         ``:SOUR:LFO:FREQ <Hz>``      ``:FM:INT:FREQ <Hz>``
 ==============  ===========================  ==========================================
+
+FM is what an MRFM inversion pulse train needs (:meth:`ScpiMicrowave.set_fm`): the
+carrier at the slice's centre frequency, swept by +- the half-bandwidth at twice the
+resonator frequency (SMB100A, N5183B/N5172B; the SGS100A has no FM and refuses it).
 
 Clients: ``client="pyvisa"`` (pyvisa-py: ``TCPIP0::HOST::5025::SOCKET`` raw socket,
 ``TCPIP0::HOST::inst0::INSTR`` VXI-11, ``TCPIP0::HOST::hislip0::INSTR``) or
@@ -40,9 +47,11 @@ class GarbledReply(ValueError):
 
 DIALECTS = {
     "rs": {"freq": ":SOUR:FREQ:CW", "pow": ":SOUR:POW:LEV:IMM:AMPL", "outp": ":OUTP:STAT",
-           "iq": ":SOUR:IQ:STAT", "pulm": ":SOUR:PULM:STAT", "mod": None},
+           "iq": ":SOUR:IQ:STAT", "pulm": ":SOUR:PULM:STAT", "mod": None,
+           "fm": ":SOUR:FM:STAT", "fm_dev": ":SOUR:FM:DEV", "fm_rate": ":SOUR:LFO:FREQ"},
     "keysight": {"freq": ":FREQ:CW", "pow": ":POW:AMPL", "outp": ":OUTP:STAT",
-                 "iq": ":DM:STAT", "pulm": ":PULM:STAT", "mod": ":OUTP:MOD:STAT"},
+                 "iq": ":DM:STAT", "pulm": ":PULM:STAT", "mod": ":OUTP:MOD:STAT",
+                 "fm": ":FM:STAT", "fm_dev": ":FM:DEV", "fm_rate": ":FM:INT:FREQ"},
 }
 MODELS = {"rs_sgs100a": "rs", "rs_smb100a": "rs", "keysight_n5183b": "keysight",
           "keysight_n5172b": "keysight"}
@@ -55,6 +64,14 @@ class _PyvisaClient:
         rm = pyvisa.ResourceManager("@py")
         self.res = rm.open_resource(address, read_termination="\n", write_termination="\n")
         self.res.timeout = int(timeout * 1000)
+        if address.upper().endswith("::SOCKET"):  # a setting and its SYST:ERR? go out at
+            try:  # once, not 40 ms apart (Nagle + the instrument's delayed ACK); pyvisa-py
+                import socket  # does not take VI_ATTR_TCPIP_NODELAY for SOCKET resources
+
+                sock = rm.visalib.sessions[self.res.session].interface
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except Exception:  # noqa: BLE001 - an optimisation only
+                pass
 
     def write(self, cmd):
         self.res.write(cmd)
@@ -165,7 +182,8 @@ class ScpiMicrowave(Reconnecting):
     def _after_reconnect(self) -> None:
         log.warning("%s: restoring the settings after reconnecting: %s", self.label, self._last)
         for key, setter in (("frequency", self.set_frequency), ("power", self.set_power_dbm),
-                            ("output", self.set_output)):
+                            ("fm_dev", self._set_fm_dev), ("fm_rate", self._set_fm_rate),
+                            ("fm", self._set_fm_on), ("output", self.set_output)):
             if key in self._last:
                 setter(self._last[key])
 
@@ -230,6 +248,27 @@ class ScpiMicrowave(Reconnecting):
         on = bool(on)
         self._set("output", f"{self.cmd['outp']} {'ON' if on else 'OFF'}",
                   self.cmd["outp"] + "?", on, lambda a, b: a == b)
+
+    def set_fm(self, deviation: float, rate: float, on: bool = True) -> None:
+        """Frequency modulation: +- ``deviation`` Hz at ``rate`` Hz (internal), on or off."""
+        if self.cmd["mod"] and on:
+            self.call(self.cmd["mod"], lambda c: (c.write(f"{self.cmd['mod']} ON"),
+                                                  self._check_errors(c, self.cmd["mod"])))
+        self._set_fm_dev(float(deviation))
+        self._set_fm_rate(float(rate))
+        self._set_fm_on(bool(on))
+
+    def _set_fm_dev(self, v: float) -> None:
+        self._set("fm_dev", f"{self.cmd['fm_dev']} {v:.3f}", self.cmd["fm_dev"] + "?", v,
+                  lambda a, b: abs(a - b) <= max(1e-3, 1e-9 * abs(b)))
+
+    def _set_fm_rate(self, v: float) -> None:
+        self._set("fm_rate", f"{self.cmd['fm_rate']} {v:.3f}", self.cmd["fm_rate"] + "?", v,
+                  lambda a, b: abs(a - b) <= max(1e-3, 1e-9 * abs(b)))
+
+    def _set_fm_on(self, on: bool) -> None:
+        self._set("fm", f"{self.cmd['fm']} {'ON' if on else 'OFF'}", self.cmd["fm"] + "?",
+                  bool(on), lambda a, b: a == b)
 
     def get_iq(self) -> bool:
         return self._get(self.cmd["iq"] + "?", _bool)
