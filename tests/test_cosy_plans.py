@@ -49,6 +49,14 @@ def test_random_mask_plan_measures_and_stores(setup, tmp_catalog):
     rec = run_table(run, "reconstruction")
     np.testing.assert_array_equal(rec["mask"][0].astype(bool), res["mask"])
     np.testing.assert_allclose(rec["reconstruction"][0], res["reconstruction"])
+    # method="auto" (the default): its choice and validation error are stored and returned
+    val = res["validation"]
+    assert str(rec["recon_method"][0]) == val["method"] in val["cv_rmse"]
+    assert float(rec["validation_rmse"][0]) == pytest.approx(val["validation_rmse"])
+    assert val["noise"] == pytest.approx(np.sqrt(np.mean(table["nv_error"] ** 2)))
+    true = np.sqrt(np.mean((res["reconstruction"] - truth) ** 2))
+    assert float(rec["map_error"][0]) == val["error"] < 3 * true + 0.2 * val["noise"]
+    assert val["validation_rmse"] > val["noise"]
     assert run.metadata["start"]["plan_name"] == "cosy_random_mask"
     # hardware time: shots x (program + two reference shots) per point
     est = run.metadata["start"]["hardware_time_estimate"]

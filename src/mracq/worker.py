@@ -163,10 +163,12 @@ class _Cosy(_EveryN):
             return []
         method = self.method or start.get("plan_args", {}).get("method", "dlmc")
         recon = reconstruct(np.where(mask, values, np.nan), mask, method)
+        report = getattr(recon, "report", None)  # method="auto": choice and error
+        recon = np.asarray(recon)
         spec = np.fft.fftshift(spectrum2d(recon))
         md = _estimate_md("cosy", [run.uid], start, {
             "plan_name": "cosy_estimate", "method": method, "n_points": int(mask.sum()),
-            "final": final})
+            "final": final, **({"validation": report.to_dict()} if report else {})})
         arrays = {"mask": mask.astype(np.uint8), "measured": np.where(mask, values, 0.0),
                   "reconstruction": recon, "spectrum": spec}
         return [_store_arrays(arrays, md, "reconstruction")]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-HELP = "reconstruct a 2D COSY map with missing entries (NaN) from CSV or .npy (DLMC)"
+HELP = ("reconstruct a 2D COSY map with missing entries (NaN) from CSV or .npy (auto: the "
+        "cross-validated best of DL, DLMC, SVT and a spectral fit, with its error)")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="map as CSV (comma separated) or .npy; NaN marks missing")
     parser.add_argument(
-        "--method", default="dlmc", choices=["dlmc", "dl", "svt", "orig"], help="default dlmc"
-    )
+        "--method", default="auto", choices=["auto", "dlmc", "dl", "svt", "spectral", "orig"],
+        help="default auto (picks by cross-validation and reports the validation error)")
+    parser.add_argument("--noise", type=float, default=None,
+                        help="known RMS noise per point (map's units) for auto's error estimate")
     parser.add_argument("--out-dir", default=None, help="output folder (default: next to FILE)")
     parser.add_argument(
         "--dt", type=float, default=18e-6, help="time step of t1 and t2 in s (default 18e-6)"
@@ -92,7 +95,8 @@ def run(args) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else path.parent
     stem = out_dir / path.stem
     outputs = [Path(f"{stem}{suffix}") for suffix in ("_recon.npy", "_recon.csv",
-                                                       "_spectrum.npy", "_cosy.png")]
+                                                       "_spectrum.npy", "_cosy.png",
+                                                       "_validation.json")]
     for out in outputs:
         free_path(out, force=args.force)
     if mask.sum() < 3:
@@ -100,18 +104,26 @@ def run(args) -> int:
                        "more")
     net = load_weights(args.weights) if args.weights else None
     try:
-        rec = reconstruct(measured, mask, args.method, net=net)
+        rec = reconstruct(measured, mask, args.method, net=net, noise=args.noise)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
+    report = getattr(rec, "report", None)
+    rec = np.asarray(rec)
     spec = np.fft.fftshift(spectrum2d(rec))
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(f"{stem}_recon.npy", rec)
     np.savetxt(f"{stem}_recon.csv", rec, delimiter=",")
     np.save(f"{stem}_spectrum.npy", spec)
     png = f"{stem}_cosy.png"
-    _plot(measured, rec, spec, args.dt, args.method, png)
+    method = report.method if report is not None else args.method
+    _plot(measured, rec, spec, args.dt, method, png)
+    if report is not None:
+        import json
+
+        Path(f"{stem}_validation.json").write_text(json.dumps(report.to_dict(), indent=1))
+        print(report.summary())
     print(f"coverage {mask.mean():.1%}; wrote {stem}_recon.npy, {stem}_recon.csv, "
-          f"{stem}_spectrum.npy, {png}")
+          f"{stem}_spectrum.npy, {png}" + (f", {stem}_validation.json" if report else ""))
     return 0
 
 

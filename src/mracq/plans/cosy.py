@@ -7,7 +7,8 @@ store every measured point (``primary``: ``i``, ``j``, ``t1``, ``t2`` and the se
 (the mask, the measured map with 0 where missing, the reconstruction and its 2D
 spectrum). They return a dict with the same arrays and the simulated hardware time.
 
-Adaptive strategy: `mracq.recon.cosy.strategy.EnsembleDisagreement`.
+Adaptive strategy: `mracq.recon.cosy.design.PlaneWaveDesign` (V-optimal design under the
+fitted plane-wave model, the default) or `mracq.recon.cosy.strategy.EnsembleDisagreement`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mracq.devices.soft import SoftSignal
 from mracq.plans._stored import StoredEvents, point_done
 from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses.cosy import cosy_program
+from mracq.recon.cosy.design import PlaneWaveDesign
 from mracq.recon.cosy.dlmc import reconstruct
 from mracq.recon.cosy.strategy import EnsembleDisagreement
 from mracq.recon.metrics import spectrum2d
@@ -52,6 +54,18 @@ class _Recorder:
         self.measured = SoftSignal(name="measured", value=np.zeros((1, 1)))
         self.recon = SoftSignal(name="reconstruction", value=np.zeros((1, 1)))
         self.spectrum = SoftSignal(name="spectrum", value=np.zeros((1, 1)))
+        # how far to trust the map (method="auto": mracq.recon.cosy.auto.AutoReport)
+        self.chosen = SoftSignal(name="recon_method", value="")
+        self.val_rmse = SoftSignal(name="validation_rmse", value=float("nan"))
+        self.map_error = SoftSignal(name="map_error", value=float("nan"))
+        self.map_error_fraction = SoftSignal(name="map_error_fraction", value=float("nan"))
+        self.errors: list[float] = []  # the sequencer's standard error per measured point
+
+    def noise(self) -> float | None:
+        """RMS standard error of the measured points (None: none reported)."""
+        e = np.asarray(self.errors, float)
+        e = e[np.isfinite(e)]
+        return float(np.sqrt(np.mean(e**2))) if e.size else None
 
 
 def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
@@ -69,8 +83,12 @@ def _measure(nv, rec, prog, i, j, t1, t2, stored=None):
     key = f"{nv.name}_value"
     if not reading or key not in reading:  # simulators answer None ({} from trigger_and_read)
         return None, 0.0
-    value = reading[key]["value"] if stored is None else stored.take(reading).get(key)
-    return value, nv.duration.get()
+    row = ({k: v["value"] for k, v in reading.items()} if stored is None
+           else stored.take(reading))
+    err = row.get(f"{nv.name}_error")
+    if err is not None:
+        rec.errors.append(float(err))
+    return row.get(key), nv.duration.get()
 
 
 def _open(md):
@@ -89,19 +107,32 @@ def _close():
 
 def _finish(rec, values, mask, method, dry=False):
     measured = np.where(mask, values, np.nan)
+    report = None
     if dry:  # dry run: no data to reconstruct, the documents keep their shapes
         recon = spec = np.zeros(mask.shape)
         values = np.zeros(mask.shape)
     else:
-        recon = reconstruct(measured, mask, method)
+        noise = rec.noise() if method in ("auto", "spectral") else None
+        recon = reconstruct(measured, mask, method, noise=noise)
+        report = getattr(recon, "report", None)
+        recon = np.asarray(recon)
         spec = np.fft.fftshift(spectrum2d(recon))
+    nan = float("nan")
+    val = report.to_dict() if report is not None else None
     # stored with 0 where missing (the mask says which entries are data): a NaN would never
     # compare equal to itself and the soft signal's set would not finish
     yield from bps.mv(rec.mask, mask.astype(np.uint8), rec.measured, np.where(mask, values, 0.0),
-                      rec.recon, recon, rec.spectrum, spec)
-    yield from bps.trigger_and_read([rec.mask, rec.measured, rec.recon, rec.spectrum],
-                                    name="reconstruction")
-    return measured, recon, spec
+                      rec.recon, recon, rec.spectrum, spec,
+                      rec.chosen, val["method"] if val else method,
+                      rec.val_rmse, val["validation_rmse"] if val else nan,
+                      rec.map_error, val["error"] if val else nan,
+                      rec.map_error_fraction, val["error_fraction"] if val else nan)
+    yield from bps.trigger_and_read([rec.mask, rec.measured, rec.recon, rec.spectrum,
+                                     rec.chosen, rec.val_rmse, rec.map_error,
+                                     rec.map_error_fraction], name="reconstruction")
+    if report is not None:
+        log.info("COSY reconstruction: %s", report.summary())
+    return measured, recon, spec, val
 
 
 def _resumed_points(resume, t1, t2):
@@ -135,7 +166,7 @@ def _md(name, args, nv, t1, t2, program_kw, md):
 
 
 def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int = 150_000,
-                     every: int = 50, method: str = "dlmc", rng=None, live=None,
+                     every: int = 50, method: str = "auto", rng=None, live=None,
                      program_kw: dict | None = None, md: dict | None = None):
     """Measure a random subset of the COSY map and reconstruct it live.
 
@@ -152,7 +183,10 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     every : int
         Reconstruct after every ``every`` points (live image).
     method : str
-        Reconstruction method (`mracq.recon.dlmc.reconstruct`).
+        Reconstruction method (`mracq.recon.cosy.dlmc.reconstruct`); the default
+        ``"auto"`` picks one by cross-validation and stores its validation error
+        (``recon_method``, ``validation_rmse``, ``map_error``, ``map_error_fraction`` in
+        the ``reconstruction`` stream).
     rng : numpy.random.Generator, optional
         Draws the mask and the measuring order.
     live : callable, optional
@@ -166,7 +200,9 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     -------
     dict
         ``uid``, ``mask``, ``measured`` (NaN where missing), ``reconstruction``,
-        ``spectrum`` (|2D FFT|, shifted), ``hardware_time`` (s), ``n_points``.
+        ``spectrum`` (|2D FFT|, shifted), ``hardware_time`` (s), ``n_points``,
+        ``validation`` (`mracq.recon.cosy.auto.AutoReport.to_dict`, None for a fixed
+        method).
     """
     t1, t2 = _check_grid(t1, t2)
     if not 0 < coverage <= 1:
@@ -204,20 +240,21 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
             live(r, np.fft.fftshift(spectrum2d(r)), k)
     if dry:
         log.warning("cosy_random_mask: no readings (dry run): nothing reconstructed")
-    measured, recon, spec = yield from _finish(rec, values, mask, method, dry)
+    measured, recon, spec, val = yield from _finish(rec, values, mask, method, dry)
     if live is not None and not dry:
         live(recon, spec, n)
     yield from _close()
     return {"uid": uid, "mask": mask, "measured": measured, "reconstruction": recon,
-            "spectrum": spec, "hardware_time": hw, "n_points": n}
+            "spectrum": spec, "hardware_time": hw, "n_points": n, "validation": val}
 
 
 def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float = 0.04,
                   batch: int = 25, max_coverage: float = 0.4, tol: float = 0.02,
                   max_hardware_time: float | None = None, members: int = 4,
-                  method: str = "dlmc", rng=None, live=None, program_kw: dict | None = None,
+                  method: str = "auto", strategy: str = "design", rng=None, live=None,
+                  program_kw: dict | None = None,
                   md: dict | None = None, resume: dict | None = None):
-    """Grow the COSY mask in batches where an ensemble of reconstructions disagrees.
+    """Grow the COSY mask in batches where the map is least known (module docstring).
 
     Parameters
     ----------
@@ -239,7 +276,10 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     max_hardware_time : float, optional
         Stop when this much hardware time (s) is spent.
     members : int
-        Ensemble size (see the module docstring for how the ensemble is formed).
+        Ensemble size of ``strategy="ensemble"``.
+    strategy : {"design", "ensemble"}
+        Next points by V-optimal design under the fitted plane-wave model
+        (`PlaneWaveDesign`) or by ensemble disagreement (`EnsembleDisagreement`).
     method, rng, live, program_kw, md
         As for `cosy_random_mask` (``live`` is called after each batch).
     resume : dict, optional
@@ -264,16 +304,25 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     program_kw = calibrated_program_kw(nv, program_kw)
     shape = (t1.size, t2.size)
     budget = int(round(max_coverage * t1.size * t2.size))
-    strategy = EnsembleDisagreement(shape, rng, members=members, method=method,
-                                    budget=budget, tol=tol)
+    if strategy not in ("design", "ensemble"):
+        raise ValueError(f"strategy must be 'design' or 'ensemble', got {strategy!r}")
+    kind = strategy
+    if kind == "design":
+        strategy = PlaneWaveDesign(shape, rng, method=method, budget=budget, tol=tol)
+    else:
+        strategy = EnsembleDisagreement(shape, rng, members=members, method=method,
+                                        budget=budget, tol=tol)
     nv.shots.check_value(shots)
     rec = _Recorder()
     args = {"shots": shots, "initial": initial, "batch": batch, "max_coverage": max_coverage,
             "tol": tol, "max_hardware_time": max_hardware_time, "members": members,
-            "method": method}
+            "method": method, "strategy": kind}
     _m = _md("cosy_adaptive", args, nv, t1, t2, program_kw, md)
-    _m["ensemble"] = (f"{members} {method} reconstructions from random 80% subsets "
-                      "of the measured points; next points: largest ensemble std")
+    _m["criterion"] = (
+        "V-optimal design: largest drop of the integrated posterior variance of the "
+        "linearized plane-wave model fitted to the measured points" if kind == "design" else
+        f"{members} {method} reconstructions from random 80% subsets of the measured "
+        "points; next points: largest ensemble std")
     hw = 0.0
     stop = "budget"
     if resume is not None:
@@ -318,10 +367,10 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
             stop = "hardware_time"
             break
         todo = strategy.suggest(batch)
-    measured, recon, spec = yield from _finish(rec, strategy.values, strategy.mask, method,
-                                               stop == "dry run")
+    measured, recon, spec, val = yield from _finish(rec, strategy.values, strategy.mask,
+                                                    method, stop == "dry run")
     yield from _close()
     return {"uid": uid, "mask": strategy.mask.copy(), "measured": measured,
             "reconstruction": recon, "spectrum": spec, "hardware_time": hw,
             "n_points": int(strategy.mask.sum()), "changes": list(strategy.changes),
-            "stop_reason": stop}
+            "stop_reason": stop, "validation": val}

@@ -8,7 +8,10 @@
 - ``"dl"``: the trained DLNet alone (`mracq.recon.cosy.dlnet`);
 - ``"dlmc"``: DLNet followed by SVT post-processing started from the network output
   (seed Fig. 3/4): the soft threshold removes the network's non-low-rank part; further
-  iterations would pull the observed entries back to the (noisy) data, see `DLMC_ITER`.
+  iterations would pull the observed entries back to the (noisy) data, see `DLMC_ITER`;
+- ``"auto"`` (the default): the candidate (DL, DLMC, SVT settings, an off-grid spectral
+  fit, ...) that predicts held-out measured points best, by K-fold cross-validation
+  (`mracq.recon.cosy.auto`); the result carries the validation error (``.report``).
 
 Scaling as the seed: the map is min-max normalized to [0, 1] over its observed entries
 before reconstruction and mapped back after, so the output is on the input's scale.
@@ -25,7 +28,7 @@ from mracq.recon.svt import svt
 
 log = logging.getLogger(__name__)
 
-METHODS = ("dlmc", "dl", "svt", "orig")
+METHODS = ("auto", "dlmc", "dl", "svt", "spectral", "orig")
 
 SVT_EPS = 0.6
 """SVT stop: relative residual on the observed (centred, normalized) entries; near the
@@ -95,9 +98,10 @@ def _validate(measured, mask) -> tuple[np.ndarray, np.ndarray]:
 def reconstruct(
     measured: np.ndarray,
     mask: np.ndarray,
-    method: str = "dlmc",
+    method: str = "auto",
     *,
     net: DLNet | None = None,
+    noise: float | None = None,
 ) -> np.ndarray:
     """Reconstruct a full 2D map from its entries where ``mask`` is True.
 
@@ -107,19 +111,32 @@ def reconstruct(
         Map (e.g. P(ms=0)); entries where ``mask`` is False are ignored (may be NaN).
     mask : bool array (n1, n2)
         True where ``measured`` holds data.
-    method : {"dlmc", "dl", "svt", "orig"}
-        Reconstruction method (module docstring).
+    method : {"auto", "dlmc", "dl", "svt", "spectral", "orig"}
+        Reconstruction method (module docstring). ``"spectral"``: the plane-wave fit with
+        its number of components chosen by cross-validation (``"auto"`` with only those
+        candidates).
     net : DLNet, optional
         Network for "dl"/"dlmc" (default: the shipped weights, loaded offline).
+    noise : float, optional
+        ``"auto"``: known RMS noise per point (input's scale) for its error estimate.
 
     Returns
     -------
     ndarray (n1, n2)
-        Reconstructed map on the input's scale.
+        Reconstructed map on the input's scale; for ``"auto"`` and ``"spectral"`` a
+        `mracq.recon.cosy.auto.ValidatedMap` whose ``.report`` holds the choice and the
+        validation error (falls back to ``"dlmc"`` with fewer than 10 measured points).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     m, mk = _validate(measured, mask)
+    if method in ("auto", "spectral"):
+        from mracq.recon.cosy.auto import FOLDS, reconstruct_auto
+
+        if mk.sum() >= 2 * FOLDS:
+            return reconstruct_auto(m, mk, net=net, noise=noise,
+                                    only="spectral" if method == "spectral" else None)
+        method = "dlmc"
     lo = m[mk].min()
     span = m[mk].max() - lo
     if span <= 0:

@@ -1,0 +1,321 @@
+"""``method="auto"``: pick the COSY reconstruction by K-fold cross-validation on the data.
+
+A network trained on one family of clusters can fail on a map from another (issue 12:
+DLMC at 10% lost to SVT at 40% on independent clusters) and nothing in its output says
+so. `reconstruct_auto` therefore lets the measured points judge: they are split into
+``folds`` parts; each candidate reconstructs the map from all parts but one and is scored
+on the held-out part; the candidate with the lowest mean squared held-out error is refit
+on all points. Candidates (all on the map normalized to [0, 1] over its measured entries):
+
+- ``dl``, ``dlmc``: the trained network, alone and with its SVT post-processing;
+- ``svt:<p>%``: SVT with the threshold at p % of the default (`mracq.recon.cosy.dlmc.SVT_TAU`;
+  no "." in the names: they are metadata keys in stored runs);
+- ``spectral:<k>``: the off-grid plane-wave fit with k components
+  (`mracq.recon.cosy.spectral`; every k up to ``k_max`` is scored: the fit is greedy, so
+  one path per fold gives all of them), the harmonic prior that holds for any cluster;
+- ``spectral~:<k>``: the same with its amplitudes shrunk by the noise
+  (`mracq.recon.cosy.spectral.PlaneWaves.shrunk`);
+- ``dl+spectral:<k>``: the mean of the DL and spectral reconstructions (their errors are
+  partly independent: the network misses what its family lacked, the fit misses weak
+  components);
+- ``stack``: the weighted mean of the best network, SVT and spectral candidates, convex
+  weights in steps of 0.1 that minimize the held-out error (`_stack`).
+
+What the user gets (`AutoReport`): the chosen candidate, the held-out RMS error of every
+candidate (it includes the noise of the held-out points), and the estimated RMS error of
+the map against the noiseless one: the held-out error less the noise (given, or
+estimated from the residual of the fullest spectral fit, `_noise_variance`), times
+``sqrt((K-1)/K)`` for the refit on K/(K-1) times more points (variance-limited error
+falls as 1/sqrt(N)). On the map's scale and as a fraction of the reconstruction's
+peak-to-peak (the seed's [0, 1] scale).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mracq.recon.cosy.dlnet import DLNet, default_net, predict
+from mracq.recon.cosy.spectral import fit_path
+from mracq.recon.svt import svt
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AutoReport", "ValidatedMap", "reconstruct_auto"]
+
+FOLDS = 5
+"""Cross-validation folds."""
+SVT_FACTORS = (0.5, 1.0, 2.0)
+"""SVT thresholds tried, in units of the default (`mracq.recon.cosy.dlmc.SVT_TAU`)."""
+POINTS_PER_COMPONENT = 12
+"""The spectral path goes up to N / POINTS_PER_COMPONENT plane waves (N measured points,
+4 parameters each) and at most `K_MAX`."""
+K_MAX = 20
+
+
+@dataclass(frozen=True)
+class AutoReport:
+    """How `reconstruct_auto` chose, and how far to trust the map.
+
+    Attributes
+    ----------
+    method : str
+        Chosen candidate (module docstring), e.g. ``"spectral:7"``.
+    cv_rmse : dict
+        Held-out RMS error of every candidate, on the map's scale (includes the noise of
+        the held-out measurements).
+    validation_rmse : float
+        ``cv_rmse`` of the chosen candidate.
+    noise : float
+        Estimated noise per measured point (RMS), map's scale.
+    error : float
+        Estimated RMS error of the map against the noiseless map, map's scale.
+    error_fraction : float
+        ``error`` over the reconstruction's peak-to-peak (the seed's [0, 1] scale).
+    folds : int
+        Cross-validation folds; ``n_points``: measured points.
+    """
+
+    method: str
+    cv_rmse: dict = field(repr=False)
+    validation_rmse: float
+    noise: float
+    error: float
+    error_fraction: float
+    folds: int
+    n_points: int
+
+    def summary(self) -> str:
+        """One line for a log or the CLI."""
+        return (f"auto chose {self.method} by {self.folds}-fold cross-validation on "
+                f"{self.n_points} points: held-out RMS error {self.validation_rmse:.3g}, "
+                f"noise {self.noise:.3g}, estimated map error {self.error:.3g} "
+                f"({self.error_fraction:.1%} of the map's range)")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (stored with a run)."""
+        return {"method": self.method, "validation_rmse": self.validation_rmse,
+                "noise": self.noise, "error": self.error,
+                "error_fraction": self.error_fraction, "folds": self.folds,
+                "n_points": self.n_points,
+                "cv_rmse": {k: float(v) for k, v in self.cv_rmse.items()}}
+
+
+class ValidatedMap(np.ndarray):
+    """A reconstructed map (plain ndarray behaviour) with its `AutoReport` as ``.report``."""
+
+    report: AutoReport | None = None
+
+    def __new__(cls, arr, report):
+        obj = np.asarray(arr, dtype=float).view(cls)
+        obj.report = report
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.report = getattr(obj, "report", None)
+
+    def __reduce__(self):  # pickles/copies as a plain array
+        return np.asarray(self).__reduce__()
+
+
+def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(np.arange(n) % folds)
+
+
+def _svt_map(x, mk, factor):
+    from mracq.recon.cosy.dlmc import SVT_EPS, _svt_tau
+
+    return svt(x, mk, tau=factor * _svt_tau(x, mk), eps=SVT_EPS).x
+
+
+def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
+    """Predictions at ``ij_test`` of every candidate fit on the training points ``mk``."""
+    from mracq.recon.cosy.dlmc import dlmc_post
+
+    ti, tj = ij_test[:, 0], ij_test[:, 1]
+    out = {}
+    spec_at = {}
+    if dl_map is not None:
+        out["dl"] = dl_map[ti, tj]
+        out["dlmc"] = dlmc_post(x, mk, dl_map)[ti, tj]
+    for f in SVT_FACTORS:
+        out[f"svt:{round(100 * f)}%"] = _svt_map(x, mk, f)[ti, tj]
+    path = fit_path(x[mk], ij_train, x.shape, k_max)
+    for k, pw in enumerate(path):
+        spec_at[k] = pw.at(ij_test)
+        out[f"spectral:{k}"] = spec_at[k]
+        if k:
+            out[f"spectral~:{k}"] = pw.shrunk(_noise_variance(path, x.size, k)).at(ij_test)
+        if dl_map is not None:
+            out[f"dl+spectral:{k}"] = 0.5 * (spec_at[k] + dl_map[ti, tj])
+    return out
+
+
+def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | None = None,
+                     folds: int = FOLDS, k_max: int | None = None, use_dl: bool = True,
+                     only: str | None = None, noise: float | None = None,
+                     seed: int = 0) -> ValidatedMap:
+    """Reconstruct with the candidate that predicts held-out measured points best.
+
+    Parameters
+    ----------
+    measured : array (n1, n2)
+        Map; entries where ``mask`` is False are ignored.
+    mask : bool array (n1, n2)
+        Measured entries (at least ``2 folds`` of them).
+    net : DLNet, optional
+        Network of the DL candidates (default: the shipped weights).
+    folds : int
+        Cross-validation folds K (>= 2).
+    k_max : int, optional
+        Most plane waves of the spectral candidates (default ``min(K_MAX, N / 12)``).
+    use_dl : bool
+        False: no network candidates (SVT and spectral only).
+    only : str, optional
+        Choose only among candidates of this kind (e.g. ``"spectral"``: its number of
+        components); the others still serve the error estimate.
+    noise : float, optional
+        Known RMS noise per measured point on the map's scale (e.g. from photon counts);
+        default: estimated from the data (module docstring).
+    seed : int
+        Seed of the fold assignment (the result is a deterministic function of the data).
+
+    Returns
+    -------
+    ValidatedMap
+        The map on the input's scale, with ``.report`` (`AutoReport`).
+    """
+    from mracq.recon.cosy.dlmc import _validate, dlmc_post
+
+    m, mk = _validate(measured, mask)
+    n = int(mk.sum())
+    if folds < 2 or n < 2 * folds:
+        raise ValueError(f"auto needs folds >= 2 and >= {2 * max(folds, 2)} measured points, "
+                         f"got folds={folds}, {n} points")
+    lo = m[mk].min()
+    span = m[mk].max() - lo
+    if span <= 0:
+        rep = AutoReport("constant", {}, 0.0, 0.0, 0.0, 0.0, folds, n)
+        return ValidatedMap(np.full(m.shape, lo), rep)
+    x = np.where(mk, (m - lo) / span, 0.0)
+    ij = np.argwhere(mk)
+    y = x[mk]
+    if k_max is None:
+        k_max = min(K_MAX, n // POINTS_PER_COMPONENT)
+    fid = _fold_ids(n, folds, seed)
+    net = (net or default_net()) if use_dl else None
+    train_masks = []
+    for f in range(folds):
+        tm = np.zeros_like(mk)
+        tm[tuple(ij[fid != f].T)] = True
+        train_masks.append(tm)
+    dl_maps = [None] * folds
+    if net is not None:
+        xs = np.stack([np.where(tm, x, 0.0) for tm in train_masks])
+        dl_maps = list(predict(net, xs, np.stack(train_masks)))
+    held: dict[str, np.ndarray] = {}  # held-out predictions of every candidate
+    for f in range(folds):
+        test = fid == f
+        pred = _candidates_fold(x, train_masks[f], ij[~test], ij[test], dl_maps[f], k_max)
+        for name, p in pred.items():
+            held.setdefault(name, np.full(n, np.nan))[test] = p
+    mse = {k: float(np.mean((v - y) ** 2)) for k, v in held.items() if np.all(np.isfinite(v))}
+    weights = _stack(held, mse, y) if only is None else {}
+    if weights:
+        mse["stack"] = float(np.mean((sum(w * held[b] for b, w in weights.items()) - y) ** 2))
+    pool = [k for k in mse if only is None or k.split(":")[0] == only]
+    if not pool:
+        raise ValueError(f"no candidate of kind {only!r}")
+    best = min(pool, key=mse.get)
+    cv_mse = mse[best]
+    path = fit_path(y, ij, x.shape, k_max)
+    if noise is not None:
+        noise_var = (float(noise) / span) ** 2
+    else:
+        noise_var = _noise_variance(path, x.size, _k_cv(mse))
+    err2 = max(cv_mse - noise_var, 0.0)
+    cache: dict = {}
+
+    def refit(name):
+        kind, _, setting = name.partition(":")
+        if kind in ("dl", "dlmc", "dl+spectral") and "dl" not in cache:
+            cache["dl"] = predict(net, x[None], mk[None])[0]
+        if kind == "dl":
+            return cache["dl"]
+        if kind == "dlmc":
+            return dlmc_post(x, mk, cache["dl"])
+        if kind == "svt":
+            return _svt_map(x, mk, float(setting.rstrip("%")) / 100)
+        if kind == "spectral":
+            return path[int(setting)].grid(x.shape)
+        if kind == "spectral~":
+            k = int(setting)
+            return path[k].shrunk(_noise_variance(path, x.size, k)).grid(x.shape)
+        return 0.5 * (path[int(setting)].grid(x.shape) + cache["dl"])
+
+    if best == "stack":
+        out = sum(w * refit(b) for b, w in weights.items())
+        best = "stack(" + " + ".join(f"{w:.1f} {b}" for b, w in weights.items()) + ")"
+    else:
+        out = refit(best)
+    err = np.sqrt(err2 * (folds - 1) / folds)
+    ptp = float(np.ptp(out)) or 1.0
+    rep = AutoReport(best, {k: float(np.sqrt(v)) * span for k, v in mse.items()},
+                     float(np.sqrt(cv_mse)) * span, float(np.sqrt(noise_var)) * span,
+                     float(err) * span, float(err / ptp), folds, n)
+    log.info("%s", rep.summary())
+    return ValidatedMap(out * span + lo, rep)
+
+
+def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:
+    """Convex weights (multiples of ``step``) of the best network, SVT and spectral
+    candidates that minimize the held-out error of their weighted mean; {} if fewer than
+    two kinds. Two free weights fitted to N held-out points: little optimism."""
+    best = {}
+    for k in mse:
+        kind = k.split(":")[0]
+        kind = {"dlmc": "dl", "dl+spectral": None, "spectral~": "spectral"}.get(kind, kind)
+        if kind and (kind not in best or mse[k] < mse[best[kind]]):
+            best[kind] = k
+    names = list(best.values())
+    if len(names) < 2:
+        return {}
+    h = np.column_stack([held[b] for b in names])
+    grid = np.arange(0, 1 + step / 2, step)
+    combos = [w for w in np.array(np.meshgrid(*[grid] * len(names))).reshape(len(names), -1).T
+              if abs(w.sum() - 1) < 1e-9]
+    errs = [np.mean((h @ w - y) ** 2) for w in combos]
+    w = combos[int(np.argmin(errs))]
+    return {b: float(v) for b, v in zip(names, w, strict=True) if v > 0}
+
+
+def _k_cv(mse: dict) -> int:
+    """Components of the best spectral candidate."""
+    ks = [int(k.split(":")[1]) for k in mse if k.startswith("spectral:")]
+    return min(ks, key=lambda k: mse[f"spectral:{k}"]) if ks else 0
+
+
+def _noise_variance(path: list, grid_points: int, k_cv: int = 0) -> float:
+    """Noise variance per point from the residual of the fullest greedy spectral fit.
+
+    A plane wave added greedily where there is only noise takes the largest of about
+    ``grid_points`` periodogram values, each ``sigma^2`` times an Exp(1) variable, and
+    removes ``sigma^2 (ln(grid_points) + 0.58)`` from the residual sum of squares, plus
+    about 2 ``sigma^2`` more when its frequency and amplitudes are refined; so each
+    component beyond the ``k_cv`` that cross-validated best counts ``2.6 + ln(grid_points)``
+    degrees of freedom, those up to ``k_cv`` (signal: they predict held-out points) count 4.
+    """
+    per = 2.6 + np.log(grid_points)
+
+    def dof(pw):
+        k = len(pw.freqs)
+        return 4 * min(k, k_cv) + per * max(k - k_cv, 0) + 1
+
+    best = path[-1]
+    for pw in path[::-1]:  # fullest fit that leaves a quarter of the points free
+        if pw.n - dof(pw) >= pw.n / 4:
+            best = pw
+            break
+    return best.rss / max(best.n - dof(best), 1.0)
