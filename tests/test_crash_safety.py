@@ -302,12 +302,19 @@ def test_resume_after_kill_9_measures_nothing_twice_and_loses_nothing(tmp_path):
                                  strict=True))
                 assert not xy_old & xy_new and len(xy_old) == len(old["scanner_x"])
                 assert res.mask.sum() == len(xy_old) + len(xy_new) == ref.mask.sum()
-                truth = np.asarray(s.devices["_density"], float)
-                a, b = (reconstruct(np.nan_to_num(r.data), setup, mask=r.mask, n_iter=10)
-                        for r in (res, ref))
-                err_a, err_b = (np.linalg.norm(x - truth) / np.linalg.norm(truth)
-                                for x in (a, b))
-                assert err_a <= 1.25 * err_b + 0.05, (err_a, err_b)
+                # The stored points go into the result unchanged. (The crash rig's tiny
+                # t_m makes both reconstructions noise: their errors against the phantom
+                # differ by up to 4x between sampling paths, so they are not compared.)
+                n = setup.n_xy
+                coords = np.fft.fftfreq(n, 1.0 / n) * setup.voxel_size
+                sig = np.asarray(old["readout_spin_signal"], float).reshape(
+                    len(old["scanner_x"]), -1)
+                for x, y, v in zip(old["scanner_x"], old["scanner_y"], sig, strict=True):
+                    i, j = np.abs(coords - x).argmin(), np.abs(coords - y).argmin()
+                    assert res.mask[i, j]
+                    np.testing.assert_array_equal(res.data[i, j], v)
+                a = reconstruct(np.nan_to_num(res.data), setup, mask=res.mask, n_iter=10)
+                assert a.shape == np.shape(s.devices["_density"]) and np.isfinite(a).all()
             else:
                 from mracq.plans.vqns import vqns_loop
 
