@@ -93,7 +93,9 @@ def plot_spectrum(result, path: str | Path | None = None, *, truth=None, points=
 
     The estimate and its band (mean +- 2 sd) are drawn only where the data constrain the
     spectrum (``result.band``); the frequencies outside are shaded and labelled as such,
-    since what a model puts there is extrapolation, not measurement.
+    since what a model puts there is extrapolation, not measurement. Inside, where the
+    band reaches zero (mean - n_sd sd <= 0) the data give only an upper bound: the mean is
+    drawn dotted there and labelled as not identified.
 
     Parameters
     ----------
@@ -129,7 +131,13 @@ def plot_spectrum(result, path: str | Path | None = None, *, truth=None, points=
     fi, mi, si = f[inside], mean[inside], std[inside]
     ax.fill_between(fi, np.maximum(mi - n_sd * si, mi * 1e-3), mi + n_sd * si,
                     alpha=0.3, color="C0", label=f"VQNS mean +- {n_sd:g} sd")
-    ax.plot(fi, mi, color="C0", lw=1.5, label="VQNS mean")
+    # identified: the band excludes zero; elsewhere the data bound S from above only,
+    # and the mean is drawn dotted, not as a measured value
+    ident = mi - n_sd * si > 0
+    ax.plot(fi, np.where(ident, mi, np.nan), color="C0", lw=1.5, label="VQNS mean")
+    if not ident.all():
+        ax.plot(fi, np.where(ident, np.nan, mi), color="C0", lw=1, ls=":",
+                label=f"upper bound only (mean - {n_sd:g} sd <= 0): mean not identified")
     if truth is not None:
         ax.plot(f, truth(omega), "k--", lw=1, label="true spectrum")
     if points is not None:
