@@ -131,16 +131,27 @@ def start_nv_rig(sim: dict | None = None, *, host: str = "127.0.0.1",
     mw = ScpiMicrowave(nv, host, mw_port, model)
     pulser = PulseStreamerEmulator(nv, pulser_host or host)
     counter = NiDaqmxCounterEmulator(nv, host, counter_port)
+    start_servers((mw, pulser, counter))
+    return serve_control(NVRig(nv, mw, pulser, counter, 0, host), host, control_port,
+                         "emulator-control")
+
+
+def start_servers(servers) -> None:
+    """Start every instrument server, or none: one that fails stops those started."""
     started = []
     try:
-        for s in (mw, pulser, counter):
+        for s in servers:
             s.start()
             started.append(s)
     except OSError:
         for s in started:
             s.stop()
         raise
-    rig = NVRig(nv, mw, pulser, counter, 0, host)
+
+
+def serve_control(rig, host: str, port: int, name: str):
+    """Serve ``rig.handle`` as JSON lines on ``host:port`` (0: a free port) in a daemon
+    thread; sets ``rig._control`` and ``rig.control_port`` and returns ``rig``."""
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self):
@@ -155,10 +166,9 @@ def start_nv_rig(sim: dict | None = None, *, host: str = "127.0.0.1",
         allow_reuse_address = True
         daemon_threads = True
 
-    rig._control = Server((host, control_port), Handler)
+    rig._control = Server((host, port), Handler)
     rig.control_port = rig._control.server_address[1]
-    threading.Thread(target=rig._control.serve_forever, daemon=True,
-                     name="emulator-control").start()
+    threading.Thread(target=rig._control.serve_forever, daemon=True, name=name).start()
     return rig
 
 

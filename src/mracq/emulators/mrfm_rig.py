@@ -17,13 +17,12 @@ and a control port (JSON lines, loopback) answering
 
 from __future__ import annotations
 
-import json
 import os
 import socketserver
-import threading
 from dataclasses import dataclass, field
 
 from mracq.emulators.attocube_amc import AttocubeAMC
+from mracq.emulators.control import serve_control, start_servers
 from mracq.emulators.mrfm_model import EmulatedMRFM
 from mracq.emulators.pi_gcs import PIGCS
 from mracq.emulators.scpi_microwave import ScpiMicrowave
@@ -167,32 +166,6 @@ def start_mrfm_rig(sim: dict | None = None, *, host: str = "127.0.0.1",
     lockin = SR860(model, host, lockin_port, log)
     rf = LoggedScpiSource(model, host, rf_port, rf_model, log)
     rf.power_on_reset()
-    started = []
-    try:
-        for s in (scanner, lockin, rf):
-            s.start()
-            started.append(s)
-    except OSError:
-        for s in started:
-            s.stop()
-        raise
-    rig = MRFMRig(model, scanner, lockin, rf, positioner, host, log=log)
-
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self):
-            for raw in self.rfile:
-                try:
-                    reply = rig.handle(json.loads(raw))
-                except (ValueError, TypeError) as exc:
-                    reply = {"ok": False, "error": str(exc)}
-                self.wfile.write((json.dumps(reply) + "\n").encode())
-
-    class Server(socketserver.ThreadingTCPServer):
-        allow_reuse_address = True
-        daemon_threads = True
-
-    rig._control = Server((host, control_port), Handler)
-    rig.control_port = rig._control.server_address[1]
-    threading.Thread(target=rig._control.serve_forever, daemon=True,
-                     name="mrfm-emulator-control").start()
-    return rig
+    start_servers((scanner, lockin, rf))
+    return serve_control(MRFMRig(model, scanner, lockin, rf, positioner, host, log=log),
+                         host, control_port, "mrfm-emulator-control")
