@@ -209,21 +209,11 @@ def _simulated_rig(args, grid, cfg, rng):
 
     from mracq.devices.mrfm import build_mrfm_devices
     from mracq.sim.clock import VirtualClock
-    from mracq.sim.mrfm.setup import default_setup
 
     _say(f"precomputing the scan operator ({grid['channels']} channels x {grid['n_z']} "
          f"layers on {grid['n_xy']}^2; ~10 s at the seed size on 2 cores)...")
     t0 = time.perf_counter()
-    kw = {"voxel_size": grid["step"], "n_xy": grid["n_xy"], "n_z": grid["n_z"],
-          "z0": grid["heights"][0]}
-    if args.protocol == "multislice":
-        kw["f0"] = grid["f0"]
-    else:
-        kw.update(f0=grid["f0"], n_heights=len(grid["heights"]))
-    try:
-        setup = default_setup(args.geometry, args.protocol, **kw)
-    except ValueError as exc:
-        raise CLIError(f"the scan geometry is not possible: {exc}") from None
+    setup = _setup(args, grid)
     _say(f"  scan operator ready ({time.perf_counter() - t0:.0f} s); simulating the sample")
     density = setup.phantom(rng)
     clock = VirtualClock()

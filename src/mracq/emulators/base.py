@@ -14,6 +14,7 @@ request of the instrument they name:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 log = logging.getLogger(__name__)
@@ -79,3 +80,19 @@ class Restartable:
         if self._timer is not None:
             self._timer.cancel()
         self.stop()
+
+
+def stop_server(server, clients) -> None:
+    """Shut ``server`` (a socketserver, or None) down and drop every connected client
+    socket; returns None, for ``self._server = stop_server(...)``."""
+    if server is None:
+        return None
+    server.shutdown()
+    server.server_close()
+    for c in list(clients):
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+            c.close()
+        except OSError:
+            pass
+    return None

@@ -14,7 +14,7 @@ import socketserver
 import threading
 import time
 
-from mracq.emulators.base import Faults, Restartable
+from mracq.emulators.base import Faults, Restartable, stop_server
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,5 @@ class LineServer(Restartable):
                          name=f"{type(self).__name__}-{self.port}").start()
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        for c in list(self._clients):
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
-        self._server = None
+        self._server = stop_server(self._server, self._clients)
+

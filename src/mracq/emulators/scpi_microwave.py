@@ -36,7 +36,7 @@ import socketserver
 import threading
 import time
 
-from mracq.emulators.base import Restartable
+from mracq.emulators.base import Restartable, stop_server
 from mracq.emulators.nv_model import EmulatedNV, MicrowaveState
 
 log = logging.getLogger(__name__)
@@ -151,17 +151,7 @@ class ScpiMicrowave(Restartable):
         self._thread.start()
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        for c in list(self._clients):
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
-        self._server = None
+        self._server = stop_server(self._server, self._clients)
 
     def power_on_reset(self) -> None:
         with self.nv.lock:
