@@ -443,11 +443,15 @@ class ShotNoiseNV:
         return Measurement(sequence, t, ch, sig)
 
 
-def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
+def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
+         criterion="variance"):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
-    ``n_adaptive`` points up to the decay time its current estimate predicts.
+    ``n_adaptive`` points up to the decay its current estimate predicts (the window it
+    chooses). Both see the same spectrum, the same shot noise per point and the same
+    reconstruction settings; both are scored on the same grid (the ladder's noise-free
+    sensitive band) and charged ``shots x (t + overhead)`` per point.
     """
     spec = THREE
     lo_hi = None
@@ -477,7 +481,7 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
     strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
                                  n_points=n_adaptive, target=0.0, max_measurements=7,
                                  overhead=15e-6, cost_aware=cost_aware,
-                                 reconstruct_kw=kw, seed=1)
+                                 criterion=criterion, reconstruct_kw=kw, seed=1)
     ada = []
     reached = None
     while True:
@@ -488,10 +492,12 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False):
         if strat.result is None:
             continue
         err = rel_err(strat.result.spectrum(w), spec(w))
+        t_end = float(np.max(sug[0]["t"]))
         ada.append({"sequence": sug[0]["sequence"], "hardware_time_s": nv.time,
-                    "rel_l2": err, "band_width": strat.history[-1]["band_width"]})
-        print(f"  adaptive {sug[0]['sequence']:8s} t_hw {nv.time:9.1f} s  err {err:.3f}",
-              flush=True)
+                    "t_end_s": t_end, "rel_l2": err,
+                    "band_width": strat.history[-1]["band_width"]})
+        print(f"  adaptive {sug[0]['sequence']:8s} to {t_end * 1e6:6.1f} us  t_hw "
+              f"{nv.time:9.1f} s  err {err:.3f}", flush=True)
         if err <= target and reached is None:
             reached = nv.time
             break
@@ -520,7 +526,9 @@ def main():
     ap.add_argument("--loop-seeds", type=int, nargs="+", default=[11, 12, 13],
                     help="noise seeds of the closed-loop comparison (one run each)")
     ap.add_argument("--cost-aware", action="store_true",
-                    help="closed loop: rank candidates by Eq. 7 score per second of time")
+                    help="closed loop, --criterion eq7: rank by Eq. 7 score per second")
+    ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
+                    help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
                     help="families: random instances per family")
     ap.add_argument("--family-seed", type=int, default=19,
@@ -541,13 +549,21 @@ def main():
     if "speed" in a.parts:
         out["speed"] = speed(a.quick, a.ref_restarts or (3 if a.quick else 5))
     if "loop" in a.parts:
-        runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware)
-                for s in a.loop_seeds]
+        l0 = load()
+        runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
+                     criterion=a.criterion) for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
-        out["loop"] = {"runs": runs, "time_ratios": ratios, "cost_aware": a.cost_aware,
-                       "median_time_ratio": float(np.median(ratios))}
-        print(f"loop: time ratios {[round(x, 2) for x in ratios]}, median "
-              f"{np.median(ratios):.2f}", flush=True)
+        fin = [x for x in ratios if np.isfinite(x)]
+        out["loop"] = {"runs": runs, "seeds": a.loop_seeds, "time_ratios": ratios,
+                       "criterion": a.criterion, "cost_aware": a.cost_aware,
+                       "median_time_ratio": float(np.median(ratios)),
+                       "mean_time_ratio": float(np.mean(ratios)),
+                       "max_time_ratio": float(np.max(ratios)),
+                       "n_not_reached": len(ratios) - len(fin), "load_1min": [l0, load()]}
+        print(f"loop ({a.criterion}): time ratios {[round(x, 2) for x in ratios]}; mean "
+              f"{np.mean(ratios):.2f}, median {np.median(ratios):.2f}, max "
+              f"{np.max(ratios):.2f}, not reached {len(ratios) - len(fin)} of {len(ratios)} "
+              f"[load {l0:.1f}/{load():.1f}]", flush=True)
     out["load_end"] = load()
     a.out.write_text(json.dumps(out, indent=1, default=float))
     print(f"wrote {a.out}")
