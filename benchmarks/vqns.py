@@ -447,7 +447,7 @@ class ShotNoiseNV:
 
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
-         criterion="variance"):
+         criterion="variance", family=None):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -455,8 +455,15 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
     chooses). Both see the same spectrum, the same shot noise per point and the same
     reconstruction settings; both are scored on the same grid (the ladder's noise-free
     sensitive band) and charged ``shots x (t + overhead)`` per point.
+
+    ``family``: instead of the seed's three Lorentzians, an instance of that family
+    (:func:`family_instance`, drawn from ``noise_seed + 7919``), a check on spectra the
+    criterion was not developed on.
     """
-    spec = THREE
+    spec, note = THREE, "three Lorentzians"
+    if family is not None:
+        spec, _, note = family_instance(family, np.random.default_rng(noise_seed + 7919))
+        print(f"  spectrum: {note}", flush=True)
     lo_hi = None
     kw = dict(restarts=restarts)
     ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
@@ -507,7 +514,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
               f"{nv.time:9.1f} s  err {err:.3f}", flush=True)
         if err <= target and reached is None:
             reached = nv.time
-    out = {"noise_seed": noise_seed, "ladder": lad, "adaptive": ada, "target_rel_l2": target,
+    out = {"noise_seed": noise_seed, "spectrum": note, "ladder": lad, "adaptive": ada,
+           "target_rel_l2": target,
            "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
            "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
     within = [a["rel_l2"] for a in ada if a["hardware_time_s"] <= budget]
@@ -536,6 +544,10 @@ def main():
                     help="noise seeds of the closed-loop comparison (one run each)")
     ap.add_argument("--cost-aware", action="store_true",
                     help="closed loop, --criterion eq7: rank by Eq. 7 score per second")
+    ap.add_argument("--loop-family", default=None,
+                    choices=[f for f in FAMILIES if f != "one_over_f"],
+                    help="closed loop: one instance of this family per seed, not the "
+                         "three Lorentzians")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
@@ -560,10 +572,11 @@ def main():
     if "loop" in a.parts:
         l0 = load()
         runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
-                     criterion=a.criterion) for s in a.loop_seeds]
+                     criterion=a.criterion, family=a.loop_family) for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
         out["loop"] = {"runs": runs, "seeds": a.loop_seeds, "time_ratios": ratios,
+                       "family": a.loop_family,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
