@@ -447,7 +447,7 @@ class ShotNoiseNV:
 
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
-         criterion="variance", family=None):
+         criterion="variance", family=None, max_measurements=7):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -489,7 +489,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
     # adaptive: FID and SE over the same times, then the strategy's choices
     nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
     strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
-                                 n_points=n_adaptive, target=0.0, max_measurements=7,
+                                 n_points=n_adaptive, target=0.0,
+                                 max_measurements=max_measurements,
                                  overhead=15e-6, cost_aware=cost_aware,
                                  criterion=criterion, reconstruct_kw=kw, seed=1)
     ada = []
@@ -548,6 +549,9 @@ def main():
                     choices=[f for f in FAMILIES if f != "one_over_f"],
                     help="closed loop: one instance of this family per seed, not the "
                          "three Lorentzians")
+    ap.add_argument("--loop-max-measurements", type=int, default=7,
+                    help="closed loop: measurements (FID and SE included) the adaptive may "
+                         "take; 7 = the ladder's count")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
@@ -572,11 +576,12 @@ def main():
     if "loop" in a.parts:
         l0 = load()
         runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
-                     criterion=a.criterion, family=a.loop_family) for s in a.loop_seeds]
+                     criterion=a.criterion, family=a.loop_family,
+                     max_measurements=a.loop_max_measurements) for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
         out["loop"] = {"runs": runs, "seeds": a.loop_seeds, "time_ratios": ratios,
-                       "family": a.loop_family,
+                       "family": a.loop_family, "max_measurements": a.loop_max_measurements,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
