@@ -29,8 +29,9 @@ For one plane wave with the model known exactly (noise 0.1, 40 random + 80 desig
 points, fit with one component), the map's RMSE is 0.87 of a random mask's (mean of 40
 draws; 0.77-0.99 over sets of 30), i.e. ~0.75 in squared error: about 0.75 of the
 points for the same error in the best case. On the benchmark families, designing on the
-plane-wave model fitted to the *noiseless* map (all frequencies known) lowers the linearised variance to 0.7-0.76 of a
-random mask's, but auto's error on such masks is no lower than on random ones: auto's
+plane-wave model fitted to the *noiseless* map (all frequencies known) lowers the
+linearised variance to 0.7-0.79 of a random mask's, but auto's error on such masks is
+about that on random ones of the same size (the points the design saves are lost): auto's
 members (the network trained on random masks, SVT, the greedy periodogram, the
 cross-validation) all assume an incoherent random mask. Ensemble-disagreement picks
 (bootstrap auto refits, or the spread of DL/DLMC/SVT/spectral) did worse than random.
