@@ -46,8 +46,9 @@ from mracq.sim.nv import GAMMA_E, HYPERFINE_14N, ZERO_FIELD_SPLITTING, Simulated
 SPLIT = abs(HYPERFINE_14N)
 
 
-def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
+def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
                  adaptive_shots=250_000, criterion="auto") -> dict:
+    """One rig (``seed``) and one noise draw (``draw`` 0: the rig's own generator)."""
     rng = np.random.default_rng(seed)
     guess = rng.uniform(1.2e9, 2.2e9)
     f_true = guess + rng.uniform(-4e6, 4e6)
@@ -55,6 +56,8 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
                      field=(ZERO_FIELD_SPLITTING - f_true) / GAMMA_E, rng=rng)
     power = rng.uniform(-34, -30)
     prog = odmr_cw()
+    if draw:
+        nv.rng = np.random.default_rng([seed, draw])
 
     def measure(f, shots):
         c = nv.run(prog, shots, nv.drive(f, power, True))
@@ -67,7 +70,9 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
     sigma_sweep, hw_sweep = fit.errors["centre"], float(d.sum())
     t0 = time.perf_counter()
     st = AdaptiveODMR((guess - 8e6, guess + 8e6), centre_range=(guess - 5e6, guess + 5e6),
-                      splitting=SPLIT, target=sigma_sweep, seed=seed, max_points=2000,
+                      splitting=SPLIT, target=sigma_sweep,
+                      seed=np.random.default_rng([seed, draw, 1]) if draw else seed,
+                      max_points=2000,
                       criterion=criterion)
     hw = 0.0
     while not st.done:
@@ -76,11 +81,15 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
         hw += dur
         st.ingest([(f, v, err)])
     res = st.result()
-    return {"seed": seed, "rabi_frequency_0dBm": nv.rabi_frequency, "power_dbm": power,
+    return {"seed": seed, "draw": draw, "rabi_frequency_0dBm": nv.rabi_frequency,
+            "power_dbm": power, "width_hz": res["width"], "sweep_width_hz": fit["width"],
+            "sweep_depth": fit["depth"], "flank_start": getattr(st, "_flank_start", None),
             "sigma_sweep_hz": sigma_sweep, "sweep_z": (fit["centre"] - f_true) / sigma_sweep,
             "sweep_hardware_s": hw_sweep, "adaptive_points": res["points"],
             "adaptive_sigma_hz": res["centre_error"],
-            "adaptive_z": (st.mean()["centre"] - f_true) / res["centre_error"],
+            "adaptive_z": (res["centre"] - f_true) / res["centre_error"],
+            "adaptive_posterior_z": (st.mean()["centre"] - f_true) / st.std()["centre"],
+            "adaptive_posterior_sigma_hz": st.std()["centre"],
             "adaptive_hardware_s": hw, "time_ratio": hw / hw_sweep,
             "adaptive_wall_s": time.perf_counter() - t0}
 
