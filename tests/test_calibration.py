@@ -137,34 +137,27 @@ def test_adaptive_odmr_finds_the_line_and_stops():
     assert isinstance(st, protocols.SupportsStoppingCriteria)
 
 
-@pytest.mark.parametrize("seed", [13, 15])
-def test_adaptive_odmr_flank_design_learns_the_width(seed):
-    """Once the line is found the design measures mirrored flank pairs at two offsets plus
-    the dip and the baseline, not one flank: on a low-contrast triplet (per-line dip 0.12,
-    noise 0.05) the width comes out right and known to 25 %, the points beyond the outer
-    lines are balanced on both sides, and the stated centre error holds (a design stuck on
-    one outer flank trades width for centre; the previous design failed both seeds)."""
-    centre, width, depth = 1.5003e9, 0.34e6, 0.36
-    rng = np.random.default_rng(seed)
-    st = AdaptiveODMR((1.492e9, 1.508e9), centre_range=(1.495e9, 1.505e9), splitting=A,
-                      target=45e3, n_particles=2000, n_candidates=161, seed=seed - 7,
-                      max_points=400)
-    sigma = 0.05
-    while not st.done:
-        (sug,) = st.suggest(1)
-        y = odmr_model(sug["frequency"], centre, width, depth, 1.0, splitting=A)
-        st.ingest([(sug["frequency"], y + rng.normal(0, sigma), sigma)])
-    assert st.should_stop()[1].startswith("converged")
-    fit = st.fit()
-    assert abs(fit["width"] - width) < 3 * fit.errors["width"]
-    assert fit.errors["width"] <= 0.25 * fit["width"]
-    res = st.result()
-    assert abs(res["centre"] - centre) < 3 * res["centre_error"]
-    x = np.array([f for f, _, _ in st.measured]) - res["centre"]
-    outer = np.abs(x) > A  # beyond the outer lines
-    assert abs(np.sum(x[outer] > 0) - np.sum(x[outer] < 0)) <= max(4, 0.15 * outer.sum())
-    levels = (np.abs(x[outer]) - A) / width  # two flank offsets, both well sampled
-    assert np.sum(levels < 0.6) >= 10 and np.sum((levels > 0.6) & (levels < 1.2)) >= 10
+def test_adaptive_odmr_one_offset_design_does_not_set_the_stated_error():
+    """Points piled on one offset (the outer flank of the outer 14N line, where the design
+    used to stick) cannot tell width from depth: the least-squares fit then has the width
+    to worse than 50 % and its small centre error must not become the stated one (it
+    did, 3.3x below the posterior's, at seed 2); the stated error covers the truth."""
+    centre, width, depth, sigma = 1.5003e9, 0.34e6, 0.36, 0.05
+    degenerate = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        st = AdaptiveODMR((1.492e9, 1.508e9), centre_range=(1.495e9, 1.505e9), splitting=A,
+                          target=1e3, n_particles=2000, seed=seed)
+        fs = np.r_[np.linspace(1.492e9, 1.508e9, 24), np.full(60, centre + A + 0.6 * width)]
+        for f in fs:
+            y = odmr_model(f, centre, width, depth, 1.0, splitting=A)
+            st.ingest([(f, y + rng.normal(0, sigma), sigma)])
+        fit = st.fit()
+        if fit.errors["width"] > 0.5 * fit["width"]:
+            degenerate += 1
+            assert st.centre_uncertainty() == st.std()["centre"]
+        assert abs(st.mean()["centre"] - centre) < 3 * st.centre_uncertainty()
+    assert degenerate >= 1  # seed 2
 
 
 def test_calibration_state_and_warnings():

@@ -71,7 +71,7 @@ class AdaptiveODMR:
     def __init__(self, frequency_range, *, width_range=(50e3, 5e6), depth_range=(0.01, 0.6),
                  baseline=(1.0, 0.03), shape="lorentzian", splitting=0.0, target=10e3,
                  n_particles=4000, n_candidates=201, max_points=500, criterion="auto",
-                 centre_range=None, min_flank_points=16, seed=None):
+                 centre_range=None, seed=None):
         lo, hi = (float(x) for x in frequency_range)
         if not hi > lo:
             raise ValueError(f"frequency_range must increase, got {frequency_range!r}")
@@ -80,9 +80,6 @@ class AdaptiveODMR:
         if criterion not in ("auto", "centre", "information"):
             raise ValueError("criterion must be 'auto', 'centre' or 'information', got "
                              f"{criterion!r}")
-        if int(min_flank_points) < 4:
-            raise ValueError(f"min_flank_points must be >= 4, got {min_flank_points!r}")
-        self.min_flank_points = int(min_flank_points)
         self.criterion = criterion
         if not float(target) > 0:
             raise ValueError(f"target must be > 0 Hz, got {target!r}")
@@ -108,7 +105,6 @@ class AdaptiveODMR:
         self.noise_guess = None
         self._suggested: dict = {}
         self._next_id = 0
-        self._flank_start: int | None = None  # points measured when the flank design began
 
     # ------------------------------------------------------------------ posterior
     def _predict(self, f, particles=None):
@@ -140,113 +136,46 @@ class AdaptiveODMR:
         q05, q50, q95 = self.centre_quantiles()
         return float(q50), float(q95 - q05) / 3.29
 
-    def alias_weight(self) -> float:
-        """Posterior weight of centres more than half a 14N splitting (one line: one line
-        width) from the median centre: a leftover alias mode."""
-        med = self.centre_quantiles((0.5,))[0]
-        half = 0.5 * self.splitting if self.splitting else self.mean()["width"]
-        return float(self.weights @ (np.abs(self.particles[:, 0] - med) > half))
-
-    def _lock_ready(self) -> bool:
-        """One posterior mode (alias weight < 1 %) whose centre is known to a quarter of
-        the line width: the flank design (:meth:`flank_offsets`) can start."""
-        return (self.alias_weight() < 0.01
-                and self._robust_spread()[1] < 0.25 * self.mean()["width"])
-
-    @property
-    def locked(self) -> bool:
-        """Whether the flank design runs (criterion ``"auto"`` only)."""
-        return self._flank_start is not None
-
-    def flank_offsets(self, width: float | None = None) -> tuple[float, float]:
-        """Offsets (Hz, >= 0) from the centre of the flank design for a line half width
-        ``width`` (default: the posterior mean).
-
-        Of the profile's slope ``|d shape / d f|`` (the centre's information per point),
-        the offset ``x*`` of its maximum (the outer flank of the outer 14N line, or of the
-        one line), and the offsets inside and outside it where the slope has fallen to 0.8
-        of that maximum: for a Lorentzian 0.4 w and 0.8 w, each with 0.84 of the best
-        point's centre information, and with different levels of the dip, so that width
-        and depth are told apart (a design at one offset cannot, and then the centre's
-        stated error, which scales with the slope, is not known).
-        """
-        w = float(width if width is not None else self.mean()["width"])
-        x = np.linspace(0.0, self.splitting + 8 * w, 4001)
-        prof = odmr_model(x, 0.0, w, 1.0, 0.0, shape=self.shape, splitting=self.splitting)
-        slope = np.abs(np.gradient(prof, x))
-        i = int(np.argmax(slope))
-        level = 0.9 * slope[i]
-        lo = i
-        while lo > 0 and slope[lo - 1] >= level:
-            lo -= 1
-        hi = i
-        while hi < len(x) - 1 and slope[hi + 1] >= level:
-            hi += 1
-        return float(x[lo]), float(x[hi])
-
-    # the least-squares centre error counts once the width is known to this fraction: the
-    # centre's error scales with the flank's slope, and with a width known worse the
-    # linearised error understates the posterior's (benchmarks/calibration.py)
-    WIDTH_KNOWN = 0.25
-
-    # one cycle of the flank design: (offset kind, sign); "x1"/"x2" the flank offsets,
-    # "dip" the deepest point of the profile, "far" the baseline beyond every line
-    FLANK_CYCLE = (("x1", 1), ("x1", -1), ("x2", 1), ("x2", -1), ("dip", 1),
-                   ("x1", -1), ("x1", 1), ("x2", -1), ("x2", 1), ("far", 1),
-                   ("x1", 1), ("x1", -1), ("x2", 1), ("x2", -1), ("dip", -1),
-                   ("x1", -1), ("x1", 1), ("x2", -1), ("x2", 1), ("far", -1))
-
-    def _flank_point(self, k: int) -> float:
-        """The k-th point of the flank design around the posterior median centre ``c``
-        (:attr:`FLANK_CYCLE`), Hz: mirrored pairs ``c -+ x1``, ``c -+ x2`` (to first order
-        the centre's estimate is then independent of width, depth and baseline), and one
-        point in five at the bottom of the dip (depth) or beyond all lines (baseline), which
-        the flank points alone cannot tell from the width."""
-        c = self.centre_quantiles((0.5,))[0]
-        w = self.mean()["width"]
-        kind, sign = self.FLANK_CYCLE[k % len(self.FLANK_CYCLE)]
-        if kind == "far":
-            x = self.splitting + 10 * w
-        elif kind == "dip":
-            x = self.splitting if self.splitting > 4 * w else 0.0
-            x = 0.0 if sign < 0 else x
-        else:
-            x = self.flank_offsets(w)[0 if kind == "x1" else 1]
-        return float(np.clip(c + sign * x, *self.range))
+    # the least-squares error counts only with the width known to this fraction: a design
+    # whose points pile on one offset (the outer flank of the outer 14N line) cannot tell
+    # width from depth, and the linearised centre error then understates the posterior's
+    # (benchmarks/calibration.py: without it, pulls up to 9.6 sigma)
+    WIDTH_KNOWN = 0.5
 
     def _local_fit(self):
-        """The least-squares fit of all points once the flank design runs and has measured
-        ``min_flank_points``, if it agrees with the posterior (centre within three combined
-        spreads of the posterior median) and has the width to :attr:`WIDTH_KNOWN`; else
-        None."""
-        if not self.locked or len(self.measured) - self._flank_start < self.min_flank_points:
+        """The least-squares fit once the posterior is one narrow peak, else None.
+
+        Needs 40 points (with fewer, a fit of points chosen on a few flanks can trade
+        width for centre and state too small an error: benchmarks/calibration.py), 90 % of
+        the centre's posterior weight within about half a line width, the fit within two
+        spreads of the posterior median, and its width known to :attr:`WIDTH_KNOWN`.
+        """
+        if len(self.measured) < 40:
+            return None
+        med, spread = self._robust_spread()
+        if spread > 0.5 * self.mean()["width"]:
             return None
         key = len(self.measured)
         if getattr(self, "_fit_cache", (None,))[0] != key:
-            med, spread = self._robust_spread()
             fit = self.fit()
             ok = fit is not None and np.isfinite(fit.errors["centre"]) and \
-                abs(fit["centre"] - med) <= 3 * np.hypot(spread, fit.errors["centre"]) and \
+                abs(fit["centre"] - med) <= 2 * spread + 2 * fit.errors["centre"] and \
                 fit.errors["width"] <= self.WIDTH_KNOWN * fit["width"]
             self._fit_cache = (key, fit if ok else None)
         return self._fit_cache[1]
 
-    def estimate(self) -> tuple[float, float]:
-        """(centre, standard uncertainty), Hz.
-
-        Once the flank design has measured ``min_flank_points`` and the least-squares fit
-        of all points agrees with the posterior: the fit's centre and standard error
-        (the particle cloud's finite size and its moves broaden the posterior); else the
-        posterior mean and standard deviation.
-        """
-        fit = self._local_fit()
-        if fit is not None:
-            return float(fit["centre"]), float(fit.errors["centre"])
-        return self.mean()["centre"], self.std()["centre"]
-
     def centre_uncertainty(self) -> float:
-        """Standard uncertainty of the centre, Hz (:meth:`estimate`)."""
-        return self.estimate()[1]
+        """Standard uncertainty of the centre, Hz.
+
+        The posterior standard deviation, or once the posterior is one narrow peak
+        (:meth:`_local_fit`), the smaller of it and the least-squares standard error of the
+        measured points (the particle cloud's finite size and its moves broaden the
+        posterior, and a leftover alias mode of a few % weight inflates its standard
+        deviation).
+        """
+        sc = self.std()["centre"]
+        fit = self._local_fit()
+        return sc if fit is None else min(sc, fit.errors["centre"])
 
     def fit(self):
         """Least-squares fit (:func:`fit_odmr`) of the measured points from the posterior mean;
@@ -291,11 +220,6 @@ class AdaptiveODMR:
             self.weights = w / w.sum()
             if 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
                 self._resample()
-            if self.criterion == "auto":
-                if self._flank_start is None and self._lock_ready():
-                    self._flank_start, self._flank_count = len(self.measured), 0
-                elif self._flank_start is not None and self.alias_weight() > 0.05:
-                    self._flank_start = None  # a second mode came back: search again
 
     def _loglike(self, particles) -> np.ndarray:
         """Log-likelihood of every measured point for each particle (Gaussian errors)."""
@@ -335,22 +259,57 @@ class AdaptiveODMR:
     def utility(self, sigma: float | None = None) -> np.ndarray:
         """Score of each candidate frequency (larger: measure there).
 
-        ``"information"`` (and ``"auto"`` until the flank design starts): expected
-        information gain ``0.5 ln(1 + Var[y] / sigma^2)`` (nats) about all four
-        parameters; ``"centre"``: the expected reduction of the centre's posterior variance
-        in the linear-Gaussian approximation, ``Cov[centre, y]^2 / (Var[y] + sigma^2)``
-        (Hz^2).
+        ``"information"``: expected information gain ``0.5 ln(1 + Var[y] / sigma^2)``
+        (nats) about all four parameters; ``"centre"``: the expected reduction of the
+        centre's posterior variance in the linear-Gaussian approximation,
+        ``Cov[centre, y]^2 / (Var[y] + sigma^2)`` (Hz^2).
         """
         s = sigma if sigma is not None else (self.noise_guess or 0.03)
         pred = self._predict(self.candidates)  # (n_candidates, n_particles)
         m = pred @ self.weights
         dev = pred - m[:, None]
         var = (dev**2) @ self.weights
-        if self.criterion in ("information", "auto"):
+        if self.criterion == "information" or (
+                self.criterion == "auto" and self._robust_spread()[1] > self.mean()["width"]):
             return 0.5 * np.log1p(var / s**2)
+        fit = self._local_fit() if self.criterion == "auto" else None
+        if fit is not None:
+            return self._centre_gain_local(fit, s)
         c = self.particles[:, 0] - self.weights @ self.particles[:, 0]
         cov = dev @ (self.weights * c)
         return cov**2 / (var + s**2)
+
+    def _centre_gain_local(self, fit, sigma) -> np.ndarray:
+        """Reduction of the least-squares variance of the centre by one more point at each
+        candidate (Sherman-Morrison on the Fisher matrix at the fit), Hz^2; every third
+        point the D-optimal gain ``ln(1 + j^T F^-1 j / sigma^2)`` instead."""
+        p = np.array([fit[k] for k in PARAMS])
+        steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
+
+        def jac(f):
+            cols = []
+            for i, h in enumerate(steps):
+                up, dn = p.copy(), p.copy()
+                up[i] += h
+                dn[i] -= h
+                cols.append((odmr_model(f, *up, shape=self.shape, splitting=self.splitting)
+                             - odmr_model(f, *dn, shape=self.shape, splitting=self.splitting))
+                            / (2 * h))
+            return np.array(cols).T  # (len(f), 4)
+
+        f, _, sig = (np.array(c) for c in zip(*self.measured, strict=True))
+        j = jac(f) / sig[:, None]
+        fisher = j.T @ j + np.diag(1e-12 / steps**2)
+        cov = np.linalg.pinv(fisher)
+        jc = jac(self.candidates)  # (n_candidates, 4)
+        u = jc @ cov  # rows: cov j
+        quad = np.sum(u * jc, axis=1)
+        if len(self.measured) % 3 == 0:
+            # every third point D-optimal (all four parameters): a design of only the
+            # centre-optimal frequencies leaves width and depth undetermined, and their
+            # drift then moves those frequencies
+            return np.log1p(quad / sigma**2)
+        return u[:, 0] ** 2 / (sigma**2 + quad)
 
     def suggest(self, n: int | None = 1) -> list[dict]:
         """The next ``n`` points ``{"_id", "frequency"}`` (Hz); empty when :attr:`done`.
@@ -360,16 +319,6 @@ class AdaptiveODMR:
         n = 1 if n is None else int(n)
         if self.done:
             return []
-        if self.locked:
-            out = []
-            for _ in range(n):
-                self._next_id += 1
-                sug = {ID_KEY: f"odmr-{self._next_id}",
-                       "frequency": self._flank_point(self._flank_count)}
-                self._flank_count += 1
-                self._suggested[sug[ID_KEY]] = sug
-                out.append(sug)
-            return out
         u = self.utility()
         order = np.argsort(u)[::-1]
         step = self.candidates[1] - self.candidates[0] if len(self.candidates) > 1 else 0.0
@@ -393,8 +342,7 @@ class AdaptiveODMR:
         n = len(self.measured)
         if n >= self.max_points:
             return True, f"max_points: {n} measured"
-        if n and (self.criterion != "auto" or self._local_fit() is not None) \
-                and self.centre_uncertainty() <= self.target:
+        if n and self.centre_uncertainty() <= self.target:
             return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
                           f"<= target {self.target:g} Hz")
         return False, None
@@ -404,12 +352,12 @@ class AdaptiveODMR:
         uncertainty; [] before any measurement."""
         if not self.measured:
             return []
-        c, e = self.estimate()
-        return [("centre", {"frequency": c}, {"centre_error": e})]
+        return [("centre", {"frequency": self.mean()["centre"]},
+                 {"centre_error": self.centre_uncertainty()})]
 
     def result(self) -> dict:
         """Posterior means and standard deviations, and the number of points measured."""
         m, s = self.mean(), self.std()
         out = {**m, **{f"{k}_error": v for k, v in s.items()}, "points": len(self.measured)}
-        out["centre"], out["centre_error"] = self.estimate()
+        out["centre_error"] = self.centre_uncertainty()
         return out
