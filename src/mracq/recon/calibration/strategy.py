@@ -99,8 +99,6 @@ class AdaptiveODMR:
         # prior support (Metropolis moves stay inside): flat in centre and depth
         self._lower = np.array([c_lo, width_range[0], depth_range[0], -np.inf])
         self._upper = np.array([c_hi, width_range[1], depth_range[1], np.inf])
-        self._baseline_prior = (float(baseline[0]), float(baseline[1]))
-        self._refreshed_at: int | None = None
         self.weights = np.full(n, 1.0 / n)
         self.candidates = np.linspace(lo, hi, int(n_candidates))
         self.measured: list[tuple[float, float, float]] = []
@@ -177,22 +175,13 @@ class AdaptiveODMR:
     def centre_uncertainty(self) -> float:
         """Standard uncertainty of the centre, Hz.
 
-        Once the posterior has been refreshed by MCMC on all data (:meth:`_maybe_refresh`,
-        when this uncertainty first comes within :attr:`REFRESH_NEAR` of the target), the
-        posterior's robust spread ``(q95 - q05) / 3.29`` (a few stray particles one 14N
-        splitting away would inflate the plain standard deviation). Before: the posterior
-        standard deviation, or once the posterior is one narrow peak (:meth:`_local_fit`),
-        the smaller of it and the least-squares standard error of the measured points.
-        Why the refresh: at low contrast (dip ~2x the point error) the linearised
-        least-squares error of an adaptive design understates the centre's spread
-        (1.3-1.45x on rig 0), and a particle cloud moved only at its ESS drops carries the
-        early, flat-width-prior history; sweeps on all data with each point's own error bar
-        and a log-uniform width prior give the posterior itself, whose spread is then
-        stated as is.
+        The posterior standard deviation, or once the posterior is one narrow peak
+        (:meth:`_local_fit`), the smaller of it and the least-squares standard error of the
+        measured points (the particle cloud's finite size and its moves broaden the
+        posterior, and a leftover alias mode of a few % weight inflates its standard
+        deviation).
         """
         sc = self.std()["centre"]
-        if self.refresh and self._refreshed_at is not None:
-            return self._robust_spread()[1]
         fit = self._local_fit()
         return sc if fit is None else min(sc, fit.errors["centre"])
 
@@ -246,65 +235,33 @@ class AdaptiveODMR:
         pred = self._predict(f, particles)  # (n_measured, n_particles)
         return -0.5 * np.sum(((y[:, None] - pred) / sig[:, None]) ** 2, axis=0)
 
-    def _log_prior(self, p) -> np.ndarray:
-        """Log prior density of particles ``p`` up to a constant: flat in centre and
-        depth inside their bounds, log-uniform width (density 1/width), the baseline
-        normal; -inf outside the bounds."""
-        inside = np.all((p > self._lower) & (p < self._upper), axis=1)
-        b0, bs = self._baseline_prior
-        lp = -0.5 * ((p[:, 3] - b0) / bs) ** 2 - np.log(np.maximum(p[:, 1], 1e-300))
-        return np.where(inside, lp, -np.inf)
-
     def _resample(self, steps=((0.5, 2), (0.1, 2), (0.02, 2))) -> None:
-        """Draw particles by weight, then Metropolis moves on the full posterior.
+        """Draw particles by weight, then Metropolis moves on the full likelihood.
 
         Moves propose Gaussian steps with ``scale`` times the posterior covariance; a
         move is accepted with the Metropolis ratio of the likelihood of all measured
-        points (each with its own error bar) times the prior (:meth:`_log_prior`:
-        log-uniform width, normal baseline), so the particles stay a sample of the
-        posterior whatever the step size (resample-move; Liu-West jitter alone widens a
-        posterior with several modes by their spread). The steps are in width itself:
-        steps in log width, with the same prior, left the posterior of rig 0 of
-        ``benchmarks/calibration.py`` spread over the whole width prior for 600 points.
+        points (the prior taken flat within its bounds; the width's log-uniform and the
+        baseline's normal prior are ignored there, the data dominate them), so the
+        particles stay a sample of the posterior whatever the step size (resample-move;
+        Liu-West jitter alone widens a posterior with several modes by their spread).
         """
         n = len(self.weights)
+        cov = np.cov(self.particles.T, aweights=self.weights)
         idx = self.rng.choice(n, size=n, p=self.weights)
-        parts = self.particles[idx].copy()
-        cov = np.cov(parts.T)
-        if not np.all(np.isfinite(cov)):
-            cov = np.diag(np.nan_to_num(np.var(parts, axis=0)) + 1e-30)
-        lp = self._log_prior(parts)
-        ok = np.isfinite(lp)
-        lp[ok] += self._loglike(parts[ok])
+        parts = self.particles[idx]
+        ll = self._loglike(parts)
         for scale, repeat in steps:
             for _ in range(repeat):
                 prop = parts + self.rng.multivariate_normal(np.zeros(4), scale * cov, size=n,
                                                             method="eigh")
-                lp_prop = self._log_prior(prop)
-                ok = np.isfinite(lp_prop)
-                if ok.any():
-                    lp_prop[ok] += self._loglike(prop[ok])
-                accept = np.log(self.rng.uniform(size=n)) < lp_prop - lp
-                parts[accept], lp[accept] = prop[accept], lp_prop[accept]
+                inside = np.all((prop > self._lower) & (prop < self._upper), axis=1)
+                ll_prop = np.full(n, -np.inf)
+                if inside.any():
+                    ll_prop[inside] = self._loglike(prop[inside])
+                accept = np.log(self.rng.uniform(size=n)) < ll_prop - ll
+                parts[accept], ll[accept] = prop[accept], ll_prop[accept]
         self.particles = parts
         self.weights = np.full(n, 1.0 / n)
-
-    # refresh the posterior by MCMC on all data once the stated uncertainty is within
-    # this factor of the target (then stop on the refreshed posterior's spread alone);
-    # refresh = False: the earlier rule (least-squares error when the fit knows the width)
-    REFRESH_NEAR = 1.25
-    REFRESH_STEPS = ((1.0, 3), (0.3, 3), (0.1, 3))
-    refresh = True
-
-    def _maybe_refresh(self) -> None:
-        """Resample-move sweeps on all data so far (:meth:`_resample` with more steps),
-        at most every ``max(3, n // 20)`` new points."""
-        n = len(self.measured)
-        if self._refreshed_at is not None and n < self._refreshed_at + max(3, n // 20):
-            return
-        self._resample(self.REFRESH_STEPS)
-        self._refreshed_at = n
-        self._fit_cache = (None, None)
 
     # ------------------------------------------------------------------ design
     def utility(self, sigma: float | None = None) -> np.ndarray:
@@ -393,9 +350,6 @@ class AdaptiveODMR:
         n = len(self.measured)
         if n >= self.max_points:
             return True, f"max_points: {n} measured"
-        if self.refresh and n >= self.MIN_POINTS and \
-                self.centre_uncertainty() <= self.REFRESH_NEAR * self.target:
-            self._maybe_refresh()
         if n >= self.MIN_POINTS and self.centre_uncertainty() <= self.target:
             return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
                           f"<= target {self.target:g} Hz")
