@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mracq.recon.cosy.dlnet import DLNet, default_net, predict
+from mracq.recon.cosy.shared import fit_shared_path
 from mracq.recon.cosy.spectral import fit_path
 from mracq.recon.svt import svt
 
@@ -53,6 +54,10 @@ POINTS_PER_COMPONENT = 12
 """The spectral path goes up to N / POINTS_PER_COMPONENT plane waves (N measured points,
 4 parameters each) and at most `K_MAX`."""
 K_MAX = 20
+POINTS_PER_TERM = 8
+"""The shared-frequency path goes up to N / POINTS_PER_TERM terms (2 amplitudes each plus
+the frequencies they add) and at most `K_SHARED_MAX`."""
+K_SHARED_MAX = 30
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,15 @@ def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
             out[f"spectral~:{k}"] = pw.shrunk(_noise_variance(path, x.size, k)).at(ij_test)
         if dl_map is not None:
             out[f"dl+spectral:{k}"] = 0.5 * (spec_at[k] + dl_map[ti, tj])
+    for k, sw in enumerate(fit_shared_path(x[mk], ij_train, x.shape, _k_shared(len(ij_train)))):
+        out[f"shared:{k}"] = sw.at(ij_test)
+        if dl_map is not None:
+            out[f"dl+shared:{k}"] = 0.5 * (out[f"shared:{k}"] + dl_map[ti, tj])
     return out
+
+
+def _k_shared(n: int) -> int:
+    return min(K_SHARED_MAX, n // POINTS_PER_TERM)
 
 
 def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | None = None,
@@ -225,22 +238,25 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     weights = _stack(held, mse, y) if only is None else {}
     if weights:
         mse["stack"] = float(np.mean((sum(w * held[b] for b, w in weights.items()) - y) ** 2))
-    pool = [k for k in mse if only is None or k.split(":")[0] == only]
-    if not pool:
-        raise ValueError(f"no candidate of kind {only!r}")
-    best = min(pool, key=mse.get)
-    cv_mse = mse[best]
     path = fit_path(y, ij, x.shape, k_max)
     if noise is not None:
         noise_var = (float(noise) / span) ** 2
     else:
         noise_var = _noise_variance(path, x.size, _k_cv(mse))
+    agg = _aggregate(mse, n, noise_var) if only is None else {}
+    if len(agg) > 1:
+        mse["aggregate"] = float(np.mean((sum(w * held[b] for b, w in agg.items()) - y) ** 2))
+    pool = [k for k in mse if only is None or k.split(":")[0] == only]
+    if not pool:
+        raise ValueError(f"no candidate of kind {only!r}")
+    best = min(pool, key=mse.get)
+    cv_mse = mse[best]
     err2 = max(cv_mse - noise_var, 0.0)
     cache: dict = {}
 
     def refit(name):
         kind, _, setting = name.partition(":")
-        if kind in ("dl", "dlmc", "dl+spectral") and "dl" not in cache:
+        if kind in ("dl", "dlmc", "dl+spectral", "dl+shared") and "dl" not in cache:
             cache["dl"] = predict(net, x[None], mk[None])[0]
         if kind == "dl":
             return cache["dl"]
@@ -253,11 +269,21 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         if kind == "spectral~":
             k = int(setting)
             return path[k].shrunk(_noise_variance(path, x.size, k)).grid(x.shape)
+        if kind in ("shared", "dl+shared"):
+            if "shared" not in cache:
+                cache["shared"] = fit_shared_path(y, ij, x.shape, _k_shared(n))
+            sh = cache["shared"][min(int(setting), len(cache["shared"]) - 1)].grid(x.shape)
+            return sh if kind == "shared" else 0.5 * (sh + cache["dl"])
         return 0.5 * (path[int(setting)].grid(x.shape) + cache["dl"])
 
     if best == "stack":
         out = sum(w * refit(b) for b, w in weights.items())
         best = "stack(" + " + ".join(f"{w:.1f} {b}" for b, w in weights.items()) + ")"
+    elif best == "aggregate":
+        out = sum(w * refit(b) for b, w in agg.items())
+        top = sorted(agg.items(), key=lambda kv: -kv[1])[:3]
+        best = ("aggregate(" + " + ".join(f"{w:.2f} {b}" for b, w in top)
+                + (f" + {len(agg) - 3} more" if len(agg) > 3 else "") + ")")
     else:
         out = refit(best)
     err = np.sqrt(err2 * (folds - 1) / folds)
@@ -276,7 +302,8 @@ def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:
     best = {}
     for k in mse:
         kind = k.split(":")[0]
-        kind = {"dlmc": "dl", "dl+spectral": None, "spectral~": "spectral"}.get(kind, kind)
+        kind = {"dlmc": "dl", "dl+spectral": None, "dl+shared": None, "spectral~": "spectral",
+                "shared": "spectral"}.get(kind, kind)
         if kind and (kind not in best or mse[k] < mse[best[kind]]):
             best[kind] = k
     names = list(best.values())
@@ -289,6 +316,24 @@ def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:
     errs = [np.mean((h @ w - y) ** 2) for w in combos]
     w = combos[int(np.argmin(errs))]
     return {b: float(v) for b, v in zip(names, w, strict=True) if v > 0}
+
+
+def _aggregate(mse: dict, n: int, noise_var: float, floor: float = 1e-3) -> dict:
+    """Exponential weights of the single candidates (Leung and Barron, IEEE TIT 2006):
+    ``w_c ~ exp(-n (mse_c - min mse) / (4 noise_var))``, held-out mean squared errors
+    ``mse_c`` of ``n`` points; weights below ``floor`` dropped, the rest renormalized.
+    Candidates whose held-out errors differ by less than the noise can resolve share the
+    weight instead of one of them winning by chance (the CV choice is noisy where many
+    candidates are nearly as good)."""
+    names = [k for k in mse if k not in ("stack", "aggregate")]
+    if not names or noise_var <= 0:
+        return {}
+    e = np.array([mse[k] for k in names])
+    w = np.exp(-n * (e - e.min()) / (4 * noise_var))
+    w /= w.sum()
+    keep = w >= floor
+    w = w[keep] / w[keep].sum()
+    return {k: float(v) for k, v in zip(np.array(names)[keep], w, strict=True)}
 
 
 def _k_cv(mse: dict) -> int:
