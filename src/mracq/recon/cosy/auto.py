@@ -18,8 +18,12 @@ on all points. Candidates (all on the map normalized to [0, 1] over its measured
 - ``dl+spectral:<k>``: the mean of the DL and spectral reconstructions (their errors are
   partly independent: the network misses what its family lacked, the fit misses weak
   components);
-- ``stack``: the weighted mean of the best network, SVT and spectral candidates, convex
-  weights in steps of 0.1 that minimize the held-out error (`_stack`).
+- ``shared:<k>``: the shared-frequency fit with k terms (`mracq.recon.cosy.shared`: one
+  frequency set for t1 and t2, as the physics gives), ``dl+shared:<k>`` its mean with DL;
+- ``stack``: the weighted mean of the best network, SVT and spectral (or shared)
+  candidates, convex weights in steps of 0.1 that minimize the held-out error (`_stack`);
+- ``aggregate``: exponential weights over every single candidate from its held-out error
+  (`_aggregate`), where many candidates are nearly as good and one would win by chance.
 
 What the user gets (`AutoReport`): the chosen candidate, the held-out RMS error of every
 candidate (it includes the noise of the held-out points), and the estimated RMS error of
@@ -243,7 +247,7 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         noise_var = (float(noise) / span) ** 2
     else:
         noise_var = _noise_variance(path, x.size, _k_cv(mse))
-    agg = _aggregate(mse, n, noise_var) if only is None else {}
+    agg = _aggregate(mse, n, min(mse.values())) if only is None else {}
     if len(agg) > 1:
         mse["aggregate"] = float(np.mean((sum(w * held[b] for b, w in agg.items()) - y) ** 2))
     pool = [k for k in mse if only is None or k.split(":")[0] == only]
@@ -322,6 +326,10 @@ def _aggregate(mse: dict, n: int, noise_var: float, floor: float = 1e-3) -> dict
     """Exponential weights of the single candidates (Leung and Barron, IEEE TIT 2006):
     ``w_c ~ exp(-n (mse_c - min mse) / (4 noise_var))``, held-out mean squared errors
     ``mse_c`` of ``n`` points; weights below ``floor`` dropped, the rest renormalized.
+    The caller passes the smallest held-out error as ``noise_var``: it includes the noise,
+    so it bounds the noise variance from above (the weights need ``4 sigma^2`` or more)
+    without relying on the noise estimate, which under-reads where the map error is
+    below the noise.
     Candidates whose held-out errors differ by less than the noise can resolve share the
     weight instead of one of them winning by chance (the CV choice is noisy where many
     candidates are nearly as good)."""
