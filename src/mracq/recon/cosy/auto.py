@@ -25,6 +25,11 @@ on all points. Candidates (all on the map normalized to [0, 1] over its measured
 - ``aggregate``: exponential weights over every single candidate from its held-out error
   (`_aggregate`), where many candidates are nearly as good and one would win by chance.
 
+The greedy fits (spectral, shared and their blends) are bagged in the returned map: the
+k-term model is the mean of the refit on all points and the K fold fits, which steadies
+components a few points can tip in or out (on 10 % maps of noise 0.1 it lowers their
+error by a few %); the others are refit on all points.
+
 What the user gets (`AutoReport`): the chosen candidate, the held-out RMS error of every
 candidate (it includes the noise of the held-out points), and the estimated RMS error of
 the map against the noiseless one: the held-out error less the noise (given, or
@@ -140,7 +145,8 @@ def _svt_map(x, mk, factor):
 
 
 def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
-    """Predictions at ``ij_test`` of every candidate fit on the training points ``mk``."""
+    """Predictions at ``ij_test`` of every candidate fit on the training points ``mk``, and
+    the fold's greedy paths ``{"spectral": ..., "shared": ...}`` (for bagging)."""
     from mracq.recon.cosy.dlmc import dlmc_post
 
     ti, tj = ij_test[:, 0], ij_test[:, 1]
@@ -159,11 +165,12 @@ def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
             out[f"spectral~:{k}"] = pw.shrunk(_noise_variance(path, x.size, k)).at(ij_test)
         if dl_map is not None:
             out[f"dl+spectral:{k}"] = 0.5 * (spec_at[k] + dl_map[ti, tj])
-    for k, sw in enumerate(fit_shared_path(x[mk], ij_train, x.shape, _k_shared(len(ij_train)))):
+    shared = fit_shared_path(x[mk], ij_train, x.shape, _k_shared(len(ij_train)))
+    for k, sw in enumerate(shared):
         out[f"shared:{k}"] = sw.at(ij_test)
         if dl_map is not None:
             out[f"dl+shared:{k}"] = 0.5 * (out[f"shared:{k}"] + dl_map[ti, tj])
-    return out
+    return out, {"spectral": path, "shared": shared}
 
 
 def _k_shared(n: int) -> int:
@@ -233,9 +240,12 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         xs = np.stack([np.where(tm, x, 0.0) for tm in train_masks])
         dl_maps = list(predict(net, xs, np.stack(train_masks)))
     held: dict[str, np.ndarray] = {}  # held-out predictions of every candidate
+    fold_paths = []
     for f in range(folds):
         test = fid == f
-        pred = _candidates_fold(x, train_masks[f], ij[~test], ij[test], dl_maps[f], k_max)
+        pred, paths = _candidates_fold(x, train_masks[f], ij[~test], ij[test], dl_maps[f],
+                                       k_max)
+        fold_paths.append(paths)
         for name, p in pred.items():
             held.setdefault(name, np.full(n, np.nan))[test] = p
     mse = {k: float(np.mean((v - y) ** 2)) for k, v in held.items() if np.all(np.isfinite(v))}
@@ -258,6 +268,22 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     err2 = max(cv_mse - noise_var, 0.0)
     cache: dict = {}
 
+    def bagged(kind, k):
+        """Mean over the refit on all points and the fold fits of a greedy path's k-term
+        model (``kind`` "spectral", "spectral~" or "shared"): bagging steadies a greedy
+        choice of components that a few points can tip (module docstring)."""
+        if "shared" not in cache:
+            cache["shared"] = fit_shared_path(y, ij, x.shape, _k_shared(n))
+        key = "shared" if kind == "shared" else "spectral"
+        runs = [path if key == "spectral" else cache["shared"]] + [p[key] for p in fold_paths]
+        maps = []
+        for run in runs:
+            kk = min(k, len(run) - 1)
+            m_ = run[kk].shrunk(_noise_variance(run, x.size, kk)) if kind == "spectral~" \
+                else run[kk]
+            maps.append(m_.grid(x.shape))
+        return np.mean(maps, axis=0)
+
     def refit(name):
         kind, _, setting = name.partition(":")
         if kind in ("dl", "dlmc", "dl+spectral", "dl+shared") and "dl" not in cache:
@@ -268,17 +294,9 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
             return dlmc_post(x, mk, cache["dl"])
         if kind == "svt":
             return _svt_map(x, mk, float(setting.rstrip("%")) / 100)
-        if kind == "spectral":
-            return path[int(setting)].grid(x.shape)
-        if kind == "spectral~":
-            k = int(setting)
-            return path[k].shrunk(_noise_variance(path, x.size, k)).grid(x.shape)
-        if kind in ("shared", "dl+shared"):
-            if "shared" not in cache:
-                cache["shared"] = fit_shared_path(y, ij, x.shape, _k_shared(n))
-            sh = cache["shared"][min(int(setting), len(cache["shared"]) - 1)].grid(x.shape)
-            return sh if kind == "shared" else 0.5 * (sh + cache["dl"])
-        return 0.5 * (path[int(setting)].grid(x.shape) + cache["dl"])
+        if kind in ("spectral", "spectral~", "shared"):
+            return bagged(kind, int(setting))
+        return 0.5 * (bagged(kind.removeprefix("dl+"), int(setting)) + cache["dl"])
 
     if best == "stack":
         out = sum(w * refit(b) for b, w in weights.items())
