@@ -540,6 +540,8 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                                    optimizer=optimizer, robust=robust,
                                    max_iter=max_iter, weight_decay=weight_decay,
                                    misfit_factor=float(misfit_factor) if robust else 0.0,
+                                   band_inflate=float(band_inflate) if robust and perturb
+                                   else 1.0,
                                    k_scores=k_scores,
                                    sequences=[m.sequence for m in ms]))
     if res.settings["misfit_factor"] > 0:

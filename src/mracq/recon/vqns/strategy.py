@@ -8,10 +8,14 @@ state. It knows nothing about Bluesky; :mod:`mracq.plans.vqns` drives it with re
 simulated) devices, bluesky-adaptive's ``optimize`` can drive it too
 (:mod:`mracq.plans.adaptive`), and the benchmark drives it with a shot-noise model.
 
-Each suggestion is a dict ``{"_id": id, "sequence": name, "t": times_s}``: the sequence whose Eq. 7
-sensitivity best covers the widest part of the confidence band (per unit of measurement
-time when ``cost_aware``), with times up to where the current estimate predicts that its
-coherence has decayed to ``exp(-chi_end)``.
+Each suggestion is a dict ``{"_id": id, "sequence": name, "t": times_s}``. By default
+(``criterion="variance"``) it is the (sequence, time window) that is expected to shrink the
+spectrum's squared error most per second of hardware time, given everything measured so
+far (:func:`expected_variance_reduction`); the windows run from the shortest playable time
+to where the current estimate predicts ``chi = chi_end`` for each ``chi_end`` offered.
+With ``criterion="eq7"`` it is the seed's choice: the sequence whose Eq. 7 sensitivity best
+covers the widest part of the confidence band (per unit of measurement time when
+``cost_aware``), with times up to the largest ``chi_end``.
 """
 
 from __future__ import annotations
@@ -21,15 +25,102 @@ import logging
 import numpy as np
 
 from mracq.recon.protocol import ID_KEY
+from mracq.recon.vqns.chi import PointSet
 from mracq.recon.vqns.data import Measurement, canonical_name, pulse_number
-from mracq.recon.vqns.model import VQNSResult, _coherence_fn, candidate_scores, reconstruct
+from mracq.recon.vqns.model import (
+    VQNSResult,
+    _chi,
+    _coherence_fn,
+    candidate_scores,
+    lorentzian_spectrum,
+    reconstruct,
+)
 from mracq.recon.vqns.sensitivity import predicted_decay_time
 
-__all__ = ["NextSequenceStrategy", "DEFAULT_CANDIDATES", "relative_band_width"]
+__all__ = ["NextSequenceStrategy", "DEFAULT_CANDIDATES", "relative_band_width",
+           "expected_variance_reduction"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CANDIDATES = tuple(f"cpmg-{n}" for n in (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64))
+#: decays (chi) at which the offered time windows of a candidate end: the early part of a
+#: many-pulse decay probes high frequencies with short, cheap points
+DEFAULT_CHI_END = (0.5, 1.0, 2.0, 4.0)
+
+
+def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, omega, *,
+                                inflate: float | None = None, trim: float = 0.1) -> np.ndarray:
+    """Expected drop of the spectrum's variance at ``omega`` if ``sequence`` is measured at ``t``.
+
+    The band's samples (the refits to perturbed copies of every measurement so far) are
+    an ensemble from the current posterior. Each predicts the candidate's coherences;
+    conditioning the ensemble's spectra on those predictions as on linear Gaussian data
+    (the ensemble Kalman update) gives the posterior variance after the measurement:
+
+        dVar(w) = Cov(S(w), y) (Cov(y, y) + R)^-1 Cov(y, S(w)),   R = (inflate sigma)^2 I
+
+    Frequencies the sequences already measured pin down vary little over the ensemble and
+    gain little; so do frequencies the candidate's filter does not reach, since its
+    predictions then do not covary with S there.
+
+    Parameters
+    ----------
+    result : VQNSResult
+        Current reconstruction (``band_samples``, else ``samples``).
+    sequence : str
+        Candidate sequence ("cpmg-N", ...).
+    t : array_like
+        Its evolution times in s.
+    sigma : float or array_like
+        Expected error of each measured coherence (dimensionless).
+    omega : array_like
+        Frequencies in rad/s.
+    inflate : float, optional
+        Factor between the errors the ensemble's refits were drawn with and the data's
+        (``reconstruct``'s ``band_inflate``; default: the result's, 1 without refits).
+    trim : float
+        Fraction winsorized at each end per frequency and per point, so that a few
+        samples with a spike do not dominate the covariances.
+
+    Returns
+    -------
+    ndarray
+        Variance reduction at each ``omega``, (rad^2/s)^2; zeros with fewer than 5 samples.
+    """
+    rows = result.samples if result.band_samples is None else result.band_samples
+    if inflate is None:
+        inflate = 1.0 if result.band_samples is None else result.settings.get("band_inflate",
+                                                                              2.0)
+    w = np.asarray(omega, float)
+    t = np.asarray(t, float)
+    n_s = len(rows)
+    if n_s < 5:
+        return np.zeros(w.shape)
+    pts = PointSet(t, np.full(t.shape, pulse_number(sequence)))
+    c = np.empty((n_s, t.size))
+    c[:, pts.order] = np.exp(-_chi(rows, pts))
+    z = _winsorize(lorentzian_spectrum(rows, w), trim)
+    y = _winsorize(c, trim)
+    z -= z.mean(0)
+    y -= y.mean(0)
+    r2 = (inflate * np.broadcast_to(np.asarray(sigma, float), t.shape)) ** 2
+    cyy = y.T @ y / (n_s - 1) + np.diag(np.maximum(r2, 1e-30))
+    czy = z.T @ y / (n_s - 1)
+    return np.einsum("gp,pg->g", czy, np.linalg.solve(cyy, czy.T))
+
+
+def _winsorize(x, trim):
+    lo, hi = np.quantile(x, [trim, 1 - trim], axis=0)
+    return np.clip(x, lo, hi)
+
+
+def _noise_sd(result: VQNSResult, ms) -> float:
+    """Typical coherence error: the median error bar, else the mean fit's RMS residual."""
+    if all(m.sigma is not None for m in ms):
+        return float(np.median(np.concatenate([np.broadcast_to(m.sigma, m.t.shape)
+                                               for m in ms])))
+    r = np.concatenate([m.coherence - result.coherence(m.sequence, m.t) for m in ms])
+    return float(np.sqrt(np.mean(r**2)))
 
 
 def relative_band_width(result: VQNSResult, band=None) -> float:
@@ -51,19 +142,31 @@ class NextSequenceStrategy:
         (sequence, times in s) measured first, before any reconstruction (FID and SE).
     n_points : int
         Times per suggested sequence.
-    chi_end : float
-        Suggested times run until the predicted ``chi`` reaches this (4: C = 0.018).
+    chi_end : float or sequence of float
+        Suggested times run until the predicted ``chi`` reaches this (4: C = 0.018); with
+        several values, each is a time window offered per candidate (``"variance"``
+        chooses among them; ``"eq7"`` takes the largest).
     target : float
         Stop when :func:`relative_band_width` falls to this.
     max_measurements : int
         Stop after this many measurements.
+    criterion : {"variance", "eq7"}
+        "variance" (default): the (sequence, window) with the largest expected drop of
+        the summed spectral variance (:func:`expected_variance_reduction`, over a
+        logarithmic grid from the band's lower end to ``omega_max``) per second of
+        hardware time, ``sum(t + overhead)`` per shot. "eq7": the seed's Eq. 7 score
+        (:func:`mracq.recon.vqns.model.candidate_scores`).
     cost_aware : bool
-        Rank candidates by score per second of measurement time (shots cost
-        ``t + overhead`` each) instead of by the Eq. 7 score alone. Off by default: in the
-        benchmark it favoured cheap low-n sequences and did worse.
+        "eq7" only: rank candidates by score per second of measurement time instead of by
+        the Eq. 7 score alone. Off by default: in the benchmark it favoured cheap low-n
+        sequences and did worse.
     overhead : float
         Per-shot time besides the evolution in s, for the cost (15 us: the simulated
         sequencer's 7 us of laser and pulses plus two 4 us reference shots).
+    omega_max : float, optional
+        Upper end of the frequencies the "variance" criterion counts, rad/s (default: the
+        highest any CPMG can probe, ``pi / min_spacing``, i.e. ``N / (2 t)`` at the
+        shortest spacing; ``4 x`` the band's upper end when ``min_spacing`` is 0).
     min_spacing : float
         Shortest pulse spacing t / N the sequencer can play, s (one pi plus one pi/2
         pulse: 60 ns for the generators' default 40/20 ns; :func:`mracq.plans.vqns.vqns_loop`
@@ -76,9 +179,10 @@ class NextSequenceStrategy:
     """
 
     def __init__(self, candidates=DEFAULT_CANDIDATES, *, initial, n_points: int = 30,
-                 chi_end: float = 4.0, target: float = 0.1, max_measurements: int = 8,
+                 chi_end=DEFAULT_CHI_END, target: float = 0.1, max_measurements: int = 8,
                  cost_aware: bool = False, overhead: float = 15e-6, reconstruct_kw=None,
-                 seed=None, min_spacing: float = 60e-9):
+                 seed=None, min_spacing: float = 60e-9, criterion: str = "variance",
+                 omega_max: float | None = None):
         self.candidates = [str(c) for c in candidates]
         for c in self.candidates:
             pulse_number(c)
@@ -86,7 +190,15 @@ class NextSequenceStrategy:
         if not self.initial:
             raise ValueError("give at least one initial (sequence, times) pair")
         self.n_points = int(n_points)
-        self.chi_end = float(chi_end)
+        self.chi_end = tuple(float(c) for c in np.atleast_1d(chi_end))
+        if not self.chi_end or not all(np.isfinite(c) and c > 0 for c in self.chi_end):
+            raise ValueError(f"chi_end must be > 0, got {chi_end!r}")
+        if criterion not in ("variance", "eq7"):
+            raise ValueError(f"criterion must be 'variance' or 'eq7', got {criterion!r}")
+        self.criterion = criterion
+        if omega_max is not None and not (np.isfinite(omega_max) and omega_max > 0):
+            raise ValueError(f"omega_max must be > 0 rad/s, got {omega_max!r}")
+        self.omega_max = omega_max
         self.target = float(target)
         self.max_measurements = int(max_measurements)
         self.cost_aware = bool(cost_aware)
@@ -169,24 +281,48 @@ class NextSequenceStrategy:
         free = self._free()
         if not free:
             return []
-        scores = candidate_scores(self.result, self.measurements, free)
         fn = _coherence_fn(self.result)
+        t_hi = 100 * max(m.t.max() for m in self.measurements)
+        variance = self.criterion == "variance" and self.result.n_success >= 5
+        if variance:
+            lo, hi = self.result.band
+            w_max = self.omega_max or (np.pi / self.min_spacing if self.min_spacing > 0
+                                       else 4 * hi)
+            omega = np.geomspace(lo, max(w_max, 2 * lo), 160)
+            sigma = _noise_sd(self.result, self.measurements)
+            windows = self.chi_end
+        else:
+            scores = candidate_scores(self.result, self.measurements, free)
+            windows = (max(self.chi_end),)
         plans = []
         for c in free:
             n_pi = pulse_number(c)
-            te = predicted_decay_time(fn, n_pi, chi_end=self.chi_end,
-                                      t_hi=100 * max(m.t.max() for m in self.measurements))
             # the sequencer needs t / N >= one pi plus one pi/2 pulse (min_spacing)
             t_lo = max(n_pi, 1) * self.min_spacing
-            if te <= 2 * t_lo:
-                log.info("VQNS loop: %s skipped: predicted decay %.3g s is within twice its "
-                         "shortest playable time %.3g s", c, te, t_lo)
-                continue
-            t = np.linspace(max(te / self.n_points, t_lo), te, self.n_points)
-            cost = float(np.sum(t + self.overhead)) if self.cost_aware else 1.0
-            plans.append((scores[c] / cost, c, t))
+            for chi_end in windows:
+                te = predicted_decay_time(fn, n_pi, chi_end=chi_end, t_hi=t_hi)
+                if te <= 2 * t_lo:
+                    log.info("VQNS loop: %s to chi = %g skipped: predicted decay %.3g s is "
+                             "within twice its shortest playable time %.3g s", c, chi_end, te,
+                             t_lo)
+                    continue
+                t = np.linspace(max(te / self.n_points, t_lo), te, self.n_points)
+                cost = float(np.sum(t + self.overhead))
+                if variance:
+                    gain = expected_variance_reduction(self.result, c, t, sigma, omega)
+                    score = float(np.sum(gain)) / cost
+                else:
+                    score = scores[c] / (cost if self.cost_aware else 1.0)
+                plans.append((score, c, chi_end, t))
         plans.sort(key=lambda x: -x[0])
-        return [{"sequence": c, "t": t} for _, c, t in plans[:n]]
+        out, seen = [], set()
+        for score, c, chi_end, t in plans:  # the best window of each sequence
+            if c not in seen and len(out) < n:
+                seen.add(c)
+                out.append({"sequence": c, "t": t})
+                log.info("VQNS loop: suggest %s up to chi = %g (%d points to %.3g s), "
+                         "score %.3g", c, chi_end, len(t), t[-1], score)
+        return out
 
     def should_stop(self) -> tuple[bool, str | None]:
         """(stop, reason): band narrow enough, measurement count reached, or no sequence left."""
