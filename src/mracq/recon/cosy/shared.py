@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mracq.recon.cosy.spectral import levenberg_marquardt
 from mracq.recon.svt import single_thread_blas
 
 __all__ = ["SharedWaves", "fit_shared", "fit_shared_path"]
@@ -100,50 +101,36 @@ def _linear(u, y, freqs, terms):
 
 
 def _lm(u, y, offset, freqs, terms, amps, iters):
-    """Levenberg-Marquardt on offset, shared frequencies and amplitudes."""
+    """Levenberg-Marquardt on offset, shared frequencies and amplitudes.
+
+    Parameter vector: offset, the J cosine and J sine amplitudes, the P frequencies (kept
+    >= 0: a term's sign lives in ``terms``).
+    """
     p_n, j_n = len(freqs), len(terms)
     onehot1 = np.zeros((j_n, p_n))
     onehot1[np.arange(j_n), terms[:, 0]] = 1
     onehot2 = np.zeros((j_n, p_n))
     onehot2[np.arange(j_n), terms[:, 1]] = terms[:, 2]
-    lam = 1e-3
 
-    def resid(o, f, a):
-        phi = _phases(u, f, terms)
+    def predict(theta):
+        phi = _phases(u, theta[2 * j_n + 1:], terms)
         c, s = np.cos(phi), np.sin(phi)
-        return y - (o + c @ a[:, 0] + s @ a[:, 1]), c, s
+        return theta[0] + c @ theta[1:j_n + 1] + s @ theta[j_n + 1:2 * j_n + 1], (c, s)
 
-    r, c, s = resid(offset, freqs, amps)
-    rss = float(r @ r)
-    for _ in range(iters):
-        d = amps[:, 1] * c - amps[:, 0] * s  # d pred / d phi_j, (N, J)
+    def jacobian(theta, state):
+        c, s = state
+        d = theta[j_n + 1:2 * j_n + 1] * c - theta[1:j_n + 1] * s  # d pred / d phi_j, (N, J)
         jf = (d @ onehot1) * u[:, :1] + (d @ onehot2) * u[:, 1:]  # d pred / d f_p
-        jac = np.column_stack([np.ones(len(y)), c, s, jf])
-        jtj = jac.T @ jac
-        g = jac.T @ r
-        diag = np.diag(jtj).copy() + 1e-12
-        improved = False
-        for _ in range(6):
-            try:
-                step = np.linalg.solve(jtj + lam * np.diag(diag), g)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
-            o2 = offset + step[0]
-            a2 = amps + np.column_stack([step[1:j_n + 1], step[j_n + 1:2 * j_n + 1]])
-            f2 = np.abs(freqs + step[2 * j_n + 1:])
-            r2, c2, s2 = resid(o2, f2, a2)
-            rss2 = float(r2 @ r2)
-            if rss2 < rss:
-                offset, amps, freqs, r, c, s = o2, a2, f2, r2, c2, s2
-                improved = rss - rss2 > 1e-9 * rss
-                rss = rss2
-                lam = max(lam / 3, 1e-9)
-                break
-            lam *= 10
-        if not improved:
-            break
-    return float(offset), freqs, amps, rss
+        return np.column_stack([np.ones(len(y)), c, s, jf])
+
+    def project(theta):
+        theta[2 * j_n + 1:] = np.abs(theta[2 * j_n + 1:])
+        return theta
+
+    theta0 = np.concatenate([[offset], amps[:, 0], amps[:, 1], freqs])
+    theta, rss = levenberg_marquardt(y, theta0, predict, jacobian, iters, project)
+    return (float(theta[0]), theta[2 * j_n + 1:],
+            np.column_stack([theta[1:j_n + 1], theta[j_n + 1:2 * j_n + 1]]), rss)
 
 
 def fit_shared_path(values: np.ndarray, ij: np.ndarray, shape: tuple[int, int], k_max: int, *,
