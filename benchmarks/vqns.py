@@ -447,7 +447,8 @@ class ShotNoiseNV:
 
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
-         criterion="variance", family=None, max_measurements=7, misfit_prior=False):
+         criterion="variance", family=None, max_measurements=7, misfit_prior=False,
+         discrepancy=False):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -493,7 +494,7 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
                                  max_measurements=max_measurements,
                                  overhead=15e-6, cost_aware=cost_aware,
                                  criterion=criterion, reconstruct_kw=kw, seed=1,
-                                 misfit_prior=misfit_prior)
+                                 misfit_prior=misfit_prior, discrepancy=discrepancy)
     ada = []
     reached = None
     budget = 0.6 * lad[-1]["hardware_time_s"]
@@ -556,6 +557,9 @@ def main():
     ap.add_argument("--misfit-prior", action="store_true",
                     help="closed loop, --criterion variance: count the band's misfit term "
                          "as prior variance")
+    ap.add_argument("--discrepancy", action="store_true",
+                    help="closed loop, --criterion variance: add a model-discrepancy field "
+                         "conditioned on the data to the refits' prior")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
@@ -582,13 +586,14 @@ def main():
         runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
                      criterion=a.criterion, family=a.loop_family,
                      max_measurements=a.loop_max_measurements,
-                     misfit_prior=a.misfit_prior) for s in a.loop_seeds]
+                     misfit_prior=a.misfit_prior, discrepancy=a.discrepancy)
+                for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
         out["loop"] = {"runs": runs, "seeds": a.loop_seeds, "time_ratios": ratios,
                        "family": a.loop_family, "max_measurements": a.loop_max_measurements,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
-                       "misfit_prior": a.misfit_prior,
+                       "misfit_prior": a.misfit_prior, "discrepancy": a.discrepancy,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
                        "max_time_ratio": float(np.max(ratios)),

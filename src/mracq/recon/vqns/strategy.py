@@ -41,7 +41,7 @@ from mracq.recon.vqns.sensitivity import predicted_decay_time
 from mracq.sim.filter_function import filter_cpmg
 
 __all__ = ["NextSequenceStrategy", "DEFAULT_CANDIDATES", "relative_band_width",
-           "expected_variance_reduction"]
+           "expected_variance_reduction", "discrepancy_field"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ DEFAULT_CHI_END = (0.5, 1.0, 2.0, 4.0)
 
 def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, omega, *,
                                 inflate: float | None = None, trim: float = 0.1,
-                                misfit: bool = False) -> np.ndarray:
+                                misfit: bool = False, field=None) -> np.ndarray:
     """Expected drop of the spectrum's variance at ``omega`` if ``sequence`` is measured at ``t``.
 
     The band's samples (the refits to perturbed copies of every measurement so far) are
@@ -92,6 +92,10 @@ def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, ome
         default: on 1-4 Lorentzian instances it changed no outcome (the term is 1-2
         orders below the refits' spread, and zero where no measured point maps, which is
         where the missed peaks were; benchmarks/vqns.json ``loop_family_..._misfit``).
+    field : tuple, optional
+        A model-discrepancy field conditioned on the data so far
+        (:func:`discrepancy_field` at the same ``omega``), added to the ensemble's prior:
+        frequencies no measured point constrains stay unknown at the spectrum's scale.
 
     Returns
     -------
@@ -123,7 +127,62 @@ def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, ome
         cam = amp_sd**2
         czy = czy + (phi * cam) @ jac.T
         cyy = cyy + (jac * cam) @ jac.T
+    if field is not None:
+        phi, fine, bf, cov = field
+        f = filter_cpmg(np.outer(t, fine), pulse_number(sequence)) / fine**2
+        f *= np.gradient(fine) / np.pi
+        c_mean = np.exp(np.mean(np.log(np.maximum(c, 1e-12)), axis=0))
+        jac = -c_mean[:, None] * (f @ bf)
+        czy = czy + phi @ cov @ jac.T
+        cyy = cyy + jac @ cov @ jac.T
     return np.einsum("gp,pg->g", czy, np.linalg.solve(cyy, czy.T))
+
+
+def discrepancy_field(result: VQNSResult, measurements, omega, sigma, *,
+                      inflate: float | None = None, width: float = MISFIT_WIDTH,
+                      c_min: float = 0.05):
+    """A model-discrepancy field ``d(omega)`` conditioned on the measured decays.
+
+    ``S = S_model + d`` with ``d = sum_k a_k phi_k(omega)``: Gaussian bumps in
+    ``ln omega`` of width ``width``, ``width`` apart (``sum_k phi_k^2 = 1``), with
+    independent prior amplitudes of standard deviation ``max(mean spectrum over omega)``
+    (a component as large as the largest the estimate shows may hide anywhere).
+    Conditioning on every measured point with fitted ``C > c_min`` (linearised in chi,
+    ``chi = (1/pi) Int S F(w t) / w^2 dw``, error ``inflate * sigma / C``) leaves it
+    small where the data constrain the spectrum and at the prior elsewhere, unlike the
+    refits, which all share the model's extrapolation.
+
+    Returns
+    -------
+    tuple
+        ``(phi at omega, fine grid rad/s, phi on it, posterior covariance of a)``, for
+        :func:`expected_variance_reduction`'s ``field``.
+    """
+    if inflate is None:
+        inflate = 1.0 if result.band_samples is None else result.settings.get("band_inflate",
+                                                                              2.0)
+    w = np.asarray(omega, float)
+    lw = np.log(w)
+    nodes = np.arange(lw.min() - 2 * width, lw.max() + width, width)
+    fine = np.exp(np.linspace(nodes[0] - 3 * width, nodes[-1] + 3 * width, 4000))
+
+    def bumps(om):
+        return np.pi**-0.25 * np.exp(-0.5 * ((np.log(om)[:, None] - nodes[None]) / width)
+                                     ** 2)
+
+    bf = bumps(fine)
+    rows, weights = [], []
+    for m in measurements:
+        c = result.coherence(m.sequence, m.t)
+        ok = np.isfinite(c) & (c > c_min)
+        f = filter_cpmg(np.outer(m.t[ok], fine), m.n) / fine**2 * np.gradient(fine) / np.pi
+        rows.append(f @ bf)
+        sd = np.broadcast_to(m.sigma if m.sigma is not None else sigma, m.t.shape)[ok]
+        weights.append((c[ok] / (inflate * np.maximum(sd, 1e-12))) ** 2)
+    jac, wt = np.vstack(rows), np.concatenate(weights)
+    s0 = max(float(np.max(result.spectrum(w))), 1e-300)
+    cov = np.linalg.inv(np.eye(len(nodes)) / s0**2 + (jac * wt[:, None]).T @ jac)
+    return bumps(w), fine, bf, 0.5 * (cov + cov.T)
 
 
 def _misfit_field(result, sequence, t, pts, c, w, kappa, width: float = MISFIT_WIDTH):
@@ -233,13 +292,17 @@ class NextSequenceStrategy:
     misfit_prior : bool
         "variance" only: count the band's misfit term as prior variance too
         (``expected_variance_reduction(..., misfit=True)``); off by default.
+    discrepancy : bool
+        "variance" only: add a model-discrepancy field conditioned on the data
+        (:func:`discrepancy_field`) to the refits' prior; off by default.
     """
 
     def __init__(self, candidates=DEFAULT_CANDIDATES, *, initial, n_points: int = 30,
                  chi_end=DEFAULT_CHI_END, target: float = 0.1, max_measurements: int = 8,
                  cost_aware: bool = False, overhead: float = 15e-6, reconstruct_kw=None,
                  seed=None, min_spacing: float = 60e-9, criterion: str = "variance",
-                 omega_max: float | None = None, misfit_prior: bool = False):
+                 omega_max: float | None = None, misfit_prior: bool = False,
+                 discrepancy: bool = False):
         self.candidates = [str(c) for c in candidates]
         for c in self.candidates:
             pulse_number(c)
@@ -257,6 +320,7 @@ class NextSequenceStrategy:
             raise ValueError(f"omega_max must be > 0 rad/s, got {omega_max!r}")
         self.omega_max = omega_max
         self.misfit_prior = bool(misfit_prior)
+        self.discrepancy = bool(discrepancy)
         self.target = float(target)
         self.max_measurements = int(max_measurements)
         self.cost_aware = bool(cost_aware)
@@ -349,6 +413,8 @@ class NextSequenceStrategy:
             omega = np.geomspace(lo, max(w_max, 2 * lo), 160)
             sigma = _noise_sd(self.result, self.measurements)
             windows = self.chi_end
+            field = (discrepancy_field(self.result, self.measurements, omega, sigma)
+                     if self.discrepancy else None)
         else:
             scores = candidate_scores(self.result, self.measurements, free)
             windows = (max(self.chi_end),)
@@ -368,7 +434,8 @@ class NextSequenceStrategy:
                 cost = float(np.sum(t + self.overhead))
                 if variance:
                     gain = expected_variance_reduction(self.result, c, t, sigma, omega,
-                                                      misfit=self.misfit_prior)
+                                                      misfit=self.misfit_prior,
+                                                      field=field)
                     score = float(np.sum(gain)) / cost
                 else:
                     score = scores[c] / (cost if self.cost_aware else 1.0)
