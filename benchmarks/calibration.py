@@ -46,8 +46,9 @@ from mracq.sim.nv import GAMMA_E, HYPERFINE_14N, ZERO_FIELD_SPLITTING, Simulated
 SPLIT = abs(HYPERFINE_14N)
 
 
-def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
+def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
                  adaptive_shots=250_000, criterion="auto") -> dict:
+    """One rig (``seed``) and one noise draw (``draw`` 0: the rig's own generator)."""
     rng = np.random.default_rng(seed)
     guess = rng.uniform(1.2e9, 2.2e9)
     f_true = guess + rng.uniform(-4e6, 4e6)
@@ -55,6 +56,8 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
                      field=(ZERO_FIELD_SPLITTING - f_true) / GAMMA_E, rng=rng)
     power = rng.uniform(-34, -30)
     prog = odmr_cw()
+    if draw:
+        nv.rng = np.random.default_rng([seed, draw])
 
     def measure(f, shots):
         c = nv.run(prog, shots, nv.drive(f, power, True))
@@ -67,7 +70,9 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
     sigma_sweep, hw_sweep = fit.errors["centre"], float(d.sum())
     t0 = time.perf_counter()
     st = AdaptiveODMR((guess - 8e6, guess + 8e6), centre_range=(guess - 5e6, guess + 5e6),
-                      splitting=SPLIT, target=sigma_sweep, seed=seed, max_points=2000,
+                      splitting=SPLIT, target=sigma_sweep,
+                      seed=np.random.default_rng([seed, draw, 1]) if draw else seed,
+                      max_points=2000,
                       criterion=criterion)
     hw = 0.0
     while not st.done:
@@ -76,37 +81,58 @@ def adaptive_rig(seed: int, *, sweep_points=101, sweep_shots=1_000_000,
         hw += dur
         st.ingest([(f, v, err)])
     res = st.result()
-    return {"seed": seed, "rabi_frequency_0dBm": nv.rabi_frequency, "power_dbm": power,
+    return {"seed": seed, "draw": draw, "rabi_frequency_0dBm": nv.rabi_frequency,
+            "power_dbm": power, "width_hz": res["width"], "sweep_width_hz": fit["width"],
+            "sweep_depth": fit["depth"], "flank_start": getattr(st, "_flank_start", None),
             "sigma_sweep_hz": sigma_sweep, "sweep_z": (fit["centre"] - f_true) / sigma_sweep,
             "sweep_hardware_s": hw_sweep, "adaptive_points": res["points"],
             "adaptive_sigma_hz": res["centre_error"],
-            "adaptive_z": (st.mean()["centre"] - f_true) / res["centre_error"],
+            "adaptive_z": (res["centre"] - f_true) / res["centre_error"],
+            "adaptive_posterior_z": (st.mean()["centre"] - f_true) / st.std()["centre"],
+            "adaptive_posterior_sigma_hz": st.std()["centre"],
             "adaptive_hardware_s": hw, "time_ratio": hw / hw_sweep,
             "adaptive_wall_s": time.perf_counter() - t0}
 
 
-def part_adaptive(n_rigs: int, first_seed: int = 0) -> dict:
+def part_adaptive(n_rigs: int, first_seed: int = 0, draws: int = 1) -> dict:
+    """Each rig with ``draws`` noise draws. Figures: the time ratio of draw 0 per rig
+    (median, mean, max, rigs <= 0.3), its mean over draws per rig, and the pulls
+    (centre - truth) / stated error over all draws (honest: spread 1)."""
     rows = []
     for seed in range(first_seed, first_seed + n_rigs):
-        r = adaptive_rig(seed)
-        rows.append(r)
-        print(f"  rig {seed:2d}: sweep sigma {r['sigma_sweep_hz'] / 1e3:6.1f} kHz "
-              f"(z {r['sweep_z']:+.2f})"
-              f"  adaptive {r['adaptive_points']:4d} points, sigma "
-              f"{r['adaptive_sigma_hz'] / 1e3:6.1f} kHz (z {r['adaptive_z']:+.2f})  time ratio "
-              f"{r['time_ratio']:.3f}  ({r['adaptive_wall_s']:.1f} s wall)", flush=True)
-    ratios = np.array([r["time_ratio"] for r in rows])
+        for draw in range(draws):
+            r = adaptive_rig(seed, draw=draw)
+            rows.append(r)
+            print(f"  rig {seed:2d}.{draw}: sweep sigma {r['sigma_sweep_hz'] / 1e3:6.1f} kHz "
+                  f"(z {r['sweep_z']:+.2f})  adaptive {r['adaptive_points']:4d} points "
+                  f"({r['flank_start']} to find the line), sigma "
+                  f"{r['adaptive_sigma_hz'] / 1e3:6.1f} kHz (z {r['adaptive_z']:+.2f})  time "
+                  f"ratio {r['time_ratio']:.3f}  ({r['adaptive_wall_s']:.1f} s wall)", flush=True)
+    first = [r for r in rows if r["draw"] == 0]
+    ratios = np.array([r["time_ratio"] for r in first])
+    per_rig = np.array([np.mean([r["time_ratio"] for r in rows if r["seed"] == s])
+                        for s in range(first_seed, first_seed + n_rigs)])
     z = np.array([[r["sweep_z"], r["adaptive_z"]] for r in rows])
-    summary = {"rigs": n_rigs, "median_time_ratio": float(np.median(ratios)),
+    summary = {"rigs": n_rigs, "draws": draws,
+               "time_ratio_per_rig": [float(x) for x in ratios],
+               "median_time_ratio": float(np.median(ratios)),
                "max_time_ratio": float(ratios.max()), "mean_time_ratio": float(ratios.mean()),
                "rigs_within_0.3": int(np.sum(ratios <= 0.3)),
+               "mean_over_draws_per_rig": [float(x) for x in per_rig],
+               "all_draws_median_time_ratio": float(np.median([r["time_ratio"] for r in rows])),
                "sweep_abs_z_max": float(np.abs(z[:, 0]).max()),
                "adaptive_abs_z_max": float(np.abs(z[:, 1]).max()),
-               "adaptive_z_rms": float(np.sqrt(np.mean(z[:, 1] ** 2)))}
-    print(f"adaptive/sweep hardware time: median {summary['median_time_ratio']:.3f}, max "
+               "adaptive_z_std": float(z[:, 1].std()), "adaptive_z_mean": float(z[:, 1].mean()),
+               "adaptive_frac_abs_z_gt_2": float(np.mean(np.abs(z[:, 1]) > 2)),
+               "sweep_z_std": float(z[:, 0].std())}
+    print(f"adaptive/sweep hardware time (draw 0 of each rig): median "
+          f"{summary['median_time_ratio']:.3f}, mean {summary['mean_time_ratio']:.3f}, max "
           f"{summary['max_time_ratio']:.3f}, {summary['rigs_within_0.3']}/{n_rigs} rigs <= 0.3; "
-          f"|z| max sweep {summary['sweep_abs_z_max']:.2f}, adaptive "
-          f"{summary['adaptive_abs_z_max']:.2f}")
+          f"mean over draws per rig: max {per_rig.max():.3f}")
+    print(f"pulls over {len(rows)} runs: adaptive mean {summary['adaptive_z_mean']:+.2f} std "
+          f"{summary['adaptive_z_std']:.2f} max |z| {summary['adaptive_abs_z_max']:.2f}, "
+          f"|z| > 2 {summary['adaptive_frac_abs_z_gt_2']:.3f}; sweep std "
+          f"{summary['sweep_z_std']:.2f} max |z| {summary['sweep_abs_z_max']:.2f}")
     return {"summary": summary, "rigs": rows}
 
 
@@ -232,6 +258,8 @@ def main() -> None:
     ap.add_argument("--pull-rigs", type=int, nargs="+", default=[4, 5],
                     help="rigs (calibrate seeds) of the pulls part")
     ap.add_argument("--draws", type=int, default=40, help="noise draws per rig (pulls part)")
+    ap.add_argument("--adaptive-draws", type=int, default=1,
+                    help="noise draws per rig (adaptive part; the time ratio is draw 0's)")
     ap.add_argument("--first-seed", type=int, default=0,
                     help="seed of the first rig (another value: rigs not looked at before)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("calibration.json"))
@@ -239,7 +267,7 @@ def main() -> None:
     out = {"load_before": os.getloadavg()[0], "first_seed": a.first_seed}
     t0 = time.perf_counter()
     if "adaptive" in a.parts:
-        out["adaptive"] = part_adaptive(a.rigs, a.first_seed)
+        out["adaptive"] = part_adaptive(a.rigs, a.first_seed, a.adaptive_draws)
     if "calibrate" in a.parts:
         out["calibrate"] = part_calibrate(a.cal_rigs, a.first_seed)
     if "pulls" in a.parts:

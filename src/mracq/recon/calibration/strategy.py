@@ -136,13 +136,26 @@ class AdaptiveODMR:
         q05, q50, q95 = self.centre_quantiles()
         return float(q50), float(q95 - q05) / 3.29
 
+    # the least-squares error counts only with the width known to this fraction: a design
+    # whose points pile on one offset (the outer flank of the outer 14N line) cannot tell
+    # width from depth, and the linearised centre error then understates the posterior's
+    # (benchmarks/calibration.py: without it, pulls up to 9.6 sigma)
+    WIDTH_KNOWN = 0.5
+    # ... and only where the posterior's standard deviation is at most this multiple of it
+    # (a least-squares error 5x below the posterior's stated pulls of 7 sigma)
+    POSTERIOR_AGREEMENT = 2.5
+    # no convergence before this many points: a particle posterior of 20-30 points can
+    # collapse on a too narrow width and state a too small error
+    MIN_POINTS = 40
+
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
 
         Needs 40 points (with fewer, a fit of points chosen on a few flanks can trade
         width for centre and state too small an error: benchmarks/calibration.py), 90 % of
-        the centre's posterior weight within about half a line width, and the fit within
-        two spreads of the posterior median.
+        the centre's posterior weight within about half a line width, the fit within two
+        spreads of the posterior median, its width known to :attr:`WIDTH_KNOWN` and the
+        posterior's standard deviation within :attr:`POSTERIOR_AGREEMENT` of its error.
         """
         if len(self.measured) < 40:
             return None
@@ -153,7 +166,9 @@ class AdaptiveODMR:
         if getattr(self, "_fit_cache", (None,))[0] != key:
             fit = self.fit()
             ok = fit is not None and np.isfinite(fit.errors["centre"]) and \
-                abs(fit["centre"] - med) <= 2 * spread + 2 * fit.errors["centre"]
+                abs(fit["centre"] - med) <= 2 * spread + 2 * fit.errors["centre"] and \
+                fit.errors["width"] <= self.WIDTH_KNOWN * fit["width"] and \
+                self.std()["centre"] <= self.POSTERIOR_AGREEMENT * fit.errors["centre"]
             self._fit_cache = (key, fit if ok else None)
         return self._fit_cache[1]
 
@@ -335,7 +350,7 @@ class AdaptiveODMR:
         n = len(self.measured)
         if n >= self.max_points:
             return True, f"max_points: {n} measured"
-        if n and self.centre_uncertainty() <= self.target:
+        if n >= self.MIN_POINTS and self.centre_uncertainty() <= self.target:
             return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
                           f"<= target {self.target:g} Hz")
         return False, None
