@@ -448,7 +448,7 @@ class ShotNoiseNV:
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
          criterion="variance", family=None, max_measurements=7, misfit_prior=False,
-         discrepancy=False):
+         discrepancy=True):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -557,9 +557,10 @@ def main():
     ap.add_argument("--misfit-prior", action="store_true",
                     help="closed loop, --criterion variance: count the band's misfit term "
                          "as prior variance")
-    ap.add_argument("--discrepancy", action="store_true",
+    ap.add_argument("--discrepancy", action=argparse.BooleanOptionalAction, default=True,
                     help="closed loop, --criterion variance: add a model-discrepancy field "
-                         "conditioned on the data to the refits' prior")
+                         "conditioned on the data to the refits' prior (default; "
+                         "--no-discrepancy: the refits' spread alone)")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
