@@ -74,7 +74,8 @@ def test_auto_picks_svt_when_the_network_sees_an_out_of_family_map():
     mask = _mask(rng, 0.4)
     out = reconstruct_auto(np.where(mask, y, np.nan), mask)
     chosen = out.report.method
-    assert chosen.startswith(("svt", "stack(")) and "dl" not in chosen, chosen
+    assert chosen.startswith(("svt", "stack(", "aggregate(")) and "dl" not in chosen, chosen
+    assert "more)" not in chosen  # every member of an aggregate is named (none is DL)
     assert "svt" in chosen
     cv = out.report.cv_rmse
     assert out.report.validation_rmse < 0.7 * min(cv["dl"], cv["dlmc"])

@@ -4,6 +4,7 @@
 - `dlmc`: `reconstruct(measured, mask, method)` (auto, orig, SVT, DL, DLMC, spectral);
 - `auto`: ``method="auto"``, the cross-validated choice and its validation error;
 - `spectral`: the off-grid plane-wave fit (the harmonic prior of any cluster's map);
+- `shared`: `fit_shared_path`, the plane-wave fit with one frequency set for t1 and t2;
 - `design`: `PlaneWaveDesign`, where to measure next (V-optimal under the fitted model);
 - `strategy`: `EnsembleDisagreement`, the earlier ensemble-disagreement strategy.
 

@@ -18,8 +18,17 @@ on all points. Candidates (all on the map normalized to [0, 1] over its measured
 - ``dl+spectral:<k>``: the mean of the DL and spectral reconstructions (their errors are
   partly independent: the network misses what its family lacked, the fit misses weak
   components);
-- ``stack``: the weighted mean of the best network, SVT and spectral candidates, convex
-  weights in steps of 0.1 that minimize the held-out error (`_stack`).
+- ``shared:<k>``: the shared-frequency fit with k terms (`mracq.recon.cosy.shared`: one
+  frequency set for t1 and t2, as the physics gives), ``dl+shared:<k>`` its mean with DL;
+- ``stack``: the weighted mean of the best network, SVT and spectral (or shared)
+  candidates, convex weights in steps of 0.1 that minimize the held-out error (`_stack`);
+- ``aggregate``: exponential weights over every single candidate from its held-out error
+  (`_aggregate`), where many candidates are nearly as good and one would win by chance.
+
+The greedy fits (spectral, shared and their blends) are bagged in the returned map: the
+k-term model is the mean of the refit on all points and the K fold fits, which steadies
+components a few points can tip in or out (on 10 % maps of noise 0.1 it lowers their
+error by a few %); the others are refit on all points.
 
 What the user gets (`AutoReport`): the chosen candidate, the held-out RMS error of every
 candidate (it includes the noise of the held-out points), and the estimated RMS error of
@@ -38,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mracq.recon.cosy.dlnet import DLNet, default_net, predict
+from mracq.recon.cosy.shared import fit_shared_path
 from mracq.recon.cosy.spectral import fit_path
 from mracq.recon.svt import svt
 
@@ -46,13 +56,22 @@ log = logging.getLogger(__name__)
 __all__ = ["AutoReport", "ValidatedMap", "reconstruct_auto"]
 
 FOLDS = 5
-"""Cross-validation folds."""
+"""Cross-validation folds (the default from `FEW_POINTS` measured points on)."""
+FOLDS_FEW = 10
+FEW_POINTS = 500
+"""Below this many measured points the default is `FOLDS_FEW` folds: each fit sees 90 %
+of the few points, the held-out errors are less noisy, and the bagged greedy fits have
+11 members (on 10 % maps of noise 0.1 this lowered auto's error by 1-4 %)."""
 SVT_FACTORS = (0.5, 1.0, 2.0)
 """SVT thresholds tried, in units of the default (`mracq.recon.cosy.dlmc.SVT_TAU`)."""
 POINTS_PER_COMPONENT = 12
 """The spectral path goes up to N / POINTS_PER_COMPONENT plane waves (N measured points,
 4 parameters each) and at most `K_MAX`."""
 K_MAX = 20
+POINTS_PER_TERM = 8
+"""The shared-frequency path goes up to N / POINTS_PER_TERM terms (2 amplitudes each plus
+the frequencies they add) and at most `K_SHARED_MAX`."""
+K_SHARED_MAX = 30
 
 
 @dataclass(frozen=True)
@@ -131,7 +150,8 @@ def _svt_map(x, mk, factor):
 
 
 def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
-    """Predictions at ``ij_test`` of every candidate fit on the training points ``mk``."""
+    """Predictions at ``ij_test`` of every candidate fit on the training points ``mk``, and
+    the fold's greedy paths ``{"spectral": ..., "shared": ...}`` (for bagging)."""
     from mracq.recon.cosy.dlmc import dlmc_post
 
     ti, tj = ij_test[:, 0], ij_test[:, 1]
@@ -150,11 +170,21 @@ def _candidates_fold(x, mk, ij_train, ij_test, dl_map, k_max):
             out[f"spectral~:{k}"] = pw.shrunk(_noise_variance(path, x.size, k)).at(ij_test)
         if dl_map is not None:
             out[f"dl+spectral:{k}"] = 0.5 * (spec_at[k] + dl_map[ti, tj])
-    return out
+    shared = fit_shared_path(x[mk], ij_train, x.shape, _k_shared(len(ij_train)))
+    for k, sw in enumerate(shared):
+        out[f"shared:{k}"] = sw.at(ij_test)
+        if dl_map is not None:
+            out[f"dl+shared:{k}"] = 0.5 * (out[f"shared:{k}"] + dl_map[ti, tj])
+    return out, {"spectral": path, "shared": shared}
+
+
+def _k_shared(n: int) -> int:
+    return min(K_SHARED_MAX, n // POINTS_PER_TERM)
 
 
 def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | None = None,
-                     folds: int = FOLDS, k_max: int | None = None, use_dl: bool = True,
+                     folds: int | None = None, k_max: int | None = None,
+                     use_dl: bool = True,
                      only: str | None = None, noise: float | None = None,
                      seed: int = 0) -> ValidatedMap:
     """Reconstruct with the candidate that predicts held-out measured points best.
@@ -167,8 +197,9 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         Measured entries (at least ``2 folds`` of them).
     net : DLNet, optional
         Network of the DL candidates (default: the shipped weights).
-    folds : int
-        Cross-validation folds K (>= 2).
+    folds : int, optional
+        Cross-validation folds K (>= 2); default `FOLDS_FEW` below `FEW_POINTS` measured
+        points, else `FOLDS`.
     k_max : int, optional
         Most plane waves of the spectral candidates (default ``min(K_MAX, N / 12)``).
     use_dl : bool
@@ -191,6 +222,8 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
 
     m, mk = _validate(measured, mask)
     n = int(mk.sum())
+    if folds is None:
+        folds = FOLDS_FEW if 2 * FOLDS_FEW <= n < FEW_POINTS else FOLDS
     if folds < 2 or n < 2 * folds:
         raise ValueError(f"auto needs folds >= 2 and >= {2 * max(folds, 2)} measured points, "
                          f"got folds={folds}, {n} points")
@@ -216,31 +249,53 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         xs = np.stack([np.where(tm, x, 0.0) for tm in train_masks])
         dl_maps = list(predict(net, xs, np.stack(train_masks)))
     held: dict[str, np.ndarray] = {}  # held-out predictions of every candidate
+    fold_paths = []
     for f in range(folds):
         test = fid == f
-        pred = _candidates_fold(x, train_masks[f], ij[~test], ij[test], dl_maps[f], k_max)
+        pred, paths = _candidates_fold(x, train_masks[f], ij[~test], ij[test], dl_maps[f],
+                                       k_max)
+        fold_paths.append(paths)
         for name, p in pred.items():
             held.setdefault(name, np.full(n, np.nan))[test] = p
     mse = {k: float(np.mean((v - y) ** 2)) for k, v in held.items() if np.all(np.isfinite(v))}
     weights = _stack(held, mse, y) if only is None else {}
     if weights:
         mse["stack"] = float(np.mean((sum(w * held[b] for b, w in weights.items()) - y) ** 2))
-    pool = [k for k in mse if only is None or k.split(":")[0] == only]
-    if not pool:
-        raise ValueError(f"no candidate of kind {only!r}")
-    best = min(pool, key=mse.get)
-    cv_mse = mse[best]
     path = fit_path(y, ij, x.shape, k_max)
     if noise is not None:
         noise_var = (float(noise) / span) ** 2
     else:
         noise_var = _noise_variance(path, x.size, _k_cv(mse))
+    agg = _aggregate(mse, n, min(mse.values())) if only is None else {}
+    if len(agg) > 1:
+        mse["aggregate"] = float(np.mean((sum(w * held[b] for b, w in agg.items()) - y) ** 2))
+    pool = [k for k in mse if only is None or k.split(":")[0] == only]
+    if not pool:
+        raise ValueError(f"no candidate of kind {only!r}")
+    best = min(pool, key=mse.get)
+    cv_mse = mse[best]
     err2 = max(cv_mse - noise_var, 0.0)
     cache: dict = {}
 
+    def bagged(kind, k):
+        """Mean over the refit on all points and the fold fits of a greedy path's k-term
+        model (``kind`` "spectral", "spectral~" or "shared"): bagging steadies a greedy
+        choice of components that a few points can tip (module docstring)."""
+        if "shared" not in cache:
+            cache["shared"] = fit_shared_path(y, ij, x.shape, _k_shared(n))
+        key = "shared" if kind == "shared" else "spectral"
+        runs = [path if key == "spectral" else cache["shared"]] + [p[key] for p in fold_paths]
+        maps = []
+        for run in runs:
+            kk = min(k, len(run) - 1)
+            m_ = run[kk].shrunk(_noise_variance(run, x.size, kk)) if kind == "spectral~" \
+                else run[kk]
+            maps.append(m_.grid(x.shape))
+        return np.mean(maps, axis=0)
+
     def refit(name):
         kind, _, setting = name.partition(":")
-        if kind in ("dl", "dlmc", "dl+spectral") and "dl" not in cache:
+        if kind in ("dl", "dlmc", "dl+spectral", "dl+shared") and "dl" not in cache:
             cache["dl"] = predict(net, x[None], mk[None])[0]
         if kind == "dl":
             return cache["dl"]
@@ -248,16 +303,18 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
             return dlmc_post(x, mk, cache["dl"])
         if kind == "svt":
             return _svt_map(x, mk, float(setting.rstrip("%")) / 100)
-        if kind == "spectral":
-            return path[int(setting)].grid(x.shape)
-        if kind == "spectral~":
-            k = int(setting)
-            return path[k].shrunk(_noise_variance(path, x.size, k)).grid(x.shape)
-        return 0.5 * (path[int(setting)].grid(x.shape) + cache["dl"])
+        if kind in ("spectral", "spectral~", "shared"):
+            return bagged(kind, int(setting))
+        return 0.5 * (bagged(kind.removeprefix("dl+"), int(setting)) + cache["dl"])
 
     if best == "stack":
         out = sum(w * refit(b) for b, w in weights.items())
         best = "stack(" + " + ".join(f"{w:.1f} {b}" for b, w in weights.items()) + ")"
+    elif best == "aggregate":
+        out = sum(w * refit(b) for b, w in agg.items())
+        top = sorted(agg.items(), key=lambda kv: -kv[1])[:3]
+        best = ("aggregate(" + " + ".join(f"{w:.2f} {b}" for b, w in top)
+                + (f" + {len(agg) - 3} more" if len(agg) > 3 else "") + ")")
     else:
         out = refit(best)
     err = np.sqrt(err2 * (folds - 1) / folds)
@@ -276,7 +333,8 @@ def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:
     best = {}
     for k in mse:
         kind = k.split(":")[0]
-        kind = {"dlmc": "dl", "dl+spectral": None, "spectral~": "spectral"}.get(kind, kind)
+        kind = {"dlmc": "dl", "dl+spectral": None, "dl+shared": None, "spectral~": "spectral",
+                "shared": "spectral"}.get(kind, kind)
         if kind and (kind not in best or mse[k] < mse[best[kind]]):
             best[kind] = k
     names = list(best.values())
@@ -289,6 +347,28 @@ def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:
     errs = [np.mean((h @ w - y) ** 2) for w in combos]
     w = combos[int(np.argmin(errs))]
     return {b: float(v) for b, v in zip(names, w, strict=True) if v > 0}
+
+
+def _aggregate(mse: dict, n: int, noise_var: float, floor: float = 1e-3) -> dict:
+    """Exponential weights of the single candidates (Leung and Barron, IEEE TIT 2006):
+    ``w_c ~ exp(-n (mse_c - min mse) / (4 noise_var))``, held-out mean squared errors
+    ``mse_c`` of ``n`` points; weights below ``floor`` dropped, the rest renormalized.
+    The caller passes the smallest held-out error as ``noise_var``: it includes the noise,
+    so it bounds the noise variance from above (the weights need ``4 sigma^2`` or more)
+    without relying on the noise estimate, which under-reads where the map error is
+    below the noise.
+    Candidates whose held-out errors differ by less than the noise can resolve share the
+    weight instead of one of them winning by chance (the CV choice is noisy where many
+    candidates are nearly as good)."""
+    names = [k for k in mse if k not in ("stack", "aggregate")]
+    if not names or noise_var <= 0:
+        return {}
+    e = np.array([mse[k] for k in names])
+    w = np.exp(-n * (e - e.min()) / (4 * noise_var))
+    w /= w.sum()
+    keep = w >= floor
+    w = w[keep] / w[keep].sum()
+    return {k: float(v) for k, v in zip(np.array(names)[keep], w, strict=True)}
 
 
 def _k_cv(mse: dict) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 
 from mracq.recon.svt import single_thread_blas
 
-__all__ = ["PlaneWaves", "fit_path", "fit_planewaves"]
+__all__ = ["PlaneWaves", "fit_path", "fit_planewaves", "levenberg_marquardt"]
 
 
 @dataclass(frozen=True)
@@ -97,20 +97,21 @@ def _linear(u, y, freqs):
     return coef[0], np.column_stack([coef[1:k + 1], coef[k + 1:]])
 
 
-def _lm(u, y, offset, freqs, amps, iters):
-    """Levenberg-Marquardt on all parameters; returns (offset, freqs, amps, rss)."""
-    k = len(freqs)
+def levenberg_marquardt(y, theta, predict, jacobian, iters, project=None):
+    """Damped Gauss-Newton (Levenberg-Marquardt) on ``sum (y - predict(theta))^2``.
+
+    ``predict(theta)`` returns ``(prediction, state)``; ``jacobian(theta, state)`` the
+    (N, P) derivatives of the prediction; ``project`` (optional) maps a trial parameter
+    vector back into its domain. Marquardt's diagonal scaling; a step is taken only if it
+    lowers the residual sum of squares; stops when a step gains less than 1e-9 of it.
+    Returns ``(theta, rss)``.
+    """
     lam = 1e-3
-
-    def resid(o, f, a):
-        c, s = _design(u, f)
-        return y - (o + c @ a[:, 0] + s @ a[:, 1]), c, s
-
-    r, c, s = resid(offset, freqs, amps)
+    pred, state = predict(theta)
+    r = y - pred
     rss = float(r @ r)
     for _ in range(iters):
-        d = amps[:, 1] * c - amps[:, 0] * s  # d pred / d phi, (N, K)
-        jac = np.column_stack([np.ones(len(y)), c, s, d * u[:, :1], d * u[:, 1:]])
+        jac = jacobian(theta, state)
         jtj = jac.T @ jac
         g = jac.T @ r
         diag = np.diag(jtj).copy() + 1e-12
@@ -121,13 +122,14 @@ def _lm(u, y, offset, freqs, amps, iters):
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
-            o2 = offset + step[0]
-            a2 = amps + np.column_stack([step[1:k + 1], step[k + 1:2 * k + 1]])
-            f2 = freqs + np.column_stack([step[2 * k + 1:3 * k + 1], step[3 * k + 1:]])
-            r2, c2, s2 = resid(o2, f2, a2)
+            trial = theta + step
+            if project is not None:
+                trial = project(trial)
+            pred2, state2 = predict(trial)
+            r2 = y - pred2
             rss2 = float(r2 @ r2)
             if rss2 < rss:
-                offset, amps, freqs, r, c, s = o2, a2, f2, r2, c2, s2
+                theta, state, r = trial, state2, r2
                 improved = rss - rss2 > 1e-9 * rss
                 rss = rss2
                 lam = max(lam / 3, 1e-9)
@@ -135,7 +137,29 @@ def _lm(u, y, offset, freqs, amps, iters):
             lam *= 10
         if not improved:
             break
-    return offset, freqs, amps, rss
+    return theta, rss
+
+
+def _lm(u, y, offset, freqs, amps, iters):
+    """Levenberg-Marquardt on all parameters; returns (offset, freqs, amps, rss).
+
+    Parameter vector: offset, the K cosine and K sine amplitudes, the K w1 and K w2.
+    """
+    k = len(freqs)
+
+    def predict(theta):
+        c, s = _design(u, np.column_stack([theta[2 * k + 1:3 * k + 1], theta[3 * k + 1:]]))
+        return theta[0] + c @ theta[1:k + 1] + s @ theta[k + 1:2 * k + 1], (c, s)
+
+    def jacobian(theta, state):
+        c, s = state
+        d = theta[k + 1:2 * k + 1] * c - theta[1:k + 1] * s  # d pred / d phi, (N, K)
+        return np.column_stack([np.ones(len(y)), c, s, d * u[:, :1], d * u[:, 1:]])
+
+    theta0 = np.concatenate([[offset], amps[:, 0], amps[:, 1], freqs[:, 0], freqs[:, 1]])
+    theta, rss = levenberg_marquardt(y, theta0, predict, jacobian, iters)
+    return (theta[0], np.column_stack([theta[2 * k + 1:3 * k + 1], theta[3 * k + 1:]]),
+            np.column_stack([theta[1:k + 1], theta[k + 1:2 * k + 1]]), rss)
 
 
 def fit_path(values: np.ndarray, ij: np.ndarray, shape: tuple[int, int], k_max: int, *,
