@@ -447,7 +447,8 @@ class ShotNoiseNV:
 
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
-         criterion="variance", family=None, max_measurements=7):
+         criterion="variance", family=None, max_measurements=7, misfit_prior=False,
+         discrepancy=True):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -492,7 +493,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
                                  n_points=n_adaptive, target=0.0,
                                  max_measurements=max_measurements,
                                  overhead=15e-6, cost_aware=cost_aware,
-                                 criterion=criterion, reconstruct_kw=kw, seed=1)
+                                 criterion=criterion, reconstruct_kw=kw, seed=1,
+                                 misfit_prior=misfit_prior, discrepancy=discrepancy)
     ada = []
     reached = None
     budget = 0.6 * lad[-1]["hardware_time_s"]
@@ -552,6 +554,13 @@ def main():
     ap.add_argument("--loop-max-measurements", type=int, default=7,
                     help="closed loop: measurements (FID and SE included) the adaptive may "
                          "take; 7 = the ladder's count")
+    ap.add_argument("--misfit-prior", action="store_true",
+                    help="closed loop, --criterion variance: count the band's misfit term "
+                         "as prior variance")
+    ap.add_argument("--discrepancy", action=argparse.BooleanOptionalAction, default=True,
+                    help="closed loop, --criterion variance: add a model-discrepancy field "
+                         "conditioned on the data to the refits' prior (default; "
+                         "--no-discrepancy: the refits' spread alone)")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
@@ -577,12 +586,15 @@ def main():
         l0 = load()
         runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
                      criterion=a.criterion, family=a.loop_family,
-                     max_measurements=a.loop_max_measurements) for s in a.loop_seeds]
+                     max_measurements=a.loop_max_measurements,
+                     misfit_prior=a.misfit_prior, discrepancy=a.discrepancy)
+                for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
         out["loop"] = {"runs": runs, "seeds": a.loop_seeds, "time_ratios": ratios,
                        "family": a.loop_family, "max_measurements": a.loop_max_measurements,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
+                       "misfit_prior": a.misfit_prior, "discrepancy": a.discrepancy,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
                        "max_time_ratio": float(np.max(ratios)),
