@@ -19,6 +19,7 @@ from mracq.sim.clock import VirtualClock
 from mracq.sim.mrfm.field import SEED_F0, SEED_F_BW
 from mracq.sim.mrfm.setup import default_setup
 from mracq.storage import get_run, run_table, subscribe_writer
+from wire_faults import fail_after
 
 N_XY, STEP, N_Z = 16, 5e-9, 8
 F0 = SEED_F0[::12]  # 4 slices
@@ -114,23 +115,9 @@ class _Session:
 
 
 def _fail_after(session, k, action, plan):
-    seen = {"n": 0, "uid": None}
-
-    def cb(name, doc):
-        if name == "start":
-            seen["uid"] = doc["uid"]
-        if name == "event" and "readout_spin_signal" in doc["data"]:
-            seen["n"] += 1
-            if seen["n"] == k:
-                action()
-
-    token = session.RE.subscribe(cb)
-    try:
-        with pytest.raises(InstrumentError) as err:
-            session.RE(plan)
-    finally:
-        session.RE.unsubscribe(token)
-    return seen["uid"], err.value
+    """`wire_faults.fail_after` counting the scan's readout events only."""
+    return fail_after(session, k, action, plan,
+                      counts=lambda doc: "readout_spin_signal" in doc["data"])
 
 
 SUB = COORDS[:4]  # 4 x 4 positions, 2 slices

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from mracq.config import validate_config
-from mracq.devices.drivers import InstrumentError
 from mracq.emulators.process import EmulatorProcess as Rig
 from mracq.plans.coherence import coherence_scan, prepare_nv
 from mracq.storage import get_run, run_table
+from wire_faults import fail_after
 
 F0 = 2.870e9 - 28.025e9 * 0.05
 TIMES = np.arange(1, 6) * 1e-6  # 5 points on the 1 ns grid
@@ -57,27 +57,6 @@ def session(rig, tmp_catalog):
     d["mw"].transport.close()
 
 
-def _fail_after(session, k, action, plan):
-    """Run ``plan``, calling ``action()`` once ``k`` events are out; return (uid, error)."""
-    seen = {"n": 0, "uid": None}
-
-    def cb(name, doc):
-        if name == "start":
-            seen["uid"] = doc["uid"]
-        if name == "event":
-            seen["n"] += 1
-            if seen["n"] == k:
-                action()
-
-    token = session.RE.subscribe(cb)
-    try:
-        with pytest.raises(InstrumentError) as err:
-            session.RE(plan)
-    finally:
-        session.RE.unsubscribe(token)
-    return seen["uid"], err.value
-
-
 def _check_stored(session, uid, column, expected, err):
     run = get_run(session.catalog, uid)
     stored = run_table(run)[column]
@@ -100,7 +79,7 @@ def _back(rig, seconds):
 @pytest.mark.parametrize("instrument, command", [("pulser", "stream"),
                                                  ("counter", "StartTask")])
 def test_sequencer_or_counter_down_mid_scan(rig, session, instrument, command):
-    uid, err = _fail_after(session, K, lambda: rig.control(
+    uid, err = fail_after(session, K, lambda: rig.control(
         cmd="fault", instrument=instrument, kind="down", value=0.6), _scan(session))
     label = "Pulse Streamer 8/2" if instrument == "pulser" else "nidaqmx at"
     assert label in str(err) and err.command == command, str(err)
@@ -115,7 +94,7 @@ def test_microwave_down_mid_frequency_scan_then_settings_restored(rig, session):
     freqs = F0 + np.linspace(-5e6, 5e6, 5)
     d["nv"].program.put(coherence_programs_hahn())
     plan = bp.list_scan([d["nv"]], d["mw"].frequency, freqs)
-    uid, err = _fail_after(session, K, lambda: rig.control(
+    uid, err = fail_after(session, K, lambda: rig.control(
         cmd="fault", instrument="mw", kind="down", value=0.6), plan)
     assert err.instrument.startswith("mw (rs_sgs100a") and ":SOUR:FREQ:CW" in err.command
     _check_stored(session, uid, "mw_frequency", freqs[:K], err)
@@ -140,7 +119,7 @@ def coherence_programs_hahn():
     ("pulser", "error", "error code: 7"),               # the binary upload refused
 ])
 def test_timeout_error_and_garbled_reply_mid_scan(rig, session, instrument, kind, match):
-    uid, err = _fail_after(session, K, lambda: rig.control(
+    uid, err = fail_after(session, K, lambda: rig.control(
         cmd="fault", instrument=instrument, kind=kind, value=1.4), _scan(session))
     assert err.instrument and err.command
     assert __import__("re").search(match, str(err)), str(err)
@@ -156,7 +135,7 @@ def test_microwave_error_queue_and_garbled_reply(rig, session, kind, match):
     d = session.devices
     freqs = F0 + np.linspace(-5e6, 5e6, 5)
     d["nv"].program.put(coherence_programs_hahn())
-    uid, err = _fail_after(session, K, lambda: rig.control(
+    uid, err = fail_after(session, K, lambda: rig.control(
         cmd="fault", instrument="mw", kind=kind), bp.list_scan([d["nv"]], d["mw"].frequency,
                                                                freqs))
     assert match in str(err) and "mw (rs_sgs100a" in str(err)
@@ -166,7 +145,7 @@ def test_microwave_error_queue_and_garbled_reply(rig, session, kind, match):
 
 
 def test_emulator_process_killed_and_restarted_mid_scan(rig, session):
-    uid, err = _fail_after(session, K, rig.kill, _scan(session))
+    uid, err = fail_after(session, K, rig.kill, _scan(session))
     assert err.instrument and err.command
     _check_stored(session, uid, "t", TIMES[:K], err)
     rig.restart()  # same ports, power-on state

@@ -99,11 +99,7 @@ class NVRig:
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        if self._control is not None:
-            self._control.shutdown()
-            self._control.server_close()
-        for s in (self.mw, self.pulser, self.counter):
-            s.close()
+        close_rig(self, (self.mw, self.pulser, self.counter))
 
 
 def start_nv_rig(sim: dict | None = None, *, host: str = "127.0.0.1",
@@ -170,6 +166,15 @@ def serve_control(rig, host: str, port: int, name: str):
     rig.control_port = rig._control.server_address[1]
     threading.Thread(target=rig._control.serve_forever, daemon=True, name=name).start()
     return rig
+
+
+def close_rig(rig, servers) -> None:
+    """Stop the control server `serve_control` started for ``rig``, then ``servers``."""
+    if rig._control is not None:
+        rig._control.shutdown()
+        rig._control.server_close()
+    for s in servers:
+        s.close()
 
 
 def control(port: int, msg: dict, host: str = "127.0.0.1", timeout: float = 5.0) -> dict:

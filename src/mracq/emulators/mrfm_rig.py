@@ -22,7 +22,7 @@ import socketserver
 from dataclasses import dataclass, field
 
 from mracq.emulators.attocube_amc import AttocubeAMC
-from mracq.emulators.control import serve_control, start_servers
+from mracq.emulators.control import close_rig, serve_control, start_servers
 from mracq.emulators.mrfm_model import EmulatedMRFM
 from mracq.emulators.pi_gcs import PIGCS
 from mracq.emulators.scpi_microwave import ScpiMicrowave
@@ -130,11 +130,7 @@ class MRFMRig:
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        if self._control is not None:
-            self._control.shutdown()
-            self._control.server_close()
-        for s in (self.scanner, self.lockin, self.rf):
-            s.close()
+        close_rig(self, (self.scanner, self.lockin, self.rf))
 
 
 def start_mrfm_rig(sim: dict | None = None, *, host: str = "127.0.0.1",
