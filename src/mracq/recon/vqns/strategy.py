@@ -106,8 +106,7 @@ def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, ome
     """
     rows = result.samples if result.band_samples is None else result.band_samples
     if inflate is None:
-        inflate = 1.0 if result.band_samples is None else result.settings.get("band_inflate",
-                                                                              2.0)
+        inflate = _band_inflate(result)
     w = np.asarray(omega, float)
     t = np.asarray(t, float)
     n_s = len(rows)
@@ -131,10 +130,7 @@ def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, ome
         cyy = cyy + (jac * cam) @ jac.T
     if field is not None:
         phi, fine, bf, cov = field
-        f = filter_cpmg(np.outer(t, fine), pulse_number(sequence)) / fine**2
-        f *= np.gradient(fine) / np.pi
-        c_mean = np.exp(np.mean(np.log(np.maximum(c, 1e-12)), axis=0))
-        jac = -c_mean[:, None] * (f @ bf)
+        jac = -_log_mean(c)[:, None] * (_chi_response(t, pulse_number(sequence), fine) @ bf)
         czy = czy + phi @ cov @ jac.T
         cyy = cyy + jac @ cov @ jac.T
     return np.einsum("gp,pg->g", czy, np.linalg.solve(cyy, czy.T))
@@ -161,30 +157,24 @@ def discrepancy_field(result: VQNSResult, measurements, omega, sigma, *,
         :func:`expected_variance_reduction`'s ``field``.
     """
     if inflate is None:
-        inflate = 1.0 if result.band_samples is None else result.settings.get("band_inflate",
-                                                                              2.0)
+        inflate = _band_inflate(result)
     w = np.asarray(omega, float)
     lw = np.log(w)
     nodes = np.arange(lw.min() - 2 * width, lw.max() + width, width)
     fine = np.exp(np.linspace(nodes[0] - 3 * width, nodes[-1] + 3 * width, 4000))
 
-    def bumps(om):
-        return np.pi**-0.25 * np.exp(-0.5 * ((np.log(om)[:, None] - nodes[None]) / width)
-                                     ** 2)
-
-    bf = bumps(fine)
+    bf = _log_bumps(fine, nodes, width)
     rows, weights = [], []
     for m in measurements:
         c = result.coherence(m.sequence, m.t)
         ok = np.isfinite(c) & (c > c_min)
-        f = filter_cpmg(np.outer(m.t[ok], fine), m.n) / fine**2 * np.gradient(fine) / np.pi
-        rows.append(f @ bf)
+        rows.append(_chi_response(m.t[ok], m.n, fine) @ bf)
         sd = np.broadcast_to(m.sigma if m.sigma is not None else sigma, m.t.shape)[ok]
         weights.append((c[ok] / (inflate * np.maximum(sd, 1e-12))) ** 2)
     jac, wt = np.vstack(rows), np.concatenate(weights)
     s0 = max(float(np.max(result.spectrum(w))), 1e-300)
     cov = np.linalg.inv(np.eye(len(nodes)) / s0**2 + (jac * wt[:, None]).T @ jac)
-    return bumps(w), fine, bf, 0.5 * (cov + cov.T)
+    return _log_bumps(w, nodes, width), fine, bf, 0.5 * (cov + cov.T)
 
 
 def _misfit_field(result, sequence, t, pts, c, w, kappa, width: float = MISFIT_WIDTH):
@@ -210,18 +200,35 @@ def _misfit_field(result, sequence, t, pts, c, w, kappa, width: float = MISFIT_W
     u_lo = min(np.log(w[0]), np.log(w_p[0])) - 2 * width
     u_hi = max(np.log(w[-1]), np.log(w_p[-1])) + 2 * width
     nodes = np.arange(u_lo, u_hi + width, width)
-    scale = np.sqrt(width / (np.sqrt(np.pi) * width))
-
-    def bumps(om):
-        return scale * np.exp(-0.5 * ((np.log(om)[:, None] - nodes[None]) / width) ** 2)
-
     amp_sd = kappa * _misfit_sd(np.exp(nodes), *result.misfit)
     fine = np.exp(np.linspace(u_lo - 3 * width, u_hi + 3 * width, 4000))
-    dw = np.gradient(fine)
-    filt = filter_cpmg(np.outer(t, fine), pulse_number(sequence)) / fine**2 * dw / np.pi
-    c_mean = np.exp(np.mean(np.log(np.maximum(c, 1e-12)), axis=0))
-    jac = -c_mean[:, None] * (filt @ bumps(fine))
-    return bumps(w), amp_sd, jac
+    filt = _chi_response(t, pulse_number(sequence), fine)
+    jac = -_log_mean(c)[:, None] * (filt @ _log_bumps(fine, nodes, width))
+    return _log_bumps(w, nodes, width), amp_sd, jac
+
+
+def _band_inflate(result: VQNSResult) -> float:
+    """Error factor the band's refits were drawn with (1 without refits)."""
+    if result.band_samples is None:
+        return 1.0
+    return result.settings.get("band_inflate", 2.0)
+
+
+def _log_bumps(omega, nodes, width):
+    """Gaussian bumps in ``ln omega`` at ``nodes``, ``width`` apart: (len(omega), K),
+    scaled so that ``sum_k phi_k^2 = 1`` between the nodes."""
+    return np.pi**-0.25 * np.exp(-0.5 * ((np.log(omega)[:, None] - nodes[None]) / width) ** 2)
+
+
+def _chi_response(t, n_pi, fine):
+    """Quadrature rows of ``chi(t) = (1/pi) Int S(w) F_N(w t) / w^2 dw`` on the grid
+    ``fine`` (rad/s): ``chi = rows @ S(fine)``, (len(t), len(fine))."""
+    return filter_cpmg(np.outer(t, fine), n_pi) / fine**2 * np.gradient(fine) / np.pi
+
+
+def _log_mean(c):
+    """Geometric mean over the ensemble (axis 0) of coherences, floored at 1e-12."""
+    return np.exp(np.mean(np.log(np.maximum(c, 1e-12)), axis=0))
 
 
 def _winsorize(x, trim):
