@@ -281,6 +281,8 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         """Mean over the refit on all points and the fold fits of a greedy path's k-term
         model (``kind`` "spectral", "spectral~" or "shared"): bagging steadies a greedy
         choice of components that a few points can tip (module docstring)."""
+        if (kind, k) in cache:  # "shared:k" and "dl+shared:k" of one aggregate share it
+            return cache[kind, k]
         if "shared" not in cache:
             cache["shared"] = fit_shared_path(y, ij, x.shape, _k_shared(n))
         key = "shared" if kind == "shared" else "spectral"
@@ -291,7 +293,8 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
             m_ = run[kk].shrunk(_noise_variance(run, x.size, kk)) if kind == "spectral~" \
                 else run[kk]
             maps.append(m_.grid(x.shape))
-        return np.mean(maps, axis=0)
+        cache[kind, k] = np.mean(maps, axis=0)
+        return cache[kind, k]
 
     def refit(name):
         kind, _, setting = name.partition(":")
