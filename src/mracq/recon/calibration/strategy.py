@@ -151,13 +151,13 @@ class AdaptiveODMR:
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
 
-        Needs 40 points (with fewer, a fit of points chosen on a few flanks can trade
-        width for centre and state too small an error: benchmarks/calibration.py), 90 % of
-        the centre's posterior weight within about half a line width, the fit within two
-        spreads of the posterior median, its width known to :attr:`WIDTH_KNOWN` and the
+        Needs :attr:`MIN_POINTS` points (with fewer, a fit of points chosen on a few flanks
+        can trade width for centre and state too small an error: benchmarks/calibration.py),
+        90 % of the centre's posterior weight within about half a line width, the fit within
+        two spreads of the posterior median, its width known to :attr:`WIDTH_KNOWN` and the
         posterior's standard deviation within :attr:`POSTERIOR_AGREEMENT` of its error.
         """
-        if len(self.measured) < 40:
+        if len(self.measured) < self.MIN_POINTS:
             return None
         med, spread = self._robust_spread()
         if spread > 0.5 * self.mean()["width"]:
