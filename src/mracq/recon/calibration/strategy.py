@@ -456,13 +456,9 @@ class AdaptiveODMR:
     # lines, where a too wide line looks steepest, and never sees that it is wrong
     # (benchmarks/calibration.py rig 8 draw 1: 250 points at width 2x the truth)
     CYCLE_EVERY = 2
-    # (line, offset in widths): the centre line's maximum-slope flanks, the outer lines'
-    # half-depth points (nearly as steep), the dip, and the baseline (None: the end of
-    # the range farther from the line); points at one offset only trade depth, width and
-    # baseline against each other, and the centre error with them
-    _R3 = 1 / np.sqrt(3.0)
-    _CYCLE = ((0, -_R3), (0, _R3), (-1, -1.0), (1, 1.0), (0, 0.0), (-1, 1.0), (1, -1.0),
-              (0, None))
+    # (line, side); side 0: the baseline, at the end of the range farther from the line
+    # (flank points alone trade baseline against depth and width)
+    _CYCLE = ((0, -1), (0, 1), (-1, -1), (1, 1), (0, 0), (-1, 1), (1, -1))
 
     def _cycle_frequency(self):
         if not self.CYCLE_EVERY or self.HONESTY_K == 0 or \
@@ -479,13 +475,12 @@ class AdaptiveODMR:
             c = med
         k = getattr(self, "_cycle_index", 0)
         self._cycle_index = k + 1
-        lines = self._CYCLE if self.splitting else \
-            ((0, -self._R3), (0, self._R3), (0, -1.0), (0, 0.0), (0, 1.0), (0, None))
-        m, x = lines[k % len(lines)]
-        if x is None:
+        lines = self._CYCLE if self.splitting else ((0, -1), (0, 1), (0, 0))
+        m, side = lines[k % len(lines)]
+        if side == 0:
             lo, hi = self.range
             return float(lo if c - lo > hi - c else hi)
-        f = c + m * self.splitting + x * w
+        f = c + m * self.splitting + side * w / np.sqrt(3.0)
         return float(np.clip(f, *self.range))
 
     def _issue(self, chosen) -> list[dict]:
