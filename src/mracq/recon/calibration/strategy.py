@@ -156,7 +156,10 @@ class AdaptiveODMR:
         can trade width for centre and state too small an error: benchmarks/calibration.py),
         90 % of the centre's posterior weight within about half a line width, the fit within
         two spreads of the posterior median, its width known to :attr:`WIDTH_KNOWN` and the
-        posterior's standard deviation within :attr:`POSTERIOR_AGREEMENT` of its error.
+        posterior's robust spread (its standard deviation with ``HONESTY_K = 0``; a
+        leftover alias mode of a few % weight made that 3-5x the spread and held the
+        local fit back for 100 points on low-contrast rigs) within
+        :attr:`POSTERIOR_AGREEMENT` of its error.
         """
         if len(self.measured) < self.MIN_POINTS:
             return None
@@ -178,10 +181,15 @@ class AdaptiveODMR:
         """Standard uncertainty of the centre, Hz.
 
         The posterior standard deviation, or once the posterior is one narrow peak
-        (:meth:`_local_fit`), the smaller of it and the least-squares standard error of the
-        measured points (the particle cloud's finite size and its moves broaden the
-        posterior, and a leftover alias mode of a few % weight inflates its standard
-        deviation).
+        (:meth:`_local_fit`), the least-squares standard error sigma_c of the measured
+        points times ``exp(HONESTY_K * s)``, s the standard deviation of ln sigma_c over
+        the fit's own uncertainty (:meth:`_honesty`): sigma_c assumes width, depth and
+        baseline known, and a run that stops on it stops when the noise has made the line
+        look narrow or deep (pulls spread 1.3 over 36 benchmark runs; 0.9 with the factor).
+        (The particle cloud's finite size and its moves broaden the posterior, and a
+        leftover alias mode of a few % weight inflates its standard deviation.)
+        With ``HONESTY_K = 0``: the smaller of the posterior's and the bare least-squares
+        error, and the design of :meth:`_centre_gain_local` (the behaviour before).
         """
         sc = self.std()["centre"]
         fit = self._local_fit()
@@ -196,8 +204,12 @@ class AdaptiveODMR:
     # ln sigma_c over the fit's own uncertainty (delta method): stopping on sigma_c alone
     # stops when the noise has made the line look narrow or deep and states too small an
     # error (pulls spread 1.3); the factor makes the stop wait until the error is known
+    # (k = 1: pulls spread 0.73-0.92 on rigs 0-11, over-cautious; 0.4: 0.93)
     HONESTY_K = 0.4
-    # the least-squares fit and its Fisher matrix take the baseline's prior
+    # the design minimises ln sigma_c + DESIGN_K s after one more point
+    DESIGN_K = 0.4
+    # the least-squares fit and its Fisher matrix take the baseline's prior (as one more
+    # point far off resonance): flank points alone trade baseline for depth and width
     BASELINE_PRIOR = True
 
     def _jac(self, p, f):
@@ -385,7 +397,7 @@ class AdaptiveODMR:
                 return self._centre_gain_local(fit, s)
             with np.errstate(all="ignore"):
                 sd_c, s_c = self._honesty(fit, self.candidates, s)
-                u = -(np.log(sd_c) + self.HONESTY_K * s_c)
+                u = -(np.log(sd_c) + self.DESIGN_K * s_c)
             if np.any(np.isfinite(u)):
                 return np.where(np.isfinite(u), u, -np.inf)
             return self._centre_gain_local(fit, s)
@@ -454,7 +466,8 @@ class AdaptiveODMR:
     # flanks of the lines (centre +- width / sqrt(3), of all three 14N lines in turn): a
     # greedy design at a wrong width piles its points on the outer flanks of the outer
     # lines, where a too wide line looks steepest, and never sees that it is wrong
-    # (benchmarks/calibration.py rig 8 draw 1: 250 points at width 2x the truth)
+    # (benchmarks/calibration.py rig 8 draw 1: 250 points at width 2x the truth); without
+    # the cycle, pulls spread 1.20 on rigs 0-11, with it 0.93
     CYCLE_EVERY = 2
     # (line, side); side 0: the baseline, at the end of the range farther from the line
     # (flank points alone trade baseline against depth and width)
