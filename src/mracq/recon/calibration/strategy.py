@@ -469,6 +469,7 @@ class AdaptiveODMR:
     # (benchmarks/calibration.py rig 8 draw 1: 250 points at width 2x the truth); without
     # the cycle, pulls spread 1.20 on rigs 0-11, with it 0.93
     CYCLE_EVERY = 2
+    CYCLE_DIP = 0
     # (line, side); side 0: the baseline, at the end of the range farther from the line
     # (flank points alone trade baseline against depth and width)
     _CYCLE = ((0, -1), (0, 1), (-1, -1), (1, 1), (0, 0), (-1, 1), (1, -1))
@@ -489,10 +490,14 @@ class AdaptiveODMR:
         k = getattr(self, "_cycle_index", 0)
         self._cycle_index = k + 1
         lines = self._CYCLE if self.splitting else ((0, -1), (0, 1), (0, 0))
+        if self.CYCLE_DIP:
+            lines = (*lines, (0, 2))
         m, side = lines[k % len(lines)]
         if side == 0:
             lo, hi = self.range
             return float(lo if c - lo > hi - c else hi)
+        if side == 2:
+            return float(np.clip(c, *self.range))
         f = c + m * self.splitting + side * w / np.sqrt(3.0)
         return float(np.clip(f, *self.range))
 
