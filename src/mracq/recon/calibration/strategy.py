@@ -60,8 +60,10 @@ class AdaptiveODMR:
     criterion : {"auto", "centre", "information"}
         How :meth:`utility` ranks candidates; ``"auto"`` (default, best in
         ``benchmarks/calibration.py``): information until the centre is known to better
-        than the line width, then the centre's variance reduction, computed from the
-        least-squares fit once there is one (:meth:`_local_fit`).
+        than the line width, then the centre's variance reduction; once the least-squares
+        fit is trusted (:meth:`_local_fit`), every second point from a fixed cycle of the
+        lines' maximum-slope flanks, the baseline and the dip (:meth:`_cycle_frequency`),
+        the others minimising the stated centre error after one more point.
     centre_range : (float, float), optional
         Prior range of the centre, Hz (default ``frequency_range``): the line is known to
         lie there, while its wings reach over the whole candidate range.
@@ -146,8 +148,11 @@ class AdaptiveODMR:
     # (a least-squares error 5x below the posterior's stated pulls of 7 sigma)
     POSTERIOR_AGREEMENT = 2.5
     # no convergence before this many points: a particle posterior of 20-30 points can
-    # collapse on a too narrow width and state a too small error
-    MIN_POINTS = 40
+    # collapse on a too narrow width and state a too small error; at 40 points a fit on
+    # a narrow, deep line (a third of the true width) still stopped runs at 6-21 sigma
+    # (benchmarks/calibration.py rigs 1103, 1205); 60 with the dip in the cycle: pulls
+    # spread 1.03-1.25 where 40 without it gave 1.84-3.91 (rigs 1100-1211)
+    MIN_POINTS = 60
 
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
@@ -469,7 +474,9 @@ class AdaptiveODMR:
     # (benchmarks/calibration.py rig 8 draw 1: 250 points at width 2x the truth); without
     # the cycle, pulls spread 1.20 on rigs 0-11, with it 0.93
     CYCLE_EVERY = 2
-    CYCLE_DIP = 0
+    # ... and the centre line's dip closes the cycle: flank points alone leave depth and
+    # width trading along a valley, whose narrow, deep end states too small an error
+    CYCLE_DIP = 1
     # (line, side); side 0: the baseline, at the end of the range farther from the line
     # (flank points alone trade baseline against depth and width)
     _CYCLE = ((0, -1), (0, 1), (-1, -1), (1, 1), (0, 0), (-1, 1), (1, -1))
