@@ -448,7 +448,7 @@ class ShotNoiseNV:
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
          criterion="variance", family=None, max_measurements=7, misfit_prior=False,
-         discrepancy=True):
+         discrepancy=True, noise_stop=1.0, choose_k=True):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -466,7 +466,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
         spec, _, note = family_instance(family, np.random.default_rng(noise_seed + 7919))
         print(f"  spectrum: {note}", flush=True)
     lo_hi = None
-    kw = dict(restarts=restarts)
+    kw = dict(restarts=restarts, choose_k=choose_k,
+              noise_stop=noise_stop if noise_stop is not None and noise_stop >= 0 else None)
     ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
     truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
                               decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
@@ -561,6 +562,12 @@ def main():
                     help="closed loop, --criterion variance: add a model-discrepancy field "
                          "conditioned on the data to the refits' prior (default; "
                          "--no-discrepancy: the refits' spread alone)")
+    ap.add_argument("--noise-stop", type=float, default=1.0,
+                    help="closed loop (ladder and adaptive alike): LM restarts stop at this "
+                         "many times the loss the error bars explain (reconstruct's "
+                         "noise_stop; a negative value: off, fit as far as LM goes)")
+    ap.add_argument("--choose-k", action=argparse.BooleanOptionalAction, default=True,
+                    help="closed loop (ladder and adaptive alike): reconstruct's choose_k")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
@@ -587,7 +594,9 @@ def main():
         runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
                      criterion=a.criterion, family=a.loop_family,
                      max_measurements=a.loop_max_measurements,
-                     misfit_prior=a.misfit_prior, discrepancy=a.discrepancy)
+                     misfit_prior=a.misfit_prior, discrepancy=a.discrepancy,
+                     noise_stop=a.noise_stop,
+                     choose_k=a.choose_k)
                 for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
@@ -595,6 +604,8 @@ def main():
                        "family": a.loop_family, "max_measurements": a.loop_max_measurements,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
                        "misfit_prior": a.misfit_prior, "discrepancy": a.discrepancy,
+                       "noise_stop": a.noise_stop,
+                       "choose_k": a.choose_k,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
                        "max_time_ratio": float(np.max(ratios)),

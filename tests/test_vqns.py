@@ -160,6 +160,27 @@ def test_strategy_suggests_only_times_the_sequencer_can_play(criterion, restarts
         coherence_programs("cpmg", sug["t"], n=n)  # the generators accept every time
 
 
+def test_noise_stop_fits_no_closer_than_the_error_bars():
+    """noise_stop=1 (the closed loop's default; Morozov's discrepancy principle): each
+    restart stops once it fits the data as closely as their error bars explain; left to
+    run, LM fits their noise as well (losses below the floor)."""
+    from mracq.recon.vqns.strategy import LOOP_NOISE_STOP, NextSequenceStrategy
+
+    rng = np.random.default_rng(2)
+    ms = simulate_measurements(THREE, ["fid", "se", "cpmg-4", "cpmg-16"], n_points=25,
+                               noise=0.02, rng=rng)
+    off = reconstruct(ms, restarts=10, seed=1)
+    on = reconstruct(ms, restarts=10, seed=1, noise_stop=1.0)
+    floor = on.threshold_history[0][1] / 1.1  # the automatic threshold is 1.1 x the floor
+    assert np.median(off.losses) < 0.95 * floor
+    assert np.median(on.losses) >= 0.95 * floor
+    assert np.median(on.losses) > np.median(off.losses)
+    st = NextSequenceStrategy(initial=[("fid", ms[0].t)])
+    assert st.reconstruct_kw == {"noise_stop": LOOP_NOISE_STOP} and LOOP_NOISE_STOP == 1.0
+    st = NextSequenceStrategy(initial=[("fid", ms[0].t)], reconstruct_kw={"noise_stop": None})
+    assert st.reconstruct_kw["noise_stop"] is None
+
+
 def test_expected_variance_reduction_counts_only_what_is_new():
     """After FID and SE, measuring SE again narrows little; the early part of a CPMG-16
     decay, which probes the unmeasured 0.6 and 2 MHz peaks, narrows the band there much

@@ -339,7 +339,7 @@ def levenberg_marquardt(model: _Model, th, y, *, max_iter: int = 60, lam0: float
 
 
 def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures: int,
-            oversubscribe: float, patience: int = 15):
+            oversubscribe: float, patience: int = 15, noise_stop: float | None = None):
     """Stage 1: LM from random starts until ``want`` restarts reach the loss plateau.
 
     Slots whose restart has finished (converged, stalled or at ``max_iter``) are judged
@@ -348,12 +348,13 @@ def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures
     the best fit, whose loss is the noise floor or the model's own misfit); successes
     leave, failures are redrawn in place, so the batch stays full. A restart still above
     ``10 accept`` after ``patience`` iterations is stuck in a poor local minimum and fails
-    early. Successes are judged again against the final ``accept`` at the end.
+    early. Successes are judged again against the final ``accept`` at the end. A restart
+    stops at the loss :func:`_loss_stop` gives (``noise_stop``: the noise floor).
     """
     y0 = model.prob.y_np
     n = want + max(2, int(np.ceil(oversubscribe * want)))
     # a loss a tenth of the threshold is as good a fit as any (noise-free data)
-    b = _Batch(model, model.draw(n), y0, loss_stop=0.1 * thr)
+    b = _Batch(model, model.draw(n), y0, loss_stop=_loss_stop(model.prob, thr, noise_stop))
     found_th, found_loss, found_it = [], [], []
     n_failed = 0
     best = []  # lowest finished losses (up to 3)
@@ -405,9 +406,19 @@ def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures
     return th, loss, iters, n_failed, b.calls, acc
 
 
+def _loss_stop(prob, thr: float, noise_stop: float | None) -> float:
+    """Loss at which a stage-1 restart stops: ``noise_stop`` times the noise floor (the
+    loss the data's error bars explain) when given and the data carry errors, else a
+    tenth of the threshold (a loss that low is as good a fit as any)."""
+    if noise_stop is not None and prob.noise_loss > 0:
+        return float(noise_stop) * prob.noise_loss
+    return 0.1 * thr
+
+
 def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
              max_failures: int | None = None, oversubscribe: float = 0.3,
-             perturb: bool = True, floor: float = 3e-4, inflate: float = 2.0):
+             perturb: bool = True, floor: float = 3e-4, inflate: float = 2.0,
+             noise_stop: float | None = None):
     """VQNS restarts by Levenberg-Marquardt, then a randomize-then-optimize refit.
 
     Stage 1 (:func:`_search`) fits the data from random starts until ``want`` restarts
@@ -437,7 +448,7 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
     spare = int(np.ceil(0.2 * want)) + 1 if perturb else 0
     th, loss, iters, n_failed, calls, accept = _search(
         model, want + spare, thr, max_iter=max_iter, max_failures=max_failures,
-        oversubscribe=oversubscribe, patience=PATIENCE)
+        oversubscribe=oversubscribe, patience=PATIENCE, noise_stop=noise_stop)
     sigma = np.zeros_like(y0)
     if perturb and len(th):
         base = float(np.min(loss))
@@ -484,7 +495,7 @@ def _split(ms, every: int = 4):
 
 def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
              restarts: int = 8, max_iter: int = 40, factor: float = 1.1,
-             floor: float = 1.5e-6, tolerance: float = 0.05):
+             floor: float = 1.5e-6, tolerance: float = 0.05, noise_stop: float | None = None):
     """The number of Lorentzians K that predicts held-out points best.
 
     Every fourth point of each decay is held out (:func:`_split`); for each K of
@@ -493,7 +504,8 @@ def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
     (by training loss) scores K. More components fit the training points better
     but, on noisy data, also their noise; the held-out loss stops falling where they
     start to. The smallest K whose
-    score is within ``tolerance`` (relative) of the best is returned.
+    score is within ``tolerance`` (relative) of the best is returned. ``noise_stop``: as
+    in :func:`mracq.recon.vqns.reconstruct` (the fits stop at the noise floor).
 
     Returns
     -------
@@ -515,7 +527,7 @@ def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
         model = _Model(prob, _Init(prob, k, gen), bank=bank)
         th, loss, _, _, c, _ = _search(model, restarts, thr, max_iter=max_iter,
                                        max_failures=4 * restarts, oversubscribe=0.3,
-                                       patience=PATIENCE)
+                                       patience=PATIENCE, noise_stop=noise_stop)
         calls += c
         if not len(th):
             scores[k] = np.inf

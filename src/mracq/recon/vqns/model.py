@@ -354,7 +354,8 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 init_candidates: int = 4, optimizer: str = "lm", perturb: bool = True,
                 background: bool = True, band_inflate: float = 2.0,
                 misfit_factor: float = 2.0, choose_k: bool = True, omega=None,
-                progress: bool | None = False) -> VQNSResult:
+                progress: bool | None = False,
+                noise_stop: float | None = None) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
     Parameters
@@ -439,6 +440,16 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         logarithmically from a tenth of the band's lower end to three times its upper).
     progress : bool or None
         tqdm progress bar over successful restarts; None: only when stderr is a TTY.
+    noise_stop : float, optional
+        LM only, for data with error bars: every restart stops once its loss falls to
+        this many times the noise floor (the loss the error bars explain, the loss the
+        true spectrum has on average): Morozov's discrepancy principle, applied to the
+        restarts and to the fits that choose K. Left to run, LM fits the noise as well,
+        with components the data do not resolve (a narrow spike where the truth has a
+        broad peak), and which it fits changes with each noise draw: in the closed loop
+        (:class:`mracq.recon.vqns.strategy.NextSequenceStrategy`, which uses 1) the
+        error of the estimate rose when a sequence was added. None (default): run until
+        the loss stops falling (or reaches a tenth of the threshold).
 
     Returns
     -------
@@ -496,13 +507,14 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 if choose:
                     cand = [c for c in (2, 3, 5) if c < k] + [k]
                     k, k_scores, _ = select_k(ms, cand, use_sigma=use_sigma, backend=backend,
-                                              bank=background, gen=gen)
+                                              bank=background, gen=gen, noise_stop=noise_stop)
                     init = _Init(prob, k, gen, init_candidates)
                 model = _Model(prob, init, bank=background)
                 model.candidates = 1  # LM: best-of-m starts did not raise the success rate
                 out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
                                max_failures=max_failures, oversubscribe=oversubscribe,
-                               perturb=perturb, inflate=band_inflate)
+                               perturb=perturb, inflate=band_inflate,
+                               noise_stop=noise_stop)
                 samples = model.samples(out["th_fit"])
                 band_samples = model.samples(out["th"])
                 losses, iters, n_failed = out["loss"], out["iters"], out["n_failed"]
