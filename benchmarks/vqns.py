@@ -24,7 +24,9 @@ Parts (side by side in one run, ratios printed and written to JSON):
 - ``loop``: simulated NV measurements (Poisson counts, physics.md section 2); hardware time
   (shots x (t + overhead)) for the adaptive choice to reach the final error of the fixed
   ladder FID + CPMG 1, 2, 4, 8, 16, 32 (ratio per noise seed; inf: not within 7
-  measurements), and, not selective, the adaptive's error at 0.6 of the ladder's time.
+  measurements), and, not selective, the adaptive's error at 0.6 of the ladder's time,
+  and the largest factor by which a step raised the adaptive's error over its best so far.
+  Ladder and adaptive reconstruct alike (``--noise-stop``, the strategy's default 1).
   One reconstruction's error varies by up to 2x with its own random seed alone, so read
   the ratios over >= 10 seeds.
 """
@@ -522,6 +524,9 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
            "target_rel_l2": target,
            "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
            "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
+    # stability: the largest factor by which a step raised the error over the best so far
+    errs = [a["rel_l2"] for a in ada]
+    out["max_rise"] = max([e / min(errs[:i]) for i, e in enumerate(errs) if i], default=1.0)
     within = [a["rel_l2"] for a in ada if a["hardware_time_s"] <= budget]
     # not selective: the error of the last step within 0.6 of the ladder's time
     out["rel_l2_at_0.6"] = within[-1] if within else None
@@ -616,6 +621,10 @@ def main():
               f" adaptive's at 0.6 of its time {np.round(e6, 3).tolist()} (mean "
               f"{np.nanmean(e6):.3f}), at or below the ladder's on "
               f"{int(np.sum(np.array(e6) <= np.array(tg)))} of {len(runs)}", flush=True)
+        rise = [r["max_rise"] for r in runs]
+        out["loop"]["max_rise"] = rise
+        print(f"loop: largest rise of the adaptive's error over its best so far: median "
+              f"{np.median(rise):.2f}, max {np.max(rise):.2f}", flush=True)
         print(f"loop ({a.criterion}): time ratios {[round(x, 2) for x in ratios]}; mean "
               f"{np.mean(ratios):.2f}, median {np.median(ratios):.2f}, max "
               f"{np.max(ratios):.2f}, not reached {len(ratios) - len(fin)} of {len(ratios)} "
