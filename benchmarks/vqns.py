@@ -26,7 +26,7 @@ Parts (side by side in one run, ratios printed and written to JSON):
   ladder FID + CPMG 1, 2, 4, 8, 16, 32 (ratio per noise seed; inf: not within 7
   measurements), and, not selective, the adaptive's error at 0.6 of the ladder's time,
   and the largest factor by which a step raised the adaptive's error over its best so far.
-  Ladder and adaptive reconstruct alike (``--noise-stop``, the strategy's default 1).
+  Ladder and adaptive reconstruct alike (also with ``--noise-stop``, ``--no-choose-k``).
   One reconstruction's error varies by up to 2x with its own random seed alone, so read
   the ratios over >= 10 seeds.
 """
@@ -450,7 +450,7 @@ class ShotNoiseNV:
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
          criterion="variance", family=None, max_measurements=7, misfit_prior=False,
-         discrepancy=True, noise_stop=1.0, choose_k=True):
+         discrepancy=True, noise_stop=None, choose_k=True):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -468,8 +468,7 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
         spec, _, note = family_instance(family, np.random.default_rng(noise_seed + 7919))
         print(f"  spectrum: {note}", flush=True)
     lo_hi = None
-    kw = dict(restarts=restarts, choose_k=choose_k,
-              noise_stop=noise_stop if noise_stop is not None and noise_stop >= 0 else None)
+    kw = dict(restarts=restarts, choose_k=choose_k, noise_stop=noise_stop)
     ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
     truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
                               decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
@@ -567,10 +566,10 @@ def main():
                     help="closed loop, --criterion variance: add a model-discrepancy field "
                          "conditioned on the data to the refits' prior (default; "
                          "--no-discrepancy: the refits' spread alone)")
-    ap.add_argument("--noise-stop", type=float, default=1.0,
+    ap.add_argument("--noise-stop", type=float, default=None,
                     help="closed loop (ladder and adaptive alike): LM restarts stop at this "
                          "many times the loss the error bars explain (reconstruct's "
-                         "noise_stop; a negative value: off, fit as far as LM goes)")
+                         "noise_stop; default off: fit as far as LM goes)")
     ap.add_argument("--choose-k", action=argparse.BooleanOptionalAction, default=True,
                     help="closed loop (ladder and adaptive alike): reconstruct's choose_k")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],

@@ -161,11 +161,9 @@ def test_strategy_suggests_only_times_the_sequencer_can_play(criterion, restarts
 
 
 def test_noise_stop_fits_no_closer_than_the_error_bars():
-    """noise_stop=1 (the closed loop's default; Morozov's discrepancy principle): each
-    restart stops once it fits the data as closely as their error bars explain; left to
-    run, LM fits their noise as well (losses below the floor)."""
-    from mracq.recon.vqns.strategy import LOOP_NOISE_STOP, NextSequenceStrategy
-
+    """noise_stop=1 (Morozov's discrepancy principle): each restart stops once it fits
+    the data as closely as their error bars explain; left to run, LM fits their noise as
+    well (losses below the floor)."""
     rng = np.random.default_rng(2)
     ms = simulate_measurements(THREE, ["fid", "se", "cpmg-4", "cpmg-16"], n_points=25,
                                noise=0.02, rng=rng)
@@ -175,10 +173,6 @@ def test_noise_stop_fits_no_closer_than_the_error_bars():
     assert np.median(off.losses) < 0.95 * floor
     assert np.median(on.losses) >= 0.95 * floor
     assert np.median(on.losses) > np.median(off.losses)
-    st = NextSequenceStrategy(initial=[("fid", ms[0].t)])
-    assert st.reconstruct_kw == {"noise_stop": LOOP_NOISE_STOP} and LOOP_NOISE_STOP == 1.0
-    st = NextSequenceStrategy(initial=[("fid", ms[0].t)], reconstruct_kw={"noise_stop": None})
-    assert st.reconstruct_kw["noise_stop"] is None
 
 
 def test_expected_variance_reduction_counts_only_what_is_new():

@@ -42,8 +42,7 @@ from mracq.recon.vqns.model import (
 from mracq.recon.vqns.sensitivity import predicted_decay_time
 from mracq.sim.filter_function import filter_cpmg
 
-__all__ = ["NextSequenceStrategy", "DEFAULT_CANDIDATES", "LOOP_NOISE_STOP",
-           "relative_band_width",
+__all__ = ["NextSequenceStrategy", "DEFAULT_CANDIDATES", "relative_band_width",
            "expected_variance_reduction", "discrepancy_field"]
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,6 @@ DEFAULT_CANDIDATES = tuple(f"cpmg-{n}" for n in (2, 3, 4, 6, 8, 12, 16, 24, 32, 
 #: decays (chi) at which the offered time windows of a candidate end: the early part of a
 #: many-pulse decay probes high frequencies with short, cheap points
 DEFAULT_CHI_END = (0.5, 1.0, 2.0, 4.0)
-#: the loop's reconstructions stop each restart once it fits the data as closely as their
-#: error bars explain (``reconstruct(..., noise_stop=1)``, Morozov's discrepancy principle):
-#: fitted further, the restarts fit the noise of each newly added sequence with spikes the
-#: data do not resolve, and the error of the estimate rose as sequences were added
-LOOP_NOISE_STOP = 1.0
 
 
 def expected_variance_reduction(result: VQNSResult, sequence: str, t, sigma, omega, *,
@@ -301,9 +295,7 @@ class NextSequenceStrategy:
         raises it to the calibrated pulses). Suggested times start at ``N * min_spacing``; a
         sequence whose predicted decay is within twice that is not suggested.
     reconstruct_kw : dict, optional
-        Keyword arguments for :func:`mracq.recon.vqns.reconstruct`; ``noise_stop``
-        defaults to :data:`LOOP_NOISE_STOP` (the restarts stop at the noise floor, so that
-        the estimate does not change with the noise of each added sequence; None: off).
+        Keyword arguments for :func:`mracq.recon.vqns.reconstruct`.
     seed : int, optional
         Seed for the reconstructions.
     misfit_prior : bool
@@ -347,7 +339,7 @@ class NextSequenceStrategy:
         if not (np.isfinite(min_spacing) and min_spacing >= 0):
             raise ValueError(f"min_spacing must be >= 0 s, got {min_spacing!r}")
         self.min_spacing = float(min_spacing)
-        self.reconstruct_kw = {"noise_stop": LOOP_NOISE_STOP, **(reconstruct_kw or {})}
+        self.reconstruct_kw = dict(reconstruct_kw or {})
         self.rng = np.random.default_rng(seed)
         self.measurements: list[Measurement] = []
         self.result: VQNSResult | None = None
