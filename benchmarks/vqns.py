@@ -450,7 +450,7 @@ class ShotNoiseNV:
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
          criterion="variance", family=None, max_measurements=7, misfit_prior=False,
-         discrepancy=True, noise_stop=None, choose_k=True):
+         discrepancy=True, noise_stop=None, choose_k=True, warm_start=False):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -496,7 +496,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
                                  max_measurements=max_measurements,
                                  overhead=15e-6, cost_aware=cost_aware,
                                  criterion=criterion, reconstruct_kw=kw, seed=1,
-                                 misfit_prior=misfit_prior, discrepancy=discrepancy)
+                                 misfit_prior=misfit_prior, discrepancy=discrepancy,
+                                 warm_start=warm_start)
     ada = []
     reached = None
     budget = 0.6 * lad[-1]["hardware_time_s"]
@@ -570,6 +571,9 @@ def main():
                     help="closed loop (ladder and adaptive alike): LM restarts stop at this "
                          "many times the loss the error bars explain (reconstruct's "
                          "noise_stop; default off: fit as far as LM goes)")
+    ap.add_argument("--warm-start", action="store_true",
+                    help="closed loop: every restart of a step starts from the previous "
+                         "step's fits (K never falls); failed ones are redrawn at random")
     ap.add_argument("--choose-k", action=argparse.BooleanOptionalAction, default=True,
                     help="closed loop (ladder and adaptive alike): reconstruct's choose_k")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
@@ -599,7 +603,7 @@ def main():
                      criterion=a.criterion, family=a.loop_family,
                      max_measurements=a.loop_max_measurements,
                      misfit_prior=a.misfit_prior, discrepancy=a.discrepancy,
-                     noise_stop=a.noise_stop,
+                     noise_stop=a.noise_stop, warm_start=a.warm_start,
                      choose_k=a.choose_k)
                 for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
@@ -608,7 +612,7 @@ def main():
                        "family": a.loop_family, "max_measurements": a.loop_max_measurements,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
                        "misfit_prior": a.misfit_prior, "discrepancy": a.discrepancy,
-                       "noise_stop": a.noise_stop,
+                       "noise_stop": a.noise_stop, "warm_start": a.warm_start,
                        "choose_k": a.choose_k,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),

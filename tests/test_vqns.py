@@ -175,6 +175,30 @@ def test_noise_stop_fits_no_closer_than_the_error_bars():
     assert np.median(on.losses) > np.median(off.losses)
 
 
+def test_warm_start_maps_earlier_fits_exactly_and_keeps_k():
+    """warm_start: the earlier fits, mapped onto a model of the same data, are the same
+    spectra (Lorentzians kept, background projected onto the same bank); on more data K
+    does not fall below the earlier K."""
+    import torch
+
+    from mracq.recon.vqns.lm import _Model
+    from mracq.recon.vqns.optim import _Init, _Problem
+
+    rng = np.random.default_rng(4)
+    ms = simulate_measurements(THREE, ["fid", "se", "cpmg-8"], n_points=20, noise=0.01,
+                               rng=rng)
+    first = reconstruct(ms[:2], restarts=6, seed=1)
+    k = first.settings["n_lorentzians"]
+    prob = _Problem(ms[:2], True, "torch")
+    model = _Model(prob, _Init(prob, k, torch.Generator().manual_seed(0)))
+    th = model.warm(first.samples, k)
+    w = np.geomspace(*first.band, 50)
+    np.testing.assert_allclose(lorentzian_spectrum(model.samples(th), w),
+                               first.sample_spectra(w), rtol=1e-3)
+    more = reconstruct(ms, restarts=6, seed=1, warm_start=first)
+    assert more.n_success == 6 and more.settings["n_lorentzians"] >= k
+
+
 def test_expected_variance_reduction_counts_only_what_is_new():
     """After FID and SE, measuring SE again narrows little; the early part of a CPMG-16
     decay, which probes the unmeasured 0.6 and 2 MHz peaks, narrows the band there much

@@ -355,7 +355,7 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                 background: bool = True, band_inflate: float = 2.0,
                 misfit_factor: float = 2.0, choose_k: bool = True, omega=None,
                 progress: bool | None = False,
-                noise_stop: float | None = None) -> VQNSResult:
+                noise_stop: float | None = None, warm_start=None) -> VQNSResult:
     """Reconstruct the noise spectrum from coherence decays (VQNS).
 
     Parameters
@@ -450,6 +450,12 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
         fresh loop instances it reached the ladder's error as often as without (26/40),
         and steps that raised the error by > 20 % stayed as frequent
         (``benchmarks/vqns_loop_noise_stop_*.json``).
+    warm_start : VQNSResult, optional
+        LM only: start every restart from this earlier reconstruction's fits (e.g. the
+        previous step of a closed loop, on fewer data; its Lorentzians mapped to this K,
+        which does not fall below its K, and its background projected onto this bank);
+        restarts that fail are redrawn at random. Off by default: in the closed loop it
+        reached the ladder's error no more often (benchmarks/vqns_loop_warm_start_*.json).
     Returns
     -------
     VQNSResult
@@ -509,13 +515,18 @@ def reconstruct(measurements, *, n_lorentzians: int | None = None, restarts: int
                     cand = [c for c in (2, 3, 5) if c < k] + [k]
                     k, k_scores, _ = select_k(ms, cand, use_sigma=use_sigma, backend=backend,
                                               bank=background, gen=gen, noise_stop=noise_stop)
+                    if warm_start is not None:  # K never falls below the earlier fit's
+                        k = max(k, warm_start.settings["n_lorentzians"])
                     init = _Init(prob, k, gen, init_candidates)
                 model = _Model(prob, init, bank=background)
                 model.candidates = 1  # LM: best-of-m starts did not raise the success rate
+                warm = None
+                if warm_start is not None and len(warm_start.samples):
+                    warm = model.warm(warm_start.samples, warm_start.settings["n_lorentzians"])
                 out = ensemble(model, restarts, thr, rng, max_iter=max_iter,
                                max_failures=max_failures, oversubscribe=oversubscribe,
                                perturb=perturb, inflate=band_inflate,
-                               noise_stop=noise_stop)
+                               noise_stop=noise_stop, warm=warm)
                 samples = model.samples(out["th_fit"])
                 band_samples = model.samples(out["th"])
                 losses, iters, n_failed = out["loss"], out["iters"], out["n_failed"]
