@@ -157,8 +157,6 @@ class _Model:
             th[:, kk:, 0] = np.log(total / 20 / (self.k - kk))[:, None]
         out = [th.reshape(r, -1)]
         if self.m:
-            from scipy.optimize import nnls
-
             grid = np.geomspace(self.a[0] / 3, self.a[-1] * self.ratio * 3, 120)
             from mracq.recon.vqns.model import lorentzian_spectrum
 
@@ -166,7 +164,9 @@ class _Model:
             a, b = self.a[None], self.ratio * self.a[None]
             w2 = grid[:, None] ** 2
             basis = 2 * (a + b) * w2 / ((w2 + a**2) * (w2 + b**2))  # (G, M)
-            v = np.array([nnls(basis, np.maximum(s, 0.0))[0] for s in bank_old])
+            col = np.linalg.norm(basis, axis=0)
+            v = np.array([_nnls_or_clip(basis / col, np.maximum(s, 0.0)) for s in bank_old])
+            v = v / col
             floor = 1e-6 * np.maximum(v.max(1, keepdims=True), total[:, None] * 1e-3)
             out.append(np.log(np.maximum(v, floor)))
         lo, hi = self.bounds()
@@ -204,6 +204,18 @@ class _Model:
                           np.zeros_like(v)], 2)
             rows += [b, a]
         return np.concatenate(rows, 1).reshape(r, -1, 3)
+
+
+def _nnls_or_clip(a, b):
+    """Non-negative least squares ``min_x>=0 |a x - b|`` (scipy), or, where its active-set
+    iteration does not finish, the least-squares solution clipped at 0."""
+    from scipy.optimize import nnls
+
+    scale = max(float(np.max(np.abs(b))), 1e-300)
+    try:
+        return nnls(a, b / scale, maxiter=50 * a.shape[1])[0] * scale
+    except RuntimeError:
+        return np.clip(np.linalg.lstsq(a, b, rcond=None)[0], 0.0, None)
 
 
 def _ddns_density(measurements):
