@@ -24,7 +24,9 @@ Parts (side by side in one run, ratios printed and written to JSON):
 - ``loop``: simulated NV measurements (Poisson counts, physics.md section 2); hardware time
   (shots x (t + overhead)) for the adaptive choice to reach the final error of the fixed
   ladder FID + CPMG 1, 2, 4, 8, 16, 32 (ratio per noise seed; inf: not within 7
-  measurements), and, not selective, the adaptive's error at 0.6 of the ladder's time.
+  measurements), and, not selective, the adaptive's error at 0.6 of the ladder's time,
+  and the largest factor by which a step raised the adaptive's error over its best so far.
+  Ladder and adaptive reconstruct alike (also with ``--noise-stop``, ``--no-choose-k``).
   One reconstruction's error varies by up to 2x with its own random seed alone, so read
   the ratios over >= 10 seeds.
 """
@@ -448,7 +450,7 @@ class ShotNoiseNV:
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
          criterion="variance", family=None, max_measurements=7, misfit_prior=False,
-         discrepancy=True):
+         discrepancy=True, noise_stop=None, choose_k=True, warm_start=False):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -466,7 +468,7 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
         spec, _, note = family_instance(family, np.random.default_rng(noise_seed + 7919))
         print(f"  spectrum: {note}", flush=True)
     lo_hi = None
-    kw = dict(restarts=restarts)
+    kw = dict(restarts=restarts, choose_k=choose_k, noise_stop=noise_stop)
     ladder_seqs = ["fid", "se", "cpmg-2", "cpmg-4", "cpmg-8", "cpmg-16", "cpmg-32"]
     truth_t = {s: np.linspace(decay_time(spec, pulse_number(s)) / 30,
                               decay_time(spec, pulse_number(s)), 30) for s in ladder_seqs}
@@ -494,7 +496,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
                                  max_measurements=max_measurements,
                                  overhead=15e-6, cost_aware=cost_aware,
                                  criterion=criterion, reconstruct_kw=kw, seed=1,
-                                 misfit_prior=misfit_prior, discrepancy=discrepancy)
+                                 misfit_prior=misfit_prior, discrepancy=discrepancy,
+                                 warm_start=warm_start)
     ada = []
     reached = None
     budget = 0.6 * lad[-1]["hardware_time_s"]
@@ -521,6 +524,9 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
            "target_rel_l2": target,
            "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
            "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
+    # stability: the largest factor by which a step raised the error over the best so far
+    errs = [a["rel_l2"] for a in ada]
+    out["max_rise"] = max([e / min(errs[:i]) for i, e in enumerate(errs) if i], default=1.0)
     within = [a["rel_l2"] for a in ada if a["hardware_time_s"] <= budget]
     # not selective: the error of the last step within 0.6 of the ladder's time
     out["rel_l2_at_0.6"] = within[-1] if within else None
@@ -561,6 +567,15 @@ def main():
                     help="closed loop, --criterion variance: add a model-discrepancy field "
                          "conditioned on the data to the refits' prior (default; "
                          "--no-discrepancy: the refits' spread alone)")
+    ap.add_argument("--noise-stop", type=float, default=None,
+                    help="closed loop (ladder and adaptive alike): LM restarts stop at this "
+                         "many times the loss the error bars explain (reconstruct's "
+                         "noise_stop; default off: fit as far as LM goes)")
+    ap.add_argument("--warm-start", action="store_true",
+                    help="closed loop: every restart of a step starts from the previous "
+                         "step's fits (K never falls); failed ones are redrawn at random")
+    ap.add_argument("--choose-k", action=argparse.BooleanOptionalAction, default=True,
+                    help="closed loop (ladder and adaptive alike): reconstruct's choose_k")
     ap.add_argument("--criterion", default="variance", choices=["variance", "eq7"],
                     help="closed loop: the strategy's choice of the next sequence")
     ap.add_argument("--family-instances", type=int, default=3,
@@ -587,7 +602,9 @@ def main():
         runs = [loop(a.quick, min(restarts, 40), noise_seed=s, cost_aware=a.cost_aware,
                      criterion=a.criterion, family=a.loop_family,
                      max_measurements=a.loop_max_measurements,
-                     misfit_prior=a.misfit_prior, discrepancy=a.discrepancy)
+                     misfit_prior=a.misfit_prior, discrepancy=a.discrepancy,
+                     noise_stop=a.noise_stop, warm_start=a.warm_start,
+                     choose_k=a.choose_k)
                 for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
@@ -595,6 +612,8 @@ def main():
                        "family": a.loop_family, "max_measurements": a.loop_max_measurements,
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
                        "misfit_prior": a.misfit_prior, "discrepancy": a.discrepancy,
+                       "noise_stop": a.noise_stop, "warm_start": a.warm_start,
+                       "choose_k": a.choose_k,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
                        "max_time_ratio": float(np.max(ratios)),
@@ -605,6 +624,10 @@ def main():
               f" adaptive's at 0.6 of its time {np.round(e6, 3).tolist()} (mean "
               f"{np.nanmean(e6):.3f}), at or below the ladder's on "
               f"{int(np.sum(np.array(e6) <= np.array(tg)))} of {len(runs)}", flush=True)
+        rise = [r["max_rise"] for r in runs]
+        out["loop"]["max_rise"] = rise
+        print(f"loop: largest rise of the adaptive's error over its best so far: median "
+              f"{np.median(rise):.2f}, max {np.max(rise):.2f}", flush=True)
         print(f"loop ({a.criterion}): time ratios {[round(x, 2) for x in ratios]}; mean "
               f"{np.mean(ratios):.2f}, median {np.median(ratios):.2f}, max "
               f"{np.max(ratios):.2f}, not reached {len(ratios) - len(fin)} of {len(ratios)} "

@@ -160,6 +160,45 @@ def test_strategy_suggests_only_times_the_sequencer_can_play(criterion, restarts
         coherence_programs("cpmg", sug["t"], n=n)  # the generators accept every time
 
 
+def test_noise_stop_fits_no_closer_than_the_error_bars():
+    """noise_stop=1 (Morozov's discrepancy principle): each restart stops once it fits
+    the data as closely as their error bars explain; left to run, LM fits their noise as
+    well (losses below the floor)."""
+    rng = np.random.default_rng(2)
+    ms = simulate_measurements(THREE, ["fid", "se", "cpmg-4", "cpmg-16"], n_points=25,
+                               noise=0.02, rng=rng)
+    off = reconstruct(ms, restarts=10, seed=1)
+    on = reconstruct(ms, restarts=10, seed=1, noise_stop=1.0)
+    floor = on.threshold_history[0][1] / 1.1  # the automatic threshold is 1.1 x the floor
+    assert np.median(off.losses) < 0.95 * floor
+    assert np.median(on.losses) >= 0.95 * floor
+    assert np.median(on.losses) > np.median(off.losses)
+
+
+def test_warm_start_maps_earlier_fits_exactly_and_keeps_k():
+    """warm_start: the earlier fits, mapped onto a model of the same data, are the same
+    spectra (Lorentzians kept, background projected onto the same bank); on more data K
+    does not fall below the earlier K."""
+    import torch
+
+    from mracq.recon.vqns.lm import _Model
+    from mracq.recon.vqns.optim import _Init, _Problem
+
+    rng = np.random.default_rng(4)
+    ms = simulate_measurements(THREE, ["fid", "se", "cpmg-8"], n_points=20, noise=0.01,
+                               rng=rng)
+    first = reconstruct(ms[:2], restarts=6, seed=1)
+    k = first.settings["n_lorentzians"]
+    prob = _Problem(ms[:2], True, "torch")
+    model = _Model(prob, _Init(prob, k, torch.Generator().manual_seed(0)))
+    th = model.warm(first.samples, k)
+    w = np.geomspace(*first.band, 50)
+    np.testing.assert_allclose(lorentzian_spectrum(model.samples(th), w),
+                               first.sample_spectra(w), rtol=1e-3)
+    more = reconstruct(ms, restarts=6, seed=1, warm_start=first)
+    assert more.n_success == 6 and more.settings["n_lorentzians"] >= k
+
+
 def test_expected_variance_reduction_counts_only_what_is_new():
     """After FID and SE, measuring SE again narrows little; the early part of a CPMG-16
     decay, which probes the unmeasured 0.6 and 2 MHz peaks, narrows the band there much

@@ -130,6 +130,48 @@ class _Model:
         lo, hi = self.bounds()
         return np.clip(torch.cat([th, la[:, self.k:]], 1).numpy(), lo, hi)
 
+    def warm(self, rows, k_prev: int) -> np.ndarray:
+        """Free parameters (R, 3K + M) that start from earlier fits ``rows`` (R, K' + 2M', 3).
+
+        ``rows`` are the Lorentzian rows of another reconstruction's samples (its first
+        ``k_prev`` rows free Lorentzians, the rest its background bank as pairs), possibly
+        of other data and another K or bank. The K largest Lorentzians are kept (missing
+        ones are fresh draws carrying a twentieth of the sample's variance); the earlier
+        bank's spectrum is projected onto this bank (non-negative least squares on a
+        logarithmic grid).
+        """
+        rows = np.asarray(rows, float)
+        r = len(rows)
+        lor = rows[:, :k_prev]
+        order = np.argsort(-lor[..., 0], axis=1)[:, :self.k]
+        lor = np.take_along_axis(lor, order[..., None], 1)
+        fresh = self._draw(r)
+        total = np.maximum(rows[:, :k_prev, 0].sum(1), 1e-300)
+        init = self.init
+        th = fresh[:, :3 * self.k].reshape(r, self.k, 3).copy()
+        kk = lor.shape[1]
+        th[:, :kk, 0] = np.log(np.maximum(lor[..., 0], 1e-300))
+        th[:, :kk, 1] = np.log(np.maximum(lor[..., 1] - init.g_min, 1e-300) / init.w_scale)
+        th[:, :kk, 2] = np.log(np.maximum(lor[..., 2], 1e-300) / init.w_scale)
+        if kk < self.k:
+            th[:, kk:, 0] = np.log(total / 20 / (self.k - kk))[:, None]
+        out = [th.reshape(r, -1)]
+        if self.m:
+            grid = np.geomspace(self.a[0] / 3, self.a[-1] * self.ratio * 3, 120)
+            from mracq.recon.vqns.model import lorentzian_spectrum
+
+            bank_old = lorentzian_spectrum(rows[:, k_prev:], grid)  # (R, G)
+            a, b = self.a[None], self.ratio * self.a[None]
+            w2 = grid[:, None] ** 2
+            basis = 2 * (a + b) * w2 / ((w2 + a**2) * (w2 + b**2))  # (G, M)
+            col = np.linalg.norm(basis, axis=0)
+            v = np.array([_nnls_or_clip(basis / col, np.maximum(s, 0.0)) for s in bank_old])
+            v = v / col
+            floor = 1e-6 * np.maximum(v.max(1, keepdims=True), total[:, None] * 1e-3)
+            out.append(np.log(np.maximum(v, floor)))
+        lo, hi = self.bounds()
+        return np.clip(np.concatenate(out, 1), lo, hi)
+
     def eval(self, th, y):
         """Residuals (R, P) and Jacobian (R, P, 3K + M) with respect to the free parameters."""
         amp, g, w0, v = self.split(th)
@@ -162,6 +204,18 @@ class _Model:
                           np.zeros_like(v)], 2)
             rows += [b, a]
         return np.concatenate(rows, 1).reshape(r, -1, 3)
+
+
+def _nnls_or_clip(a, b):
+    """Non-negative least squares ``min_x>=0 |a x - b|`` (scipy), or, where its active-set
+    iteration does not finish, the least-squares solution clipped at 0."""
+    from scipy.optimize import nnls
+
+    scale = max(float(np.max(np.abs(b))), 1e-300)
+    try:
+        return nnls(a, b / scale, maxiter=50 * a.shape[1])[0] * scale
+    except RuntimeError:
+        return np.clip(np.linalg.lstsq(a, b, rcond=None)[0], 0.0, None)
 
 
 def _ddns_density(measurements):
@@ -339,7 +393,8 @@ def levenberg_marquardt(model: _Model, th, y, *, max_iter: int = 60, lam0: float
 
 
 def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures: int,
-            oversubscribe: float, patience: int = 15):
+            oversubscribe: float, patience: int = 15, noise_stop: float | None = None,
+            warm=None):
     """Stage 1: LM from random starts until ``want`` restarts reach the loss plateau.
 
     Slots whose restart has finished (converged, stalled or at ``max_iter``) are judged
@@ -348,12 +403,17 @@ def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures
     the best fit, whose loss is the noise floor or the model's own misfit); successes
     leave, failures are redrawn in place, so the batch stays full. A restart still above
     ``10 accept`` after ``patience`` iterations is stuck in a poor local minimum and fails
-    early. Successes are judged again against the final ``accept`` at the end.
+    early. Successes are judged again against the final ``accept`` at the end. A restart
+    stops at the loss :func:`_loss_stop` gives (``noise_stop``: the noise floor).
     """
     y0 = model.prob.y_np
     n = want + max(2, int(np.ceil(oversubscribe * want)))
     # a loss a tenth of the threshold is as good a fit as any (noise-free data)
-    b = _Batch(model, model.draw(n), y0, loss_stop=0.1 * thr)
+    if warm is None or not len(warm):
+        starts = model.draw(n)
+    else:  # every slot starts from an earlier fit; failures are redrawn at random
+        starts = np.asarray(warm)[np.arange(n) % len(warm)]
+    b = _Batch(model, starts, y0, loss_stop=_loss_stop(model.prob, thr, noise_stop))
     found_th, found_loss, found_it = [], [], []
     n_failed = 0
     best = []  # lowest finished losses (up to 3)
@@ -405,9 +465,19 @@ def _search(model: _Model, want: int, thr: float, *, max_iter: int, max_failures
     return th, loss, iters, n_failed, b.calls, acc
 
 
+def _loss_stop(prob, thr: float, noise_stop: float | None) -> float:
+    """Loss at which a stage-1 restart stops: ``noise_stop`` times the noise floor (the
+    loss the data's error bars explain) when given and the data carry errors, else a
+    tenth of the threshold (a loss that low is as good a fit as any)."""
+    if noise_stop is not None and prob.noise_loss > 0:
+        return float(noise_stop) * prob.noise_loss
+    return 0.1 * thr
+
+
 def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
              max_failures: int | None = None, oversubscribe: float = 0.3,
-             perturb: bool = True, floor: float = 3e-4, inflate: float = 2.0):
+             perturb: bool = True, floor: float = 3e-4, inflate: float = 2.0,
+             noise_stop: float | None = None, warm=None):
     """VQNS restarts by Levenberg-Marquardt, then a randomize-then-optimize refit.
 
     Stage 1 (:func:`_search`) fits the data from random starts until ``want`` restarts
@@ -437,7 +507,7 @@ def ensemble(model: _Model, want: int, thr: float, rng, *, max_iter: int = 60,
     spare = int(np.ceil(0.2 * want)) + 1 if perturb else 0
     th, loss, iters, n_failed, calls, accept = _search(
         model, want + spare, thr, max_iter=max_iter, max_failures=max_failures,
-        oversubscribe=oversubscribe, patience=PATIENCE)
+        oversubscribe=oversubscribe, patience=PATIENCE, noise_stop=noise_stop, warm=warm)
     sigma = np.zeros_like(y0)
     if perturb and len(th):
         base = float(np.min(loss))
@@ -484,7 +554,7 @@ def _split(ms, every: int = 4):
 
 def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
              restarts: int = 8, max_iter: int = 40, factor: float = 1.1,
-             floor: float = 1.5e-6, tolerance: float = 0.05):
+             floor: float = 1.5e-6, tolerance: float = 0.05, noise_stop: float | None = None):
     """The number of Lorentzians K that predicts held-out points best.
 
     Every fourth point of each decay is held out (:func:`_split`); for each K of
@@ -493,7 +563,8 @@ def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
     (by training loss) scores K. More components fit the training points better
     but, on noisy data, also their noise; the held-out loss stops falling where they
     start to. The smallest K whose
-    score is within ``tolerance`` (relative) of the best is returned.
+    score is within ``tolerance`` (relative) of the best is returned. ``noise_stop``: as
+    in :func:`mracq.recon.vqns.reconstruct` (the fits stop at the noise floor).
 
     Returns
     -------
@@ -515,7 +586,7 @@ def select_k(ms, candidates, *, use_sigma: bool, backend: str, bank: bool, gen,
         model = _Model(prob, _Init(prob, k, gen), bank=bank)
         th, loss, _, _, c, _ = _search(model, restarts, thr, max_iter=max_iter,
                                        max_failures=4 * restarts, oversubscribe=0.3,
-                                       patience=PATIENCE)
+                                       patience=PATIENCE, noise_stop=noise_stop)
         calls += c
         if not len(th):
             scores[k] = np.inf

@@ -306,6 +306,9 @@ class NextSequenceStrategy:
         (:func:`discrepancy_field`) to the refits' prior (default), so that frequencies
         no measurement constrains count as unknown although every refit extrapolates
         them alike (benchmarks/vqns.json ``loop_*_discrepancy``).
+    warm_start : bool
+        Start each reconstruction's restarts from the previous one's fits
+        (``reconstruct(..., warm_start=)``); off by default (no gain measured).
     """
 
     def __init__(self, candidates=DEFAULT_CANDIDATES, *, initial, n_points: int = 30,
@@ -313,7 +316,7 @@ class NextSequenceStrategy:
                  cost_aware: bool = False, overhead: float = 15e-6, reconstruct_kw=None,
                  seed=None, min_spacing: float = 60e-9, criterion: str = "variance",
                  omega_max: float | None = None, misfit_prior: bool = False,
-                 discrepancy: bool = True):
+                 discrepancy: bool = True, warm_start: bool = False):
         self.candidates = [str(c) for c in candidates]
         for c in self.candidates:
             pulse_number(c)
@@ -332,6 +335,7 @@ class NextSequenceStrategy:
         self.omega_max = omega_max
         self.misfit_prior = bool(misfit_prior)
         self.discrepancy = bool(discrepancy)
+        self.warm_start = bool(warm_start)
         self.target = float(target)
         self.max_measurements = int(max_measurements)
         self.cost_aware = bool(cost_aware)
@@ -383,7 +387,10 @@ class NextSequenceStrategy:
             self.measurements.append(p)
         if self._pending_initial():
             return
-        self.result = reconstruct(self.measurements, seed=self.rng, **self.reconstruct_kw)
+        kw = dict(self.reconstruct_kw)
+        if self.warm_start and self.result is not None:
+            kw["warm_start"] = self.result
+        self.result = reconstruct(self.measurements, seed=self.rng, **kw)
         self.history.append({"sequences": [m.sequence for m in self.measurements],
                              "band_width": relative_band_width(self.result),
                              "result": self.result, ID_KEY: last_id})
