@@ -416,23 +416,11 @@ class AdaptiveODMR:
         point the D-optimal gain ``ln(1 + j^T F^-1 j / sigma^2)`` instead."""
         p = np.array([fit[k] for k in PARAMS])
         steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
-
-        def jac(f):
-            cols = []
-            for i, h in enumerate(steps):
-                up, dn = p.copy(), p.copy()
-                up[i] += h
-                dn[i] -= h
-                cols.append((odmr_model(f, *up, shape=self.shape, splitting=self.splitting)
-                             - odmr_model(f, *dn, shape=self.shape, splitting=self.splitting))
-                            / (2 * h))
-            return np.array(cols).T  # (len(f), 4)
-
         f, _, sig = (np.array(c) for c in zip(*self.measured, strict=True))
-        j = jac(f) / sig[:, None]
+        j = self._jac(p, f) / sig[:, None]
         fisher = j.T @ j + np.diag(1e-12 / steps**2)
         cov = np.linalg.pinv(fisher)
-        jc = jac(self.candidates)  # (n_candidates, 4)
+        jc = self._jac(p, self.candidates)  # (n_candidates, 4)
         u = jc @ cov  # rows: cov j
         quad = np.sum(u * jc, axis=1)
         if len(self.measured) % 3 == 0:
