@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mracq.recon.vqns.chi import SERIES_SWITCH, chi_and_grad
+from mracq.recon.vqns.model import lorentzian_spectrum
 
 __all__ = ["levenberg_marquardt", "ensemble", "select_k"]
 PATIENCE = 30
@@ -158,12 +159,10 @@ class _Model:
         out = [th.reshape(r, -1)]
         if self.m:
             grid = np.geomspace(self.a[0] / 3, self.a[-1] * self.ratio * 3, 120)
-            from mracq.recon.vqns.model import lorentzian_spectrum
-
             bank_old = lorentzian_spectrum(rows[:, k_prev:], grid)  # (R, G)
-            a, b = self.a[None], self.ratio * self.a[None]
-            w2 = grid[:, None] ** 2
-            basis = 2 * (a + b) * w2 / ((w2 + a**2) * (w2 + b**2))  # (G, M)
+            # one unit bump per column: 2 (a + b) w^2 / ((w^2 + a^2)(w^2 + b^2)), b = ratio a
+            unit = self._bank_rows(np.eye(self.m))[:, None]  # (M, 1, 2M, 3)
+            basis = lorentzian_spectrum(unit, grid)[:, 0].T  # (G, M)
             col = np.linalg.norm(basis, axis=0)
             v = np.array([_nnls_or_clip(basis / col, np.maximum(s, 0.0)) for s in bank_old])
             v = v / col
@@ -197,13 +196,18 @@ class _Model:
         r = len(th)
         rows = [np.stack([amp, g, w0], 2)]
         if self.m:
-            k = self.ratio / (self.ratio - 1.0)
-            b = np.stack([k * v, np.broadcast_to(self.ratio * self.a, v.shape),
-                          np.zeros_like(v)], 2)
-            a = np.stack([-v / (self.ratio - 1.0), np.broadcast_to(self.a, v.shape),
-                          np.zeros_like(v)], 2)
-            rows += [b, a]
+            rows.append(self._bank_rows(v))
         return np.concatenate(rows, 1).reshape(r, -1, 3)
+
+    def _bank_rows(self, v) -> np.ndarray:
+        """The background bank's bumps of weights ``v`` (R, M) as Lorentzian rows
+        (R, 2M, 3): each bump a pair at zero frequency, half widths ``ratio a`` and ``a``."""
+        k = self.ratio / (self.ratio - 1.0)
+        b = np.stack([k * v, np.broadcast_to(self.ratio * self.a, v.shape),
+                      np.zeros_like(v)], 2)
+        a = np.stack([-v / (self.ratio - 1.0), np.broadcast_to(self.a, v.shape),
+                      np.zeros_like(v)], 2)
+        return np.concatenate([b, a], 1)
 
 
 def _nnls_or_clip(a, b):
