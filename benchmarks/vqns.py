@@ -473,7 +473,9 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
     ladder's time. ``stop="count-budget"``: the count protocol, but the loop also stops
     before a measurement that would pass 0.6 of the ladder's time, reached or not (the
     earlier ``--loop-stop-at-budget``). ``points``: the strategy's ``n_points`` (default
-    ``n_adaptive``; several values: the criterion chooses).
+    ``n_adaptive``; several values: the criterion chooses; the command line offers 10 and
+    20, and the ensemble's gain per second, which saturates with the points of one window,
+    takes 10 nearly always: more sequences, fewer points each).
     """
     if stop not in ("budget", "count", "count-budget"):
         raise ValueError(f"stop must be 'budget', 'count' or 'count-budget', got {stop!r}")
@@ -541,7 +543,8 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
             reached = nv.time
     out = {"noise_seed": noise_seed, "spectrum": note, "ladder": lad, "adaptive": ada,
            "target_rel_l2": target,
-           "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
+           "shots_per_point": nv.shots,
+           "adaptive_points_per_sequence": list(points) if points else n_adaptive,
            "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached,
            "stop": stop, "max_measurements": max_measurements,
            "stopped": strat.should_stop()[1]}
@@ -588,9 +591,10 @@ def main():
     ap.add_argument("--loop-max-measurements", type=int, default=None,
                     help="closed loop: measurements (FID and SE included) the adaptive may "
                          "take (default 16 with --loop-stop budget, else 7 = the ladder's)")
-    ap.add_argument("--loop-points", type=int, nargs="+", default=None,
-                    help="closed loop: points per adaptive measurement (default 20; several "
-                         "values: the criterion chooses per measurement)")
+    ap.add_argument("--loop-points", type=int, nargs="+", default=[10, 20],
+                    help="closed loop: points per adaptive measurement offered to the "
+                         "criterion (default 10 and 20: it chooses per measurement; one "
+                         "value: fixed, as the earlier protocol's 20)")
     ap.add_argument("--misfit-prior", action="store_true",
                     help="closed loop, --criterion variance: count the band's misfit term "
                          "as prior variance")
