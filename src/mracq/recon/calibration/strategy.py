@@ -34,20 +34,6 @@ log = logging.getLogger(__name__)
 PARAMS = ("centre", "width", "depth", "baseline")
 
 
-def _log_interval_mass(mu, sd, lo, hi):
-    """ln P(lo < X < hi), X ~ N(mu, sd^2), elementwise, stable in the tails."""
-    from scipy.special import log_ndtr
-
-    a, b = (lo - mu) / sd, (hi - mu) / sd
-    # ln(Phi(b) - Phi(a)) = ln Phi(b) + ln(1 - exp(ln Phi(a) - ln Phi(b))); mirrored where
-    # both are far in the upper tail
-    lb, la = log_ndtr(b), log_ndtr(a)
-    lower = lb + np.log1p(-np.exp(np.minimum(la - lb, -1e-300)))
-    ub, ua = log_ndtr(-a), log_ndtr(-b)
-    upper = ub + np.log1p(-np.exp(np.minimum(ua - ub, -1e-300)))
-    return np.where(a > 0, upper, lower)
-
-
 class AdaptiveODMR:
     """Particle-filter ODMR line finder.
 
@@ -117,8 +103,6 @@ class AdaptiveODMR:
         self._upper = np.array([c_hi, width_range[1], depth_range[1], np.inf])
         self.weights = np.full(n, 1.0 / n)
         self.baseline_prior = (float(baseline[0]), float(baseline[1]))
-        self.width_range = (float(width_range[0]), float(width_range[1]))
-        self.depth_range = (float(depth_range[0]), float(depth_range[1]))
         self.candidates = np.linspace(lo, hi, int(n_candidates))
         self.measured: list[tuple[float, float, float]] = []
         self.noise_guess = None
@@ -358,9 +342,7 @@ class AdaptiveODMR:
             logw -= logw.max()
             w = np.exp(logw)
             self.weights = w / w.sum()
-            if self._refresh_due():
-                self._grid_refresh()
-            elif 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
+            if 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
                 self._resample()
 
     def _loglike(self, particles) -> np.ndarray:
@@ -368,118 +350,6 @@ class AdaptiveODMR:
         f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
         pred = self._predict(f, particles)  # (n_measured, n_particles)
         return -0.5 * np.sum(((y[:, None] - pred) / sig[:, None]) ** 2, axis=0)
-
-    # until the least-squares fit is first trusted, every REFRESH_EVERY points the particles
-    # are drawn afresh from the posterior on a (centre, log width) grid with depth and
-    # baseline integrated out (:meth:`_grid_refresh`): at low contrast the cloud settled on a
-    # wide, shallow line (mean width 3-5x the truth) and kept the centre unresolved for
-    # 90-200 points (benchmarks/calibration.py rigs 1009, 1011); 0 disables it
-    REFRESH_EVERY = 5
-    REFRESH_FROM = 30
-    GRID_CENTRES = 801
-    GRID_WIDTHS = 25
-
-    def _refresh_due(self) -> bool:
-        n = len(self.measured)
-        if not self.REFRESH_EVERY or n < self.REFRESH_FROM or n % self.REFRESH_EVERY or \
-                getattr(self, "_found_at", None) is not None:
-            return False
-        if self._robust_spread()[1] <= 0.5 * self.mean()["width"]:
-            self._found_at = n
-            return False
-        return True
-
-    def _grid_posterior(self, cs=None, ws=None):
-        """Posterior over a (centre, width) grid, depth and baseline integrated out.
-
-        For fixed centre and width the model is linear in (baseline, depth): with the
-        baseline's normal prior and a flat depth prior on ``depth_range`` the integral is a
-        Gaussian one (the depth's bounds through the normal CDF). Centre flat on its prior
-        range, width log-uniform. Returns (centres, widths, posterior (n_w, n_c), mean and
-        covariance of (baseline, depth) per cell).
-        """
-        f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
-        wt = 1.0 / sig**2
-        if cs is None:
-            cs = np.linspace(self._lower[0], self._upper[0], self.GRID_CENTRES)
-        if ws is None:
-            ws = np.exp(np.linspace(*np.log(self.width_range), self.GRID_WIDTHS))
-        b0, sb = self.baseline_prior
-        d_lo, d_hi = self.depth_range
-        logp = np.empty((len(ws), len(cs)))
-        mb = np.empty_like(logp)
-        md = np.empty_like(logp)
-        x = f[None, :] - cs[:, None]  # (n_c, n)
-        for i, w in enumerate(ws):
-            shape = odmr_model(x, 0.0, w, -1.0, 0.0, shape=self.shape,
-                               splitting=self.splitting)  # the dip's shape, peak ~1/3 or 1
-            # y = b - d S: normal equations with the baseline prior
-            s1 = shape @ wt
-            s2 = (shape**2) @ wt
-            sy = shape @ (wt * y)
-            h_bb = wt.sum() + 1.0 / sb**2
-            h_bd = -s1
-            h_dd = s2
-            g_b = (wt * y).sum() + b0 / sb**2
-            g_d = -sy
-            det = h_bb * h_dd - h_bd**2
-            det = np.maximum(det, 1e-300)
-            b_hat = (h_dd * g_b - h_bd * g_d) / det
-            d_hat = (h_bb * g_d - h_bd * g_b) / det
-            chi2_min = (wt * y**2).sum() + b0**2 / sb**2 - (b_hat * g_b + d_hat * g_d)
-            # integrate b out (Gaussian), then d over its bounds: the d marginal has
-            # variance h_bb / det
-            sd_d = np.sqrt(h_bb / det)
-            mass = _log_interval_mass(d_hat, sd_d, d_lo, d_hi)
-            logp[i] = -0.5 * chi2_min - 0.5 * np.log(det) + mass + np.log(sd_d)
-            mb[i], md[i] = b_hat, d_hat
-        return cs, ws, logp, mb, md
-
-    def _local_grid(self, fit, n_c=121, n_w=41):
-        """Posterior mean and standard deviation of the centre on a fine grid around the
-        fit (centre +- 8 of its errors, ln width +- 4 of its errors, at least +- 0.7),
-        width and the linear parameters integrated out; and the standard deviation of
-        ln width. Hz, Hz, 1."""
-        se = max(fit.errors["centre"], 1e3)
-        cs = fit["centre"] + np.linspace(-8, 8, n_c) * se
-        cs = cs[(cs > self._lower[0]) & (cs < self._upper[0])]
-        half = max(4 * fit.errors["width"] / fit["width"], 0.7)
-        lw = np.log(fit["width"]) + np.linspace(-half, half, n_w)
-        lw = lw[(lw > np.log(self.width_range[0])) & (lw < np.log(self.width_range[1]))]
-        if len(cs) < 3 or len(lw) < 3:
-            return np.nan, np.nan, np.nan
-        # each width cell weighs d(ln w) (log-uniform prior): equal on this grid
-        _, _, logp, _, _ = self._grid_posterior(cs, np.exp(lw))
-        p = np.exp(logp - logp.max())
-        p /= p.sum()
-        pc, pw = p.sum(0), p.sum(1)
-        m = pc @ cs
-        mw = pw @ lw
-        return float(m), float(np.sqrt(pc @ (cs - m) ** 2)), float(np.sqrt(pw @ (lw - mw) ** 2))
-
-    def _grid_refresh(self, steps=((0.1, 2), (0.02, 2))) -> None:
-        """Draw the particles from :meth:`_grid_posterior` (centre and log width jittered
-        within their cell; depth and baseline from the cell's least-squares values, then
-        Metropolis moves on the full likelihood)."""
-        cs, ws, logp, mb, md = self._grid_posterior()
-        p = np.exp(logp - logp.max()).ravel()
-        p /= p.sum()
-        n = len(self.weights)
-        k = self.rng.choice(p.size, size=n, p=p)
-        iw, ic = np.unravel_index(k, logp.shape)
-        dc = cs[1] - cs[0]
-        dlw = np.log(ws[1] / ws[0])
-        parts = np.column_stack([
-            cs[ic] + self.rng.uniform(-0.5, 0.5, n) * dc,
-            ws[iw] * np.exp(self.rng.uniform(-0.5, 0.5, n) * dlw),
-            md[iw, ic],
-            mb[iw, ic],
-        ])
-        lo, hi = self._lower[:3], self._upper[:3]
-        parts[:, :3] = np.clip(parts[:, :3], lo + 1e-9 * lo, hi - 1e-9 * hi)
-        self.particles = parts
-        self.weights = np.full(n, 1.0 / n)
-        self._resample(steps)
 
     def _resample(self, steps=((0.5, 2), (0.1, 2), (0.02, 2))) -> None:
         """Draw particles by weight, then Metropolis moves on the full likelihood.
@@ -595,11 +465,6 @@ class AdaptiveODMR:
     # ... and the centre line's dip closes the cycle: flank points alone leave depth and
     # width trading along a valley, whose narrow, deep end states too small an error
     CYCLE_DIP = 1
-    # ... and the wings at +- WING widths of the centre line and outside the outer lines:
-    # flank and dip points alone leave a too narrow, deep line (0.3-0.6x the width)
-    # fitting as well as the true one at 60 points, and a design chosen at the narrow
-    # width keeps it so (benchmarks/calibration.py rigs 1001, 1004, 1005); 0: none
-    WING = 0.0
     # (line, side); side 0: the baseline, at the end of the range farther from the line
     # (flank points alone trade baseline against depth and width)
     _CYCLE = ((0, -1), (0, 1), (-1, -1), (1, 1), (0, 0), (-1, 1), (1, -1))
@@ -622,18 +487,12 @@ class AdaptiveODMR:
         lines = self._CYCLE if self.splitting else ((0, -1), (0, 1), (0, 0))
         if self.CYCLE_DIP:
             lines = (*lines, (0, 2))
-        if self.WING:
-            lines = (*lines[:4], (0, -3), (0, 3), *lines[4:],
-                     *(((-1, -3), (1, 3)) if self.splitting else ()))
         m, side = lines[k % len(lines)]
         if side == 0:
             lo, hi = self.range
             return float(lo if c - lo > hi - c else hi)
         if side == 2:
             return float(np.clip(c, *self.range))
-        if abs(side) == 3:
-            return float(np.clip(c + m * self.splitting + np.sign(side) * self.WING * w,
-                                 *self.range))
         f = c + m * self.splitting + side * w / np.sqrt(3.0)
         return float(np.clip(f, *self.range))
 
