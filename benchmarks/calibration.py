@@ -218,6 +218,12 @@ def part_adaptive(n_rigs: int, first_seed: int = 0, draws: int = 1) -> dict:
         "sweep_sigma_over_expected": [float(r["sigma_sweep_hz"] / r["sweep_crb_sigma_hz"])
                                       for r in rows]})
     so = np.array(summary["sweep_sigma_over_expected"])
+    # the error the same points give at the true line over the stated one: ~1 where the
+    # stated error is honest, > 2 where a run stopped on a too narrow or deep fit
+    tr = np.array([r["sigma_at_truth_hz"] / r["adaptive_sigma_hz"] for r in rows])
+    summary.update({"at_truth_over_stated_median": float(np.median(tr)),
+                    "at_truth_over_stated_gt_2": int(np.sum(tr > 2)),
+                    "sweep_stated_over_expected_mean": float(so.mean())})
     print(f"target = the sweep's stated error (one draw): draw 0 of each rig: median "
           f"{summary['median_time_ratio']:.3f}, mean {summary['mean_time_ratio']:.3f}, max "
           f"{summary['max_time_ratio']:.3f}, {summary['rigs_within_0.3']}/{n_rigs} rigs <= 0.3; "
@@ -233,6 +239,9 @@ def part_adaptive(n_rigs: int, first_seed: int = 0, draws: int = 1) -> dict:
           f"0.3; all {len(rows)} runs: mean {rc.mean():.3f}, max {rc.max():.3f}, "
           f"{int(np.sum(rc <= 0.3))} <= 0.3; pulls std {zc.std():.2f} max |z| "
           f"{np.abs(zc).max():.2f}")
+    print(f"error of the adaptive's points at the true line / its stated error: median "
+          f"{np.median(tr):.2f}, {int(np.sum(tr > 2))}/{len(rows)} runs > 2; the sweep's "
+          f"stated / expected error: mean {so.mean():.2f}")
     return {"summary": summary, "rigs": rows}
 
 
