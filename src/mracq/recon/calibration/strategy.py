@@ -164,7 +164,8 @@ class AdaptiveODMR:
         posterior's robust spread (its standard deviation with ``HONESTY_K = 0``; a
         leftover alias mode of a few % weight made that 3-5x the spread and held the
         local fit back for 100 points on low-contrast rigs) within
-        :attr:`POSTERIOR_AGREEMENT` of its error.
+        :attr:`POSTERIOR_AGREEMENT` of its error, and a line :attr:`WIDER_LINE` times as
+        wide fitting the points worse by :attr:`WIDER_CHI2` (:meth:`_wider_line_excluded`).
         """
         if len(self.measured) < self.MIN_POINTS:
             return None
