@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from cli_runs import MRFM_INSTRUMENTS
 from mracq.sim.cosy.model import T_GRID
 from mracq.sim.mrfm.field import SEED_F0
 
 GRID = T_GRID[:6]
 F0 = SEED_F0[::16]
-MRFM_INSTRUMENTS = {
-    "scanner": {"min_standoff": 15e-9, "x_range": [-1e-6, 1e-6], "y_range": [-1e-6, 1e-6],
-                "z_range": [15e-9, 2e-6], "max_step": 1e-6},
-    "rf": {"min_frequency": 50e6, "max_frequency": 400e6, "max_power": 10.0,
-           "max_bandwidth": 5e6},
-    "readout": {"min_integration": 1e-3, "max_integration": 3600.0},
-}
 
 
 def mrfm_setup():

@@ -172,6 +172,15 @@ def test_fault_mid_scan_stops_keeps_points_and_next_plan_reconnects(
     _close(s.d)
 
 
+def test_control_refuses_a_fault_the_rig_does_not_have(rig):
+    assert rig.control(cmd="fault", instrument="lockin", kind="nosettle") == {
+        "ok": False, "error": "nosettle is a positioner fault"}
+    bad = rig.control(cmd="fault", instrument="counter", kind="error")
+    assert not bad["ok"] and "scanner" in bad["error"]
+    assert rig.control(cmd="fault", instrument="rf", kind="warp")["ok"] is False
+    assert rig.control(cmd="state")["ok"]  # nothing armed: the rig still answers
+
+
 def test_emulator_killed_and_restarted_mid_scan_loses_and_repeats_nothing(rig, tmp_catalog):
     s = _Session(rig, tmp_catalog)
     uid, err = _fail_after(s, K, rig.kill, _scan(s.d, SUB, SUB, f0=F_SUB))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from _procs import free_port, stop_group
 
 pytest.importorskip("bluesky_queueserver", reason="bluesky-queueserver is not installed")
 api = pytest.importorskip("bluesky_queueserver_api",
@@ -26,27 +27,11 @@ MANAGER = shutil.which("start-re-manager") or str(Path(sys.executable).with_name
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 @pytest.fixture()
 def redis_port(tmp_path):
     if REDIS is None:
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([REDIS, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
@@ -63,7 +48,7 @@ def redis_port(tmp_path):
             pytest.fail("redis-server did not start")
         yield port
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 @pytest.mark.slow
@@ -80,7 +65,7 @@ def test_queue_runs_coherence_scan_and_vqns_loop(tmp_path, redis_port):
     write_profile(profile, data_dir=data)
     # the simulated NV of the default config: its resonance, as a user would look it up
     freq = build_devices(load_config())["nv"].transport.nv.transition_frequency
-    control, info = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    control, info = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = tmp_path / "manager.log"
     with open(log, "w") as out:
@@ -136,7 +121,7 @@ def test_queue_runs_coherence_scan_and_vqns_loop(tmp_path, redis_port):
         RM.wait_for_idle(timeout=60)
     finally:
         RM.close()
-        _stop(manager)
+        stop_group(manager)
 
     assert run_uids[0] == [] and len(run_uids[1]) == 1
     assert len(run_uids[2]) == 3 + 2  # three measurements, two estimates

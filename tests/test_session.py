@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import numpy as np
@@ -15,6 +10,7 @@ import pytest
 from bluesky.plans import count
 from ophyd.sim import det, det1
 
+from _procs import free_port, serve_tiled
 from mracq.config import ConfigError
 from mracq.session import Session, make_session
 from mracq.storage import get_run, list_runs, run_table
@@ -69,45 +65,13 @@ def test_default_devices_are_built(tmp_path):  # pragma: no cover - after the me
         assert {"mw", "laser", "nv"} <= set(s.devices)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiled_server(tmp_path_factory):
     """`tiled serve catalog --temp` with an API key, on a free port."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("tiled-server") / "server.log"
     env = dict(os.environ, TMPDIR=str(log.parent))  # --temp makes its folder under TMPDIR
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tiled", "serve", "catalog", "--temp",
-             "--api-key", API_KEY, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tiled serve exited ({proc.returncode}): {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"tiled serve did not answer in 90 s: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+    yield from serve_tiled(["serve", "catalog", "--temp", "--api-key", API_KEY], free_port(),
+                           log, wait=90, env=env)
 
 
 def test_session_against_tiled_server(tiled_server, tmp_path, monkeypatch):

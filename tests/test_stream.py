@@ -10,7 +10,6 @@ import asyncio
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _procs import free_port, stop_group
 from mracq.stream import (
     DocumentPublisher,
     DocumentSubscriber,
@@ -30,12 +30,6 @@ from mracq.stream import (
 )
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- wire format ---------------------------------------------------------------------------
@@ -136,7 +130,7 @@ def test_proxy_forwards_everything_in_order_and_bluesky_can_read_it():
 
 
 def test_publisher_without_proxy_warns_and_does_not_block(caplog):
-    port = _free_port()
+    port = free_port()
     t0 = time.perf_counter()
     with DocumentPublisher(port, wait=0.3) as pub:
         assert not pub.connected
@@ -264,16 +258,6 @@ def _wait_for_line(path, text, proc, timeout=120):
     pytest.fail(f"no {text!r} from {proc.args}: {path.read_text()[-3000:]}")
 
 
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-
-
 @pytest.mark.slow
 def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
     """A 1000-point scan and a VQNS loop whose strategy uses the remote worker's estimates:
@@ -286,7 +270,7 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
     from mracq.storage import close_catalog, get_run, open_catalog, run_table
     from mracq.worker import RemoteEstimates, RemoteVQNSStrategy
 
-    p_in, p_out = _free_port(), _free_port()
+    p_in, p_out = free_port(), free_port()
     plog, wlog = tmp_path / "proxy.log", tmp_path / "worker.log"
     with open(plog, "w") as fp, open(wlog, "w") as fw:
         proxy = _start(["proxy", "--in", str(p_in), "--out", str(p_out)], fp)
@@ -324,8 +308,8 @@ def test_worker_in_another_process_reconstructs_the_live_loop(tmp_path):
             worker.wait(timeout=120)
         finally:
             if worker is not None:
-                _stop(worker)
-            _stop(proxy)
+                stop_group(worker)
+            stop_group(proxy)
     out = wlog.read_text()
     assert worker.returncode == 0, out[-3000:]
     assert counted.count("event") == 1000 + 3 * 20 + 2 and len(counted) == sent

@@ -9,17 +9,16 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from _procs import free_port, serve_tiled
 
 API_KEY = secrets.token_hex(16)  # tiled wants alphanumeric keys
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -31,12 +30,6 @@ def _pg_bin() -> Path | None:
         return Path(found).resolve().parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(versions[-1]).parent if versions else None
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_postgres(cmd):
@@ -58,7 +51,7 @@ def postgres():
     root = Path(tempfile.mkdtemp(prefix="mracq-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    data, port, user = root / "data", _free_port(), "mracq"
+    data, port, user = root / "data", free_port(), "mracq"
     run = lambda cmd: subprocess.run(_as_postgres(cmd), check=True, capture_output=True,  # noqa: E731
                                      text=True, timeout=120)
     started = False
@@ -81,42 +74,12 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def tiled_on_postgres(postgres, tmp_path_factory):
-    import httpx
-
     host, port, user = postgres
     files = tmp_path_factory.mktemp("tiled-pg")
-    tport = _free_port()
-    log = files / "tiled.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tiled", "serve", "catalog",
-             f"postgresql+asyncpg://{user}@{host}:{port}/catalog", "--init",
-             "-w", f"postgresql://{user}@{host}:{port}/storage", "-w", str(files / "data"),
-             "--api-key", API_KEY, "--host", "127.0.0.1", "--port", str(tport)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{tport}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tiled serve exited ({proc.returncode}): {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"tiled serve did not answer in 120 s: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=20)
+    yield from serve_tiled(
+        ["serve", "catalog", f"postgresql+asyncpg://{user}@{host}:{port}/catalog", "--init",
+         "-w", f"postgresql://{user}@{host}:{port}/storage", "-w", str(files / "data"),
+         "--api-key", API_KEY], free_port(), files / "tiled.log", wait=120)
 
 
 READER = textwrap.dedent("""

@@ -65,6 +65,7 @@ __all__ = [
     "recover_journals",
     "resume_state",
     "run_summary",
+    "summarize_documents",
     "run_table",
     "subscribe_writer",
 ]
@@ -544,22 +545,40 @@ def recover_journals(client, data_dir) -> list[str]:
     return recovered
 
 
-def run_summary(run) -> dict[str, Any]:
-    """One line of :func:`list_runs` for a run client."""
-    start = run.metadata.get("start", {}) or {}
-    stop = run.metadata.get("stop") or {}
+def summarize_documents(start: dict, stop: dict | None) -> dict[str, Any]:
+    """One line of a run listing from its start and stop documents.
+
+    Parameters
+    ----------
+    start, stop : dict
+        The run's start document and its stop document (None while it runs or after a
+        crash).
+
+    Returns
+    -------
+    dict
+        uid, scan_id, plan_name, sequence, time (s since the epoch), date (local, ISO),
+        num_events (primary stream, else all; None without a stop), exit_status.
+    """
+    stop = stop or {}
     num = stop.get("num_events") or {}
     t = start.get("time")
     return {
         "uid": start.get("uid"),
         "scan_id": start.get("scan_id"),
         "plan_name": start.get("plan_name"),
+        "sequence": start.get("sequence", ""),
         "time": t,
         "date": (datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
                  if t is not None else None),
         "num_events": num.get("primary", sum(num.values())) if stop else None,
         "exit_status": stop.get("exit_status"),
     }
+
+
+def run_summary(run) -> dict[str, Any]:
+    """One line of :func:`list_runs` for a run client (:func:`summarize_documents`)."""
+    return summarize_documents(run.metadata.get("start", {}) or {}, run.metadata.get("stop"))
 
 
 def list_runs(client, limit: int = 20) -> list[dict[str, Any]]:

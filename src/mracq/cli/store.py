@@ -13,12 +13,12 @@ Nothing here writes; a missing data folder or catalog is reported, never created
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
+
+from mracq.storage import summarize_documents
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +27,6 @@ __all__ = ["LayoutError", "open_store"]
 
 class LayoutError(RuntimeError):
     """The data folder is not laid out as this reader expects (use Tiled instead)."""
-
-
-def _summary(start: dict, stop: dict | None) -> dict[str, Any]:
-    stop = stop or {}
-    num = stop.get("num_events") or {}
-    t = start.get("time")
-    return {
-        "uid": start.get("uid"),
-        "scan_id": start.get("scan_id"),
-        "plan_name": start.get("plan_name"),
-        "sequence": start.get("sequence", ""),
-        "time": t,
-        "date": (datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
-                 if t is not None else None),
-        "num_events": num.get("primary", sum(num.values())) if stop else None,
-        "exit_status": stop.get("exit_status"),
-    }
 
 
 class StoredRun:
@@ -113,7 +96,7 @@ class LocalStore:
         out = []
         for _, md in self._rows(limit=limit):
             md = json.loads(md)
-            out.append(_summary(md.get("start") or {}, md.get("stop")))
+            out.append(summarize_documents(md.get("start") or {}, md.get("stop")))
         return out
 
     def get_run(self, ref) -> StoredRun:
@@ -270,7 +253,7 @@ class TiledStore:
             return []
         out = []
         for r in self.client.values()[-1:-int(limit) - 1:-1]:
-            out.append(_summary(r.metadata.get("start") or {}, r.metadata.get("stop")))
+            out.append(summarize_documents(r.metadata.get("start") or {}, r.metadata.get("stop")))
         return out
 
     def get_run(self, ref) -> StoredRun:

@@ -55,19 +55,7 @@ class NVRig:
                     "runs_played": self.nv.runs_played, "streams": self.pulser.streams,
                     "tasks": sorted(self.nv.tasks)}
         if cmd == "fault":
-            inst = msg.get("instrument")
-            if inst not in INSTRUMENTS:
-                return {"ok": False, "error": f"instrument must be one of {INSTRUMENTS}"}
-            server = getattr(self, inst)
-            kind, value = msg.get("kind"), float(msg.get("value", 0.0))
-            try:
-                if kind == "down":
-                    server.down(value)
-                else:
-                    server.faults.arm(kind, value)
-            except ValueError as exc:
-                return {"ok": False, "error": str(exc)}
-            return {"ok": True}
+            return inject_fault(self, INSTRUMENTS, msg)
         return {"ok": False, "error": f"unknown cmd {cmd!r}; expected ping, state or fault"}
 
     def lab_config(self, sim: dict | None = None) -> str:
@@ -100,6 +88,44 @@ class NVRig:
 
     def close(self) -> None:
         close_rig(self, (self.mw, self.pulser, self.counter))
+
+
+def inject_fault(rig, instruments: tuple, msg: dict, refuse=None) -> dict:
+    """Arm a fault on one of a rig's wire servers (control command ``fault``).
+
+    Parameters
+    ----------
+    rig
+        The rig; ``getattr(rig, name)`` is the server of instrument ``name``.
+    instruments : tuple of str
+        The instrument names the rig accepts.
+    msg : dict
+        ``{"instrument", "kind", "value"}``: ``kind`` "down" takes the server down for
+        ``value`` seconds, any other kind is armed on its :class:`~.base.Faults`.
+    refuse : callable, optional
+        ``refuse(instrument, kind)`` -> error text for a fault this rig does not have, or
+        None.
+
+    Returns
+    -------
+    dict
+        The control reply: ``{"ok": True}`` or ``{"ok": False, "error": ...}``.
+    """
+    inst = msg.get("instrument")
+    if inst not in instruments:
+        return {"ok": False, "error": f"instrument must be one of {instruments}"}
+    server = getattr(rig, inst)
+    kind, value = msg.get("kind"), float(msg.get("value", 0.0))
+    try:
+        if refuse is not None and (why := refuse(inst, kind)):
+            raise ValueError(why)
+        if kind == "down":
+            server.down(value)
+        else:
+            server.faults.arm(kind, value)
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True}
 
 
 def start_nv_rig(sim: dict | None = None, *, host: str = "127.0.0.1",

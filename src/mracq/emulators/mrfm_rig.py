@@ -22,13 +22,22 @@ import socketserver
 from dataclasses import dataclass, field
 
 from mracq.emulators.attocube_amc import AttocubeAMC
-from mracq.emulators.control import close_rig, serve_control, start_servers
+from mracq.emulators.control import close_rig, inject_fault, serve_control, start_servers
 from mracq.emulators.mrfm_model import EmulatedMRFM
 from mracq.emulators.pi_gcs import PIGCS
 from mracq.emulators.scpi_microwave import ScpiMicrowave
 from mracq.emulators.sr860 import SR860
 
 INSTRUMENTS = ("scanner", "lockin", "rf")
+
+
+def _positioner_only(instrument: str, kind: str) -> str | None:
+    """A settle fault exists only on the positioner."""
+    if kind == "nosettle" and instrument != "scanner":
+        return "nosettle is a positioner fault"
+    return None
+
+
 POSITIONERS = {"attocube_amc": AttocubeAMC, "pi_gcs": PIGCS}
 
 
@@ -79,21 +88,7 @@ class MRFMRig:
             self.log.clear()
             return {"ok": True}
         if cmd == "fault":
-            inst = msg.get("instrument")
-            if inst not in INSTRUMENTS:
-                return {"ok": False, "error": f"instrument must be one of {INSTRUMENTS}"}
-            server = getattr(self, inst)
-            kind, value = msg.get("kind"), float(msg.get("value", 0.0))
-            try:
-                if kind == "down":
-                    server.down(value)
-                elif kind == "nosettle" and inst != "scanner":
-                    raise ValueError("nosettle is a positioner fault")
-                else:
-                    server.faults.arm(kind, value)
-            except ValueError as exc:
-                return {"ok": False, "error": str(exc)}
-            return {"ok": True}
+            return inject_fault(self, INSTRUMENTS, msg, refuse=_positioner_only)
         return {"ok": False, "error": f"unknown cmd {cmd!r}; expected ping, state, fault, "
                 "log or clear_log"}
 
