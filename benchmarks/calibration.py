@@ -68,30 +68,103 @@ def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
     y, e, d = np.array([measure(f, sweep_shots) for f in fs]).T
     fit = fit_odmr(fs, y, e, triplet=True, splitting=SPLIT)
     sigma_sweep, hw_sweep = fit.errors["centre"], float(d.sum())
+    truth, sigma_crb = sweep_expected_sigma(nv, prog, power, fs, sweep_shots, f_true)
     t0 = time.perf_counter()
     st = AdaptiveODMR((guess - 8e6, guess + 8e6), centre_range=(guess - 5e6, guess + 5e6),
-                      splitting=SPLIT, target=sigma_sweep,
+                      splitting=SPLIT, target=min(sigma_sweep, sigma_crb),
                       seed=np.random.default_rng([seed, draw, 1]) if draw else seed,
                       max_points=2000,
                       criterion=criterion)
-    hw = 0.0
+    hw, found, trusted = 0.0, None, None
+    stops = {}
     while not st.done:
         (f,) = (p["frequency"] for p in st.suggest(1))
         v, err, dur = measure(f, adaptive_shots)
         hw += dur
         st.ingest([(f, v, err)])
+        n = len(st.measured)
+        if found is None and st._robust_spread()[1] <= 0.5 * st.mean()["width"]:
+            found = n
+        if n < st.MIN_POINTS:
+            continue
+        u = st.centre_uncertainty()
+        if trusted is None and st._local_fit() is not None:
+            trusted = n
+        for name, tgt in (("sweep", sigma_sweep), ("crb", sigma_crb)):
+            if name not in stops and (u <= tgt or st.done):
+                stops[name] = _stop_state(st, hw, u, truth)
     res = st.result()
+    a, b = stops["sweep"], stops["crb"]
     return {"seed": seed, "draw": draw, "rabi_frequency_0dBm": nv.rabi_frequency,
-            "power_dbm": power, "width_hz": res["width"], "sweep_width_hz": fit["width"],
-            "sweep_depth": fit["depth"], "flank_start": getattr(st, "_flank_start", None),
+            "power_dbm": power, "width_hz": a["width"], "sweep_width_hz": fit["width"],
+            "sweep_depth": fit["depth"], "true_width_hz": truth[1], "true_depth": truth[2],
+            "found_at": found, "fit_trusted_at": trusted,
             "sigma_sweep_hz": sigma_sweep, "sweep_z": (fit["centre"] - f_true) / sigma_sweep,
-            "sweep_hardware_s": hw_sweep, "adaptive_points": res["points"],
-            "adaptive_sigma_hz": res["centre_error"],
-            "adaptive_z": (res["centre"] - f_true) / res["centre_error"],
+            "sweep_crb_sigma_hz": sigma_crb,
+            "sweep_hardware_s": hw_sweep, "adaptive_points": a["points"],
+            "adaptive_sigma_hz": a["sigma"], "adaptive_z": (a["centre"] - f_true) / a["sigma"],
+            "honesty_factor": a["honesty"], "sigma_at_truth_hz": a["sigma_at_truth"],
+            "adaptive_hardware_s": a["hw"], "time_ratio": a["hw"] / hw_sweep,
+            "crb_points": b["points"], "crb_sigma_hz": b["sigma"],
+            "crb_z": (b["centre"] - f_true) / b["sigma"],
+            "crb_time_ratio": b["hw"] / hw_sweep,
             "adaptive_posterior_z": (st.mean()["centre"] - f_true) / st.std()["centre"],
             "adaptive_posterior_sigma_hz": st.std()["centre"],
-            "adaptive_hardware_s": hw, "time_ratio": hw / hw_sweep,
+            "adaptive_total_points": res["points"],
             "adaptive_wall_s": time.perf_counter() - t0}
+
+
+def sweep_expected_sigma(nv, prog, power, fs, shots, f_true):
+    """The sweep's expected centre uncertainty: the Cramer-Rao standard deviation of the
+    triplet model's centre for the sweep design at the true line (Fisher information with
+    the expected per-point errors; no noise draw). The true line is the triplet model fitted
+    to the simulator's noise-free populations on a fine grid.
+
+    Returns ((centre, width, depth, baseline), sigma_crb_Hz).
+    """
+    from mracq.recon.calibration.fits import odmr_model
+
+    fine = np.linspace(fs[0], fs[-1], 801)
+    p0 = np.array([nv.population(prog, nv.drive(f, power, True)) for f in fine])
+    t = fit_odmr(fine, p0, np.full_like(p0, 1e-4), triplet=True, splitting=SPLIT,
+                 centre_guess=f_true)
+    p = np.array([t["centre"], t["width"], t["depth"], t["baseline"]])
+    r = nv.readout
+    a0, a1 = r.bright_rate, r.bright_rate * (1 - r.contrast)
+    q = np.interp(fs, fine, p0)
+    _, e = normalize(shots * (a1 + (a0 - a1) * q), np.full_like(q, shots * a0),
+                     np.full_like(q, shots * a1))
+    steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
+    cols = []
+    for i, h in enumerate(steps):
+        up, dn = p.copy(), p.copy()
+        up[i] += h
+        dn[i] -= h
+        cols.append((odmr_model(fs, *up, splitting=SPLIT) - odmr_model(fs, *dn, splitting=SPLIT))
+                    / (2 * h))
+    j = np.array(cols).T / e[:, None]
+    fisher = j.T @ j
+    dd = np.sqrt(np.diag(fisher))
+    cov = np.linalg.inv(fisher / np.outer(dd, dd)) / np.outer(dd, dd)
+    return tuple(map(float, p)), float(np.sqrt(cov[0, 0]))
+
+
+def _stop_state(st, hw, u, truth) -> dict:
+    """What a run stopping now states: centre, error, points, hardware time, the honesty
+    factor exp(k s) of the stated error, and the least-squares error of the same points at
+    the true line (Fisher at the truth)."""
+    fit = st._local_fit()
+    out = {"points": len(st.measured), "hw": hw, "sigma": u,
+           "centre": st.mean()["centre"], "width": st.mean()["width"],
+           "honesty": float("nan")}
+    if fit is not None:
+        out["width"] = fit["width"]
+        with np.errstate(all="ignore"):
+            sd, s = st._honesty(fit)
+        out["honesty"] = float(np.exp(st.HONESTY_K * s))
+    with np.errstate(all="ignore"):
+        out["sigma_at_truth"] = float(st._design_sd(np.array(truth))[0])
+    return out
 
 
 def part_adaptive(n_rigs: int, first_seed: int = 0, draws: int = 1) -> dict:
@@ -103,11 +176,15 @@ def part_adaptive(n_rigs: int, first_seed: int = 0, draws: int = 1) -> dict:
         for draw in range(draws):
             r = adaptive_rig(seed, draw=draw)
             rows.append(r)
-            print(f"  rig {seed:2d}.{draw}: sweep sigma {r['sigma_sweep_hz'] / 1e3:6.1f} kHz "
-                  f"(z {r['sweep_z']:+.2f})  adaptive {r['adaptive_points']:4d} points "
-                  f"({r['flank_start']} to find the line), sigma "
-                  f"{r['adaptive_sigma_hz'] / 1e3:6.1f} kHz (z {r['adaptive_z']:+.2f})  time "
-                  f"ratio {r['time_ratio']:.3f}  ({r['adaptive_wall_s']:.1f} s wall)", flush=True)
+            print(f"  rig {seed:2d}.{draw}: sweep sigma {r['sigma_sweep_hz'] / 1e3:5.1f} kHz "
+                  f"(z {r['sweep_z']:+.2f}; expected {r['sweep_crb_sigma_hz'] / 1e3:5.1f})  "
+                  f"adaptive {r['adaptive_points']:4d} points (line at {r['found_at']}, fit "
+                  f"at {r['fit_trusted_at']}), sigma {r['adaptive_sigma_hz'] / 1e3:5.1f} kHz "
+                  f"(z {r['adaptive_z']:+.2f}; x{r['honesty_factor']:.2f} honesty; at truth "
+                  f"{r['sigma_at_truth_hz'] / 1e3:5.1f}), width {r['width_hz'] / 1e3:4.0f}/"
+                  f"{r['true_width_hz'] / 1e3:4.0f} kHz  ratio {r['time_ratio']:.3f} | to "
+                  f"expected: {r['crb_points']:4d} points, z {r['crb_z']:+.2f}, ratio "
+                  f"{r['crb_time_ratio']:.3f}  ({r['adaptive_wall_s']:.1f} s wall)", flush=True)
     first = [r for r in rows if r["draw"] == 0]
     ratios = np.array([r["time_ratio"] for r in first])
     per_rig = np.array([np.mean([r["time_ratio"] for r in rows if r["seed"] == s])
@@ -125,14 +202,46 @@ def part_adaptive(n_rigs: int, first_seed: int = 0, draws: int = 1) -> dict:
                "adaptive_z_std": float(z[:, 1].std()), "adaptive_z_mean": float(z[:, 1].mean()),
                "adaptive_frac_abs_z_gt_2": float(np.mean(np.abs(z[:, 1]) > 2)),
                "sweep_z_std": float(z[:, 0].std())}
-    print(f"adaptive/sweep hardware time (draw 0 of each rig): median "
+    zc = np.array([r["crb_z"] for r in rows])
+    rc = np.array([r["crb_time_ratio"] for r in rows])
+    rc0 = np.array([r["crb_time_ratio"] for r in first])
+    allr = np.array([r["time_ratio"] for r in rows])
+    summary.update({
+        "crb_time_ratio_per_rig": [float(x) for x in rc0],
+        "crb_median_time_ratio": float(np.median(rc0)), "crb_mean_time_ratio": float(rc0.mean()),
+        "crb_max_time_ratio": float(rc0.max()), "crb_rigs_within_0.3": int(np.sum(rc0 <= 0.3)),
+        "crb_all_runs_within_0.3": int(np.sum(rc <= 0.3)),
+        "crb_all_runs_mean_time_ratio": float(rc.mean()),
+        "all_runs_within_0.3": int(np.sum(allr <= 0.3)),
+        "all_runs_mean_time_ratio": float(allr.mean()),
+        "crb_z_std": float(zc.std()), "crb_abs_z_max": float(np.abs(zc).max()),
+        "sweep_sigma_over_expected": [float(r["sigma_sweep_hz"] / r["sweep_crb_sigma_hz"])
+                                      for r in rows]})
+    so = np.array(summary["sweep_sigma_over_expected"])
+    # the error the same points give at the true line over the stated one: ~1 where the
+    # stated error is honest, > 2 where a run stopped on a too narrow or deep fit
+    tr = np.array([r["sigma_at_truth_hz"] / r["adaptive_sigma_hz"] for r in rows])
+    summary.update({"at_truth_over_stated_median": float(np.median(tr)),
+                    "at_truth_over_stated_gt_2": int(np.sum(tr > 2)),
+                    "sweep_stated_over_expected_mean": float(so.mean())})
+    print(f"target = the sweep's stated error (one draw): draw 0 of each rig: median "
           f"{summary['median_time_ratio']:.3f}, mean {summary['mean_time_ratio']:.3f}, max "
           f"{summary['max_time_ratio']:.3f}, {summary['rigs_within_0.3']}/{n_rigs} rigs <= 0.3; "
+          f"all {len(rows)} runs: mean {allr.mean():.3f}, {int(np.sum(allr <= 0.3))} <= 0.3; "
           f"mean over draws per rig: max {per_rig.max():.3f}")
-    print(f"pulls over {len(rows)} runs: adaptive mean {summary['adaptive_z_mean']:+.2f} std "
+    print(f"  pulls: adaptive mean {summary['adaptive_z_mean']:+.2f} std "
           f"{summary['adaptive_z_std']:.2f} max |z| {summary['adaptive_abs_z_max']:.2f}, "
           f"|z| > 2 {summary['adaptive_frac_abs_z_gt_2']:.3f}; sweep std "
           f"{summary['sweep_z_std']:.2f} max |z| {summary['sweep_abs_z_max']:.2f}")
+    print(f"target = the sweep's expected error (Cramer-Rao at the true line; sweep's stated/"
+          f"expected {so.min():.2f}-{so.max():.2f}): draw 0: median {np.median(rc0):.3f}, mean "
+          f"{rc0.mean():.3f}, max {rc0.max():.3f}, {int(np.sum(rc0 <= 0.3))}/{n_rigs} rigs <= "
+          f"0.3; all {len(rows)} runs: mean {rc.mean():.3f}, max {rc.max():.3f}, "
+          f"{int(np.sum(rc <= 0.3))} <= 0.3; pulls std {zc.std():.2f} max |z| "
+          f"{np.abs(zc).max():.2f}")
+    print(f"error of the adaptive's points at the true line / its stated error: median "
+          f"{np.median(tr):.2f}, {int(np.sum(tr > 2))}/{len(rows)} runs > 2; the sweep's "
+          f"stated / expected error: mean {so.mean():.2f}")
     return {"summary": summary, "rigs": rows}
 
 

@@ -315,3 +315,31 @@ def test_adaptive_odmr_stated_error_counts_an_unknown_width():
     assert abs(fit["centre"] - centre) < 3 * stated
     st.target = 1.1 * fit.errors["centre"]
     assert not st.should_stop()[0]
+
+
+def test_adaptive_odmr_fit_counts_only_where_a_wider_line_is_excluded():
+    """Points only in the lines' cores (+-0.1 MHz of a 0.3 MHz wide line) cannot tell a
+    narrow, deep line from the true one: a line 1.6x as wide as the fitted one must fit
+    them clearly worse (chi^2 by >= 4) before the least-squares error counts (the runs
+    that stopped at 60 points on a fit 0.25-0.6x the true width stated errors 2-5x too
+    small). Points on the flanks and wings as well exclude it."""
+    centre, width, depth = 1.5003e9, 0.3e6, 0.3
+    lines = [centre + m * A for m in (-1, 0, 1)]
+
+    def run(offsets, sigma, seed=0):
+        rng = np.random.default_rng(seed)
+        st = AdaptiveODMR((1.492e9, 1.508e9), centre_range=(1.495e9, 1.505e9), splitting=A,
+                          target=1e3, n_particles=1000, seed=seed)
+        fs = np.r_[np.linspace(1.492e9, 1.508e9, 24),
+                   np.tile([c + x for c in lines for x in offsets], 6)]
+        for f in fs:
+            y = odmr_model(f, centre, width, depth, 1.0, splitting=A)
+            st.ingest([(f, y + rng.normal(0, sigma), sigma)])
+        return st, st.fit()
+
+    core, fit = run((-0.1e6, 0.0, 0.1e6), 0.05)
+    assert not core._wider_line_excluded(fit)
+    assert core._local_fit() is None
+    spread, fit = run((-0.6e6, -0.3e6, -0.17e6, 0.0, 0.17e6, 0.3e6, 0.6e6), 0.02)
+    assert spread._wider_line_excluded(fit)
+    assert abs(fit["width"] / width - 1) < 0.2

@@ -164,7 +164,8 @@ class AdaptiveODMR:
         posterior's robust spread (its standard deviation with ``HONESTY_K = 0``; a
         leftover alias mode of a few % weight made that 3-5x the spread and held the
         local fit back for 100 points on low-contrast rigs) within
-        :attr:`POSTERIOR_AGREEMENT` of its error.
+        :attr:`POSTERIOR_AGREEMENT` of its error, and a line :attr:`WIDER_LINE` times as
+        wide fitting the points worse by :attr:`WIDER_CHI2` (:meth:`_wider_line_excluded`).
         """
         if len(self.measured) < self.MIN_POINTS:
             return None
@@ -178,9 +179,40 @@ class AdaptiveODMR:
                 abs(fit["centre"] - med) <= 2 * spread + 2 * fit.errors["centre"] and \
                 fit.errors["width"] <= self.WIDTH_KNOWN * fit["width"] and \
                 (spread if self.HONESTY_K else self.std()["centre"]) <= \
-                self.POSTERIOR_AGREEMENT * fit.errors["centre"]
+                self.POSTERIOR_AGREEMENT * fit.errors["centre"] and \
+                self._wider_line_excluded(fit)
             self._fit_cache = (key, fit if ok else None)
         return self._fit_cache[1]
+
+    # the fit counts only where a line WIDER_LINE times as wide (centre, depth and
+    # baseline refitted) fits the points worse by at least WIDER_CHI2: the
+    # delta-method width error misses the narrow, deep end of the width-depth valley,
+    # where runs stopped at 60 points on a fit 0.25-0.6x the true width with errors 2-5x
+    # too small (benchmarks/calibration.py rigs 1301, 1303, 1305, 1407); 0: no check
+    WIDER_LINE = 1.6
+    WIDER_CHI2 = 4.0
+
+    def _profile_chi2(self, centre, width) -> float:
+        """chi^2 of the points (and the baseline's prior) for a line at ``centre`` with
+        ``width``, depth and baseline at their least-squares values (linear)."""
+        f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
+        shape = odmr_model(f, centre, width, -1.0, 0.0, shape=self.shape,
+                           splitting=self.splitting)  # y = b - d * shape
+        b0, sb = self.baseline_prior
+        a = np.vstack([np.column_stack([np.ones_like(f), -shape]) / sig[:, None],
+                       [1.0 / sb, 0.0]])
+        rhs = np.r_[y / sig, b0 / sb]
+        coef, *_ = np.linalg.lstsq(a, rhs, rcond=None)
+        return float(np.sum((a @ coef - rhs) ** 2))
+
+    def _wider_line_excluded(self, fit) -> bool:
+        if not self.WIDER_LINE:
+            return True
+        c, w = fit["centre"], fit["width"]
+        # the wider line's centre profiled over +- one fitted width
+        wide = min(self._profile_chi2(c + dc, self.WIDER_LINE * w)
+                   for dc in np.linspace(-w, w, 41))
+        return wide - self._profile_chi2(c, w) >= self.WIDER_CHI2
 
     def centre_uncertainty(self) -> float:
         """Standard uncertainty of the centre, Hz.
