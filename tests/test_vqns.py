@@ -303,6 +303,16 @@ def test_strategy_budget_shrinks_the_last_measurement_and_stops():
     assert spent == pytest.approx(shots * sum(np.sum(m.t + 15e-6) for m in ms))
     full = st.suggest(2)  # no budget: one of the offered counts, one window per sequence
     assert {len(s["t"]) for s in full} <= {12, 20} and st.should_stop() == (False, None)
+    # left: less than min_points over any window -> nothing suggested, and should_stop
+    # says why (a budget above the bare min_points floor, below every free window)
+    shrunk = min(st.cost(np.linspace(s["t"][-1] / 6, s["t"][-1], 6)) for s in full)
+    floor = st.cost(np.full(6, 2 * st.min_spacing))
+    assert floor < shrunk
+    st.hardware_budget = spent + 0.5 * (floor + shrunk)
+    st._suggested.clear()
+    assert st.suggest(1) == []
+    stop, why = st.should_stop()
+    assert stop and why.startswith("hardware budget: no free sequence fits"), why
     # left: 0.7 of the cheapest 12-point window -> fewer points, within what is left
     cheapest = min(st.cost(np.linspace(s["t"][-1] / 12, s["t"][-1], 12)) for s in full)
     st.hardware_budget = spent + 0.7 * cheapest

@@ -380,6 +380,7 @@ class NextSequenceStrategy:
         self._suggested: dict = {}  # open suggestions by _id
         self._params: dict = {}  # parameters of every ingested point by _id
         self._next_id = 0
+        self._stalled: str | None = None  # why the last adaptive choice found nothing
 
     # -- bluesky-adaptive 1.0 optimizer protocol
     def ingest(self, points) -> None:
@@ -394,6 +395,7 @@ class NextSequenceStrategy:
         """
         if isinstance(points, (Measurement, dict)):
             points = [points]
+        self._stalled = None
         last_id = None
         for p in points:
             if isinstance(p, dict):
@@ -470,6 +472,7 @@ class NextSequenceStrategy:
         to :meth:`ingest`.
         """
         n = 1 if n is None else int(n)
+        self._stalled = None
         out = [{"sequence": s, "t": t} for s, t in self._pending_initial()[:n]]
         if not out and not self.should_stop()[0]:
             out = self._adaptive(n)
@@ -525,8 +528,12 @@ class NextSequenceStrategy:
                     else:
                         score = scores[c] / (cost if self.cost_aware else 1.0)
                     plans.append((score, c, chi_end, t))
-        if not plans and np.isfinite(left):
-            log.info("VQNS loop: nothing fits the %.3g s of hardware time left", left)
+        if not plans:
+            self._stalled = (f"hardware budget: no free sequence fits the {left:.3g} s left"
+                             if np.isfinite(left) else
+                             "no free sequence has a playable window (predicted decays "
+                             "within twice the shortest playable time)")
+            log.info("VQNS loop: stop: %s", self._stalled)
         plans.sort(key=lambda x: -x[0])
         out, seen = [], set()
         for score, c, chi_end, t in plans:  # the best window of each sequence
@@ -539,7 +546,8 @@ class NextSequenceStrategy:
 
     def should_stop(self) -> tuple[bool, str | None]:
         """(stop, reason): band narrow enough, measurement count reached, hardware budget
-        spent (not even ``min_points`` at the shortest playable time fit), or no sequence
+        spent (not even ``min_points`` at the shortest playable time fit, or the last
+        :meth:`suggest` found no free sequence that fits what is left), or no sequence
         left."""
         if self.result is None:
             return False, None
@@ -554,6 +562,8 @@ class NextSequenceStrategy:
             return True, f"relative band width {bw:.3g} <= target {self.target:g}"
         if not self._free():
             return True, "every candidate sequence measured"
+        if self._stalled:
+            return True, self._stalled
         return False, None
 
     def get_best_points(self) -> list[tuple]:
