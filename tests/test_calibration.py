@@ -343,3 +343,17 @@ def test_adaptive_odmr_fit_counts_only_where_a_wider_line_is_excluded():
     spread, fit = run((-0.6e6, -0.3e6, -0.17e6, 0.0, 0.17e6, 0.3e6, 0.6e6), 0.02)
     assert spread._wider_line_excluded(fit)
     assert abs(fit["width"] / width - 1) < 0.2
+
+
+def test_odmr_jacobian_matches_the_closed_form_of_a_lorentzian():
+    from mracq.recon.calibration.fits import odmr_jacobian
+
+    f = np.linspace(2.86e9, 2.88e9, 41)
+    c, w, d, b = 2.871e9, 4e5, 0.25, 0.98
+    x = f - c
+    lor = w**2 / (x**2 + w**2)
+    exact = np.column_stack([-d * 2 * x * w**2 / (x**2 + w**2) ** 2,  # d/dc
+                             -d * 2 * w * x**2 / (x**2 + w**2) ** 2,  # d/dw
+                             -lor, np.ones_like(f)])
+    jac = odmr_jacobian(f, (c, w, d, b))
+    np.testing.assert_allclose(jac, exact, rtol=1e-5, atol=1e-12)
