@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mracq.pulses import odmr_cw
-from mracq.recon.calibration.fits import fit_odmr
+from mracq.recon.calibration.fits import fit_odmr, odmr_jacobian
 from mracq.recon.calibration.strategy import AdaptiveODMR
 from mracq.sim.nv import GAMMA_E, HYPERFINE_14N, ZERO_FIELD_SPLITTING, SimulatedNV, normalize
 
@@ -122,8 +122,6 @@ def sweep_expected_sigma(nv, prog, power, fs, shots, f_true):
 
     Returns ((centre, width, depth, baseline), sigma_crb_Hz).
     """
-    from mracq.recon.calibration.fits import odmr_model
-
     fine = np.linspace(fs[0], fs[-1], 801)
     p0 = np.array([nv.population(prog, nv.drive(f, power, True)) for f in fine])
     t = fit_odmr(fine, p0, np.full_like(p0, 1e-4), triplet=True, splitting=SPLIT,
@@ -134,15 +132,7 @@ def sweep_expected_sigma(nv, prog, power, fs, shots, f_true):
     q = np.interp(fs, fine, p0)
     _, e = normalize(shots * (a1 + (a0 - a1) * q), np.full_like(q, shots * a0),
                      np.full_like(q, shots * a1))
-    steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
-    cols = []
-    for i, h in enumerate(steps):
-        up, dn = p.copy(), p.copy()
-        up[i] += h
-        dn[i] -= h
-        cols.append((odmr_model(fs, *up, splitting=SPLIT) - odmr_model(fs, *dn, splitting=SPLIT))
-                    / (2 * h))
-    j = np.array(cols).T / e[:, None]
+    j = odmr_jacobian(fs, p, splitting=SPLIT) / e[:, None]
     fisher = j.T @ j
     dd = np.sqrt(np.diag(fisher))
     cov = np.linalg.inv(fisher / np.outer(dd, dd)) / np.outer(dd, dd)

@@ -449,9 +449,9 @@ class ShotNoiseNV:
 
 
 def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
-         criterion="variance", family=None, max_measurements=7, misfit_prior=False,
+         criterion="variance", family=None, max_measurements=None, misfit_prior=False,
          discrepancy=True, noise_stop=None, choose_k=True, warm_start=False,
-         stop_at_budget=False):
+         stop="budget", points=None):
     """Ladder (30 points per sequence, oracle time ranges) against the strategy.
 
     The strategy measures FID and SE like the ladder, then its own choices with
@@ -462,10 +462,25 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
 
     ``family``: instead of the seed's three Lorentzians, an instance of that family
     (:func:`family_instance`, drawn from ``noise_seed + 7919``), a check on spectra the
-    criterion was not developed on. ``stop_at_budget``: the adaptive also stops, reached or
-    not, before a measurement that would take it past 0.6 of the ladder's time (with a
-    ``max_measurements`` above 7: a stop on hardware time rather than on a count).
+    criterion was not developed on.
+
+    ``stop="budget"`` (default; the line is about hardware time): the strategy is given 0.6
+    of the ladder's hardware time as its ``hardware_budget`` (FID and SE included) and
+    ``max_measurements`` (default 16) as a cap; it suggests nothing that would pass the
+    budget and shrinks the last measurement to what is left. ``stop="count"``: the older
+    protocol, ``max_measurements`` (default 7, the ladder's count) and no budget in the
+    strategy; the loop measures on after reaching the target only while within 0.6 of the
+    ladder's time. ``stop="count-budget"``: the count protocol, but the loop also stops
+    before a measurement that would pass 0.6 of the ladder's time, reached or not (the
+    earlier ``--loop-stop-at-budget``). ``points``: the strategy's ``n_points`` (default
+    ``n_adaptive``; several values: the criterion chooses; the command line offers 10 and
+    20, and the ensemble's gain per second, which saturates with the points of one window,
+    takes 10 nearly always: more sequences, fewer points each).
     """
+    if stop not in ("budget", "count", "count-budget"):
+        raise ValueError(f"stop must be 'budget', 'count' or 'count-budget', got {stop!r}")
+    if max_measurements is None:
+        max_measurements = 16 if stop == "budget" else 7
     spec, note = THREE, "three Lorentzians"
     if family is not None:
         spec, _, note = family_instance(family, np.random.default_rng(noise_seed + 7919))
@@ -494,8 +509,11 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
     w = np.geomspace(*lo_hi, 400)
     # adaptive: FID and SE over the same times, then the strategy's choices
     nv = ShotNoiseNV(spec, np.random.default_rng(noise_seed))
+    budget = 0.6 * lad[-1]["hardware_time_s"]
     strat = NextSequenceStrategy(initial=[("fid", truth_t["fid"]), ("se", truth_t["se"])],
-                                 n_points=n_adaptive, target=0.0,
+                                 n_points=points or n_adaptive, target=0.0,
+                                 hardware_budget=budget if stop == "budget" else None,
+                                 shots=nv.shots,
                                  max_measurements=max_measurements,
                                  overhead=15e-6, cost_aware=cost_aware,
                                  criterion=criterion, reconstruct_kw=kw, seed=1,
@@ -503,13 +521,12 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
                                  warm_start=warm_start)
     ada = []
     reached = None
-    budget = 0.6 * lad[-1]["hardware_time_s"]
     while True:
         sug = strat.suggest(1)
         if not sug:
             break
         cost = nv.shots * float(np.sum(sug[0]["t"] + nv.overhead))
-        if (reached is not None or stop_at_budget) and nv.time + cost > budget:
+        if (reached is not None or stop != "count") and nv.time + cost > budget:
             break  # measure on only while within 0.6 of the ladder's time
         strat.ingest(nv.measure(sug[0]["sequence"], sug[0]["t"]))
         if strat.result is None:
@@ -517,16 +534,20 @@ def loop(quick, restarts, n_adaptive=20, noise_seed=11, cost_aware=False,
         err = rel_err(strat.result.spectrum(w), spec(w))
         t_end = float(np.max(sug[0]["t"]))
         ada.append({"sequence": sug[0]["sequence"], "hardware_time_s": nv.time,
-                    "t_end_s": t_end, "rel_l2": err,
+                    "t_end_s": t_end, "points": len(sug[0]["t"]), "rel_l2": err,
                     "band_width": strat.history[-1]["band_width"]})
-        print(f"  adaptive {sug[0]['sequence']:8s} to {t_end * 1e6:6.1f} us  t_hw "
+        print(f"  adaptive {sug[0]['sequence']:8s} {len(sug[0]['t']):2d} pts to "
+              f"{t_end * 1e6:6.1f} us  t_hw "
               f"{nv.time:9.1f} s  err {err:.3f}", flush=True)
         if err <= target and reached is None:
             reached = nv.time
     out = {"noise_seed": noise_seed, "spectrum": note, "ladder": lad, "adaptive": ada,
            "target_rel_l2": target,
-           "shots_per_point": nv.shots, "adaptive_points_per_sequence": n_adaptive,
-           "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached}
+           "shots_per_point": nv.shots,
+           "adaptive_points_per_sequence": list(points) if points else n_adaptive,
+           "ladder_time_s": lad[-1]["hardware_time_s"], "adaptive_time_to_target_s": reached,
+           "stop": stop, "max_measurements": max_measurements,
+           "stopped": strat.should_stop()[1]}
     # stability: the largest factor by which a step raised the error over the best so far
     errs = [a["rel_l2"] for a in ada]
     out["max_rise"] = max([e / min(errs[:i]) for i, e in enumerate(errs) if i], default=1.0)
@@ -560,13 +581,20 @@ def main():
                     choices=[f for f in FAMILIES if f != "one_over_f"],
                     help="closed loop: one instance of this family per seed, not the "
                          "three Lorentzians")
-    ap.add_argument("--loop-max-measurements", type=int, default=7,
+    ap.add_argument("--loop-stop", default="budget",
+                    choices=["budget", "count", "count-budget"],
+                    help="closed loop: 'budget' (default): the strategy's hardware_budget is "
+                         "0.6 of the ladder's time (it shrinks the last measurement to fit); "
+                         "'count': stop on --loop-max-measurements (the older protocol); "
+                         "'count-budget': the count, and the loop stops before a measurement "
+                         "that would pass 0.6 of the ladder's time")
+    ap.add_argument("--loop-max-measurements", type=int, default=None,
                     help="closed loop: measurements (FID and SE included) the adaptive may "
-                         "take; 7 = the ladder's count")
-    ap.add_argument("--loop-stop-at-budget", action="store_true",
-                    help="closed loop: the adaptive stops before a measurement that would "
-                         "pass 0.6 of the ladder's time, reached or not (use with a larger "
-                         "--loop-max-measurements: a stop on hardware time, not a count)")
+                         "take (default 16 with --loop-stop budget, else 7 = the ladder's)")
+    ap.add_argument("--loop-points", type=int, nargs="+", default=[10, 20],
+                    help="closed loop: points per adaptive measurement offered to the "
+                         "criterion (default 10 and 20: it chooses per measurement; one "
+                         "value: fixed, as the earlier protocol's 20)")
     ap.add_argument("--misfit-prior", action="store_true",
                     help="closed loop, --criterion variance: count the band's misfit term "
                          "as prior variance")
@@ -611,7 +639,7 @@ def main():
                      max_measurements=a.loop_max_measurements,
                      misfit_prior=a.misfit_prior, discrepancy=a.discrepancy,
                      noise_stop=a.noise_stop, warm_start=a.warm_start,
-                     choose_k=a.choose_k, stop_at_budget=a.loop_stop_at_budget)
+                     choose_k=a.choose_k, stop=a.loop_stop, points=a.loop_points)
                 for s in a.loop_seeds]
         ratios = [r.get("time_ratio", float("inf")) for r in runs]
         fin = [x for x in ratios if np.isfinite(x)]
@@ -620,7 +648,8 @@ def main():
                        "criterion": a.criterion, "cost_aware": a.cost_aware,
                        "misfit_prior": a.misfit_prior, "discrepancy": a.discrepancy,
                        "noise_stop": a.noise_stop, "warm_start": a.warm_start,
-                       "choose_k": a.choose_k, "stop_at_budget": a.loop_stop_at_budget,
+                       "choose_k": a.choose_k, "stop": a.loop_stop,
+                       "points": a.loop_points,
                        "median_time_ratio": float(np.median(ratios)),
                        "mean_time_ratio": float(np.mean(ratios)),
                        "max_time_ratio": float(np.max(ratios)),

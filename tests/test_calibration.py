@@ -379,3 +379,17 @@ def test_adaptive_odmr_grid_posterior_states_the_error_where_the_fit_is_refused(
     assert abs(g_centre - centre) < 3 * g_sd
     st.GRID_EVERY = 0
     assert st._grid_state() is None
+
+
+def test_odmr_jacobian_matches_the_closed_form_of_a_lorentzian():
+    from mracq.recon.calibration.fits import odmr_jacobian
+
+    f = np.linspace(2.86e9, 2.88e9, 41)
+    c, w, d, b = 2.871e9, 4e5, 0.25, 0.98
+    x = f - c
+    lor = w**2 / (x**2 + w**2)
+    exact = np.column_stack([-d * 2 * x * w**2 / (x**2 + w**2) ** 2,  # d/dc
+                             -d * 2 * w * x**2 / (x**2 + w**2) ** 2,  # d/dw
+                             -lor, np.ones_like(f)])
+    jac = odmr_jacobian(f, (c, w, d, b))
+    np.testing.assert_allclose(jac, exact, rtol=1e-5, atol=1e-12)

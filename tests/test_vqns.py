@@ -280,3 +280,51 @@ def test_discrepancy_field_is_constrained_only_where_data_are():
     base = expected_variance_reduction(res, "cpmg-16", t, 0.01, w)
     both = expected_variance_reduction(res, "cpmg-16", t, 0.01, w, field=field)
     assert both.sum() > 2 * base.sum()
+
+
+def test_strategy_budget_shrinks_the_last_measurement_and_stops():
+    """With a hardware-time budget, a suggestion never passes it: the window that does not
+    fit with n_points comes with fewer points (>= min_points), and the loop stops when not
+    even min_points fit; reported hardware times count instead of the cost model."""
+    from mracq.recon.vqns.data import simulate_measurements
+    from mracq.recon.vqns.strategy import NextSequenceStrategy
+    from mracq.sim.spectra import Lorentzians
+
+    spec = Lorentzians([3e13, 1e13], [2 * np.pi * 2e5, 2 * np.pi * 5e4], [2 * np.pi * 2e6, 0.0])
+    ms = simulate_measurements(spec, ["fid", "se"], n_points=15)
+    shots = 100_000
+    st = NextSequenceStrategy(["cpmg-2", "cpmg-4"], n_points=(12, 20), seed=1, chi_end=1.0,
+                              target=0, initial=[(m.sequence, m.t) for m in ms], shots=shots,
+                              min_points=6, reconstruct_kw={"restarts": 8})
+    with pytest.raises(ValueError, match="hardware_budget"):
+        NextSequenceStrategy(initial=[("fid", ms[0].t)], hardware_budget=-1.0)
+    st.ingest(ms)
+    spent = st.hardware_time
+    assert spent == pytest.approx(shots * sum(np.sum(m.t + 15e-6) for m in ms))
+    full = st.suggest(2)  # no budget: one of the offered counts, one window per sequence
+    assert {len(s["t"]) for s in full} <= {12, 20} and st.should_stop() == (False, None)
+    # left: less than min_points over any window -> nothing suggested, and should_stop
+    # says why (a budget above the bare min_points floor, below every free window)
+    shrunk = min(st.cost(np.linspace(s["t"][-1] / 6, s["t"][-1], 6)) for s in full)
+    floor = st.cost(np.full(6, 2 * st.min_spacing))
+    assert floor < shrunk
+    st.hardware_budget = spent + 0.5 * (floor + shrunk)
+    st._suggested.clear()
+    assert st.suggest(1) == []
+    stop, why = st.should_stop()
+    assert stop and why.startswith("hardware budget: no free sequence fits"), why
+    # left: 0.7 of the cheapest 12-point window -> fewer points, within what is left
+    cheapest = min(st.cost(np.linspace(s["t"][-1] / 12, s["t"][-1], 12)) for s in full)
+    st.hardware_budget = spent + 0.7 * cheapest
+    st._suggested.clear()
+    sug = st.suggest(1)
+    assert sug, "a shrunk measurement fits"
+    assert 6 <= len(sug[0]["t"]) < 12
+    assert st.cost(sug[0]["t"]) <= st.hardware_budget - spent
+    # a reported hardware time replaces the cost model; nothing fits -> stop
+    st.ingest({"_id": sug[0]["_id"], "coherence": np.exp(-sug[0]["t"] / 1e-4),
+               "hardware_time": st.hardware_budget - spent})
+    assert st.hardware_time == pytest.approx(st.hardware_budget)
+    stop, why = st.should_stop()
+    assert stop and "hardware budget" in why
+    assert st.suggest(1) == []

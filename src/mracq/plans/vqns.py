@@ -128,7 +128,10 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         Repetitions per point.
     time_budget : float, optional
         Hardware time in s; a measurement whose estimated time would exceed what is left
-        is not started.
+        is not started. A strategy with a ``hardware_budget`` attribute (as
+        :class:`~mracq.recon.vqns.strategy.NextSequenceStrategy`) gets it, when it has
+        none of its own, and ``shots``, so that it sizes its suggestions to what is left
+        (fewer points for the last one) instead of being cut off.
     on_estimate : callable, optional
         ``on_estimate(result, step)`` after each reconstruction (e.g.
         :class:`LiveSpectrumPlot`); None in tests and scripts.
@@ -174,7 +177,7 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
         for uid, seq, point, hw in done:
             m_uids.append(uid)
             seqs.append(seq)
-            points.append(point)
+            points.append({**point, "hardware_time": hw})
             spent += hw
         if partial is not None:  # measure only the times the cut-short run did not store
             uid, seq, planned, point = partial
@@ -203,6 +206,10 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
                                             md={"loop_plan": "vqns_loop",
                                                 "vqns_loop_id": loop_id, **(md or {})})
             e_uids.append(uid)
+    if hasattr(strategy, "hardware_budget"):  # it sizes what it suggests to the budget
+        strategy.shots = shots
+        if time_budget is not None and strategy.hardware_budget is None:
+            strategy.hardware_budget = float(time_budget)
     if hasattr(strategy, "min_spacing"):  # times the calibrated pulses can play
         from mracq.plans.calibration import calibrated_program_kw
 
@@ -246,7 +253,8 @@ def vqns_loop(nv, strategy, *, shots: int = 1_000_000, time_budget: float | None
             continue
         outcome = {"sequence": seq, "t": res["t"],
                    "coherence": np.clip(res["coherence"], lo, hi),
-                   "sigma": np.maximum(res["sigma"], 1e-6)}
+                   "sigma": np.maximum(res["sigma"], 1e-6),
+                   "hardware_time": res["hardware_time"]}
         if "_id" in sug[0]:
             outcome["_id"] = sug[0]["_id"]
         strategy.ingest([outcome])

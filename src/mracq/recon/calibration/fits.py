@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import curve_fit
 
-__all__ = ["Fit", "HYPERFINE_14N_SPLITTING", "fit_odmr", "fit_rabi", "fit_ramsey", "odmr_model",
-           "rabi_model", "ramsey_model"]
+__all__ = ["Fit", "HYPERFINE_14N_SPLITTING", "fit_odmr", "fit_rabi", "fit_ramsey", "odmr_jacobian",
+           "odmr_model", "rabi_model", "ramsey_model"]
 
 HYPERFINE_14N_SPLITTING = 2.16e6  # Hz, |A_parallel| of 14N
 LN2 = math.log(2.0)
@@ -121,6 +121,39 @@ def odmr_model(f, centre, width, depth, baseline, *, shape="lorentzian", splitti
         return baseline - depth * _shape(x, width, shape)
     s = sum(_shape(x - m * splitting, width, shape) for m in (-1, 0, 1)) / 3
     return baseline - depth * s
+
+
+def odmr_jacobian(f, params, *, shape="lorentzian", splitting=0.0) -> np.ndarray:
+    """d :func:`odmr_model` / d (centre, width, depth, baseline) at ``params``.
+
+    Central differences with steps of 1e-6 of each value (at least 1 Hz for centre and
+    width, 1e-6 for depth and baseline).
+
+    Parameters
+    ----------
+    f : array_like
+        Microwave frequencies, Hz.
+    params : array_like
+        (centre Hz, width Hz, depth, baseline).
+    shape, splitting
+        As in :func:`odmr_model`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(len(f), 4)``: population per Hz (centre, width) and per unit (depth,
+        baseline).
+    """
+    p = np.asarray(params, float)
+    steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
+    cols = []
+    for i, h in enumerate(steps):
+        up, dn = p.copy(), p.copy()
+        up[i] += h
+        dn[i] -= h
+        cols.append((odmr_model(f, *up, shape=shape, splitting=splitting)
+                     - odmr_model(f, *dn, shape=shape, splitting=splitting)) / (2 * h))
+    return np.array(cols).T
 
 
 def fit_odmr(f, y, sigma, *, shape="lorentzian", triplet=False,

@@ -262,8 +262,9 @@ class NextSequenceStrategy:
         Sequences that may be suggested (after the initial ones).
     initial : sequence of (str, array_like)
         (sequence, times in s) measured first, before any reconstruction (FID and SE).
-    n_points : int
-        Times per suggested sequence.
+    n_points : int or sequence of int
+        Times per suggested sequence; with several values, each is offered per (sequence,
+        window) and the criterion's per-second score chooses among them.
     chi_end : float or sequence of float
         Suggested times run until the predicted ``chi`` reaches this (4: C = 0.018); with
         several values, each is a time window offered per candidate (``"variance"``
@@ -272,6 +273,19 @@ class NextSequenceStrategy:
         Stop when :func:`relative_band_width` falls to this.
     max_measurements : int
         Stop after this many measurements.
+    hardware_budget : float, optional
+        Hardware time in s for the whole loop, the initial measurements included: a stop
+        on time rather than on a count. Nothing is suggested that would pass it; a
+        (sequence, window) that does not fit with ``n_points`` is offered with fewer
+        points (down to ``min_points``) over the same window, so that the last
+        measurement uses what is left. The time spent is what the outcomes report as
+        ``hardware_time`` (s), else ``shots * sum(t + overhead)``.
+    shots : int
+        Repetitions per point, for the hardware-time cost (the per-second criterion is
+        unchanged by it; the budget needs it).
+    min_points : int
+        Fewest times a suggestion shrunk to fit ``hardware_budget`` may have (at most the
+        smallest ``n_points``).
     criterion : {"variance", "eq7"}
         "variance" (default): the (sequence, window) with the largest expected drop of
         the summed spectral variance (:func:`expected_variance_reduction`, over a
@@ -316,14 +330,29 @@ class NextSequenceStrategy:
                  cost_aware: bool = False, overhead: float = 15e-6, reconstruct_kw=None,
                  seed=None, min_spacing: float = 60e-9, criterion: str = "variance",
                  omega_max: float | None = None, misfit_prior: bool = False,
-                 discrepancy: bool = True, warm_start: bool = False):
+                 discrepancy: bool = True, warm_start: bool = False,
+                 hardware_budget: float | None = None, shots: int = 1,
+                 min_points: int = 8):
         self.candidates = [str(c) for c in candidates]
         for c in self.candidates:
             pulse_number(c)
         self.initial = [(str(s), np.asarray(t, float)) for s, t in initial]
         if not self.initial:
             raise ValueError("give at least one initial (sequence, times) pair")
-        self.n_points = int(n_points)
+        self.n_points = tuple(sorted({int(n) for n in np.atleast_1d(n_points)}))
+        if not self.n_points or min(self.n_points) < 2:
+            raise ValueError(f"n_points must be >= 2, got {n_points!r}")
+        if hardware_budget is not None and not (np.isfinite(hardware_budget)
+                                                and hardware_budget > 0):
+            raise ValueError(f"hardware_budget must be > 0 s, got {hardware_budget!r}")
+        self.hardware_budget = None if hardware_budget is None else float(hardware_budget)
+        if int(shots) < 1:
+            raise ValueError(f"shots must be >= 1, got {shots!r}")
+        self.shots = int(shots)
+        if int(min_points) < 2:
+            raise ValueError(f"min_points must be >= 2, got {min_points!r}")
+        self.min_points = min(int(min_points), self.n_points[0])
+        self._hardware_time: dict = {}  # reported hardware time by sequence
         self.chi_end = tuple(float(c) for c in np.atleast_1d(chi_end))
         if not self.chi_end or not all(np.isfinite(c) and c > 0 for c in self.chi_end):
             raise ValueError(f"chi_end must be > 0, got {chi_end!r}")
@@ -351,6 +380,7 @@ class NextSequenceStrategy:
         self._suggested: dict = {}  # open suggestions by _id
         self._params: dict = {}  # parameters of every ingested point by _id
         self._next_id = 0
+        self._stalled: str | None = None  # why the last adaptive choice found nothing
 
     # -- bluesky-adaptive 1.0 optimizer protocol
     def ingest(self, points) -> None:
@@ -365,6 +395,7 @@ class NextSequenceStrategy:
         """
         if isinstance(points, (Measurement, dict)):
             points = [points]
+        self._stalled = None
         last_id = None
         for p in points:
             if isinstance(p, dict):
@@ -380,6 +411,10 @@ class NextSequenceStrategy:
                                          "t": np.asarray(merged["t"], float)}
                 p = Measurement(merged["sequence"], merged["t"], merged["coherence"],
                                 merged.get("sigma"))
+                if merged.get("hardware_time") is not None:
+                    self._hardware_time[p.sequence] = float(merged["hardware_time"])
+                else:
+                    self._hardware_time.pop(p.sequence, None)
             else:
                 last_id = p.sequence
                 self._params[last_id] = {"sequence": p.sequence, "t": p.t}
@@ -397,6 +432,39 @@ class NextSequenceStrategy:
         log.info("VQNS loop: %d measurements, relative band width %.3g",
                  len(self.measurements), self.history[-1]["band_width"])
 
+    def cost(self, t) -> float:
+        """Hardware time in s of one measurement at times ``t`` (s):
+        ``shots * sum(t + overhead)``."""
+        return self.shots * float(np.sum(np.asarray(t, float) + self.overhead))
+
+    @property
+    def hardware_time(self) -> float:
+        """Hardware time spent on the measurements so far, s (reported, else :meth:`cost`)."""
+        return sum(self._hardware_time.get(m.sequence, self.cost(m.t))
+                   for m in self.measurements)
+
+    def _left(self) -> float:
+        """Hardware time left in the budget, s (inf without one)."""
+        if self.hardware_budget is None:
+            return np.inf
+        return self.hardware_budget - self.hardware_time
+
+    def _grids(self, te, t_lo, left):
+        """Time grids to ``te`` s offered for one (sequence, window): one per ``n_points``
+        that fits in ``left`` s, or the largest count >= ``min_points`` that does."""
+        out = []
+        for n in self.n_points:
+            t = np.linspace(max(te / n, t_lo), te, n)
+            if self.cost(t) <= left:
+                out.append(t)
+        if out or not np.isfinite(left):
+            return out
+        for n in range(min(self.n_points) - 1, self.min_points - 1, -1):
+            t = np.linspace(max(te / n, t_lo), te, n)
+            if self.cost(t) <= left:
+                return [t]
+        return []
+
     def suggest(self, n: int | None = 1) -> list[dict]:
         """Up to ``n`` next measurements as ``{"_id", "sequence", "t"}`` dicts ([]: stop).
 
@@ -404,6 +472,7 @@ class NextSequenceStrategy:
         to :meth:`ingest`.
         """
         n = 1 if n is None else int(n)
+        self._stalled = None
         out = [{"sequence": s, "t": t} for s, t in self._pending_initial()[:n]]
         if not out and not self.should_stop()[0]:
             out = self._adaptive(n)
@@ -422,6 +491,7 @@ class NextSequenceStrategy:
         if not free:
             return []
         fn = _coherence_fn(self.result)
+        left = self._left()
         t_hi = 100 * max(m.t.max() for m in self.measurements)
         variance = self.criterion == "variance" and self.result.n_success >= 5
         if variance:
@@ -448,16 +518,22 @@ class NextSequenceStrategy:
                              "within twice its shortest playable time %.3g s", c, chi_end, te,
                              t_lo)
                     continue
-                t = np.linspace(max(te / self.n_points, t_lo), te, self.n_points)
-                cost = float(np.sum(t + self.overhead))
-                if variance:
-                    gain = expected_variance_reduction(self.result, c, t, sigma, omega,
-                                                      misfit=self.misfit_prior,
-                                                      field=field)
-                    score = float(np.sum(gain)) / cost
-                else:
-                    score = scores[c] / (cost if self.cost_aware else 1.0)
-                plans.append((score, c, chi_end, t))
+                for t in self._grids(te, t_lo, left):
+                    cost = float(np.sum(t + self.overhead))
+                    if variance:
+                        gain = expected_variance_reduction(self.result, c, t, sigma, omega,
+                                                          misfit=self.misfit_prior,
+                                                          field=field)
+                        score = float(np.sum(gain)) / cost
+                    else:
+                        score = scores[c] / (cost if self.cost_aware else 1.0)
+                    plans.append((score, c, chi_end, t))
+        if not plans:
+            self._stalled = (f"hardware budget: no free sequence fits the {left:.3g} s left"
+                             if np.isfinite(left) else
+                             "no free sequence has a playable window (predicted decays "
+                             "within twice the shortest playable time)")
+            log.info("VQNS loop: stop: %s", self._stalled)
         plans.sort(key=lambda x: -x[0])
         out, seen = [], set()
         for score, c, chi_end, t in plans:  # the best window of each sequence
@@ -469,16 +545,25 @@ class NextSequenceStrategy:
         return out
 
     def should_stop(self) -> tuple[bool, str | None]:
-        """(stop, reason): band narrow enough, measurement count reached, or no sequence left."""
+        """(stop, reason): band narrow enough, measurement count reached, hardware budget
+        spent (not even ``min_points`` at the shortest playable time fit, or the last
+        :meth:`suggest` found no free sequence that fits what is left), or no sequence
+        left."""
         if self.result is None:
             return False, None
         if len(self.measurements) >= self.max_measurements:
             return True, f"{len(self.measurements)} measurements (max_measurements)"
+        left = self._left()
+        if left < self.cost(np.full(self.min_points, 2 * self.min_spacing)):
+            return True, (f"hardware budget: {max(left, 0.0):.3g} s of "
+                          f"{self.hardware_budget:.3g} s left")
         bw = self.history[-1]["band_width"]
         if bw <= self.target:
             return True, f"relative band width {bw:.3g} <= target {self.target:g}"
         if not self._free():
             return True, "every candidate sequence measured"
+        if self._stalled:
+            return True, self._stalled
         return False, None
 
     def get_best_points(self) -> list[tuple]:
