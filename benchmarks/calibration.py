@@ -145,7 +145,7 @@ def _stop_state(st, hw, u, truth) -> dict:
     the true line (Fisher at the truth)."""
     fit = st._local_fit()
     out = {"points": len(st.measured), "hw": hw, "sigma": u,
-           "centre": st.mean()["centre"], "width": st.mean()["width"],
+           "centre": st.centre(), "width": st.mean()["width"],
            "honesty": float("nan")}
     if fit is not None:
         out["width"] = fit["width"]
