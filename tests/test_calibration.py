@@ -320,30 +320,32 @@ def test_adaptive_odmr_stated_error_counts_an_unknown_width():
     assert not st.should_stop()[0]
 
 
+def _triplet_design(offsets, sigma, seed=0, centre=1.5003e9, width=0.3e6, depth=0.3):
+    """AdaptiveODMR fed a 24-point sweep plus 6 rounds of points at ``offsets`` (Hz) from
+    each 14N line, Gaussian noise ``sigma``; returns (strategy, its least-squares fit)."""
+    rng = np.random.default_rng(seed)
+    lines = [centre + m * A for m in (-1, 0, 1)]
+    st = AdaptiveODMR((1.492e9, 1.508e9), centre_range=(1.495e9, 1.505e9), splitting=A,
+                      target=1e3, n_particles=1000, seed=seed)
+    fs = np.r_[np.linspace(1.492e9, 1.508e9, 24),
+               np.tile([c + x for c in lines for x in offsets], 6)]
+    for f in fs:
+        y = odmr_model(f, centre, width, depth, 1.0, splitting=A)
+        st.ingest([(f, y + rng.normal(0, sigma), sigma)])
+    return st, st.fit()
+
+
 def test_adaptive_odmr_fit_counts_only_where_a_wider_line_is_excluded():
     """Points only in the lines' cores (+-0.1 MHz of a 0.3 MHz wide line) cannot tell a
     narrow, deep line from the true one: a line 1.6x as wide as the fitted one must fit
     them clearly worse (chi^2 by >= 4) before the least-squares error counts (the runs
     that stopped at 60 points on a fit 0.25-0.6x the true width stated errors 2-5x too
     small). Points on the flanks and wings as well exclude it."""
-    centre, width, depth = 1.5003e9, 0.3e6, 0.3
-    lines = [centre + m * A for m in (-1, 0, 1)]
-
-    def run(offsets, sigma, seed=0):
-        rng = np.random.default_rng(seed)
-        st = AdaptiveODMR((1.492e9, 1.508e9), centre_range=(1.495e9, 1.505e9), splitting=A,
-                          target=1e3, n_particles=1000, seed=seed)
-        fs = np.r_[np.linspace(1.492e9, 1.508e9, 24),
-                   np.tile([c + x for c in lines for x in offsets], 6)]
-        for f in fs:
-            y = odmr_model(f, centre, width, depth, 1.0, splitting=A)
-            st.ingest([(f, y + rng.normal(0, sigma), sigma)])
-        return st, st.fit()
-
-    core, fit = run((-0.1e6, 0.0, 0.1e6), 0.05)
+    width = 0.3e6  # _triplet_design's line
+    core, fit = _triplet_design((-0.1e6, 0.0, 0.1e6), 0.05)
     assert not core._wider_line_excluded(fit)
     assert core._local_fit() is None
-    spread, fit = run((-0.6e6, -0.3e6, -0.17e6, 0.0, 0.17e6, 0.3e6, 0.6e6), 0.02)
+    spread, fit = _triplet_design((-0.6e6, -0.3e6, -0.17e6, 0.0, 0.17e6, 0.3e6, 0.6e6), 0.02)
     assert spread._wider_line_excluded(fit)
     assert abs(fit["width"] / width - 1) < 0.2
 
@@ -354,26 +356,13 @@ def test_adaptive_odmr_grid_posterior_states_the_error_where_the_fit_is_refused(
     depth and baseline integrated out, not the particle cloud's (biased wide), and the
     centre its mean; where the points pin the width, the grid's spread is the
     least-squares error."""
-    centre, width, depth = 1.5003e9, 0.3e6, 0.3
-    lines = [centre + m * A for m in (-1, 0, 1)]
-
-    def run(offsets, sigma, seed):
-        rng = np.random.default_rng(seed)
-        st = AdaptiveODMR((1.492e9, 1.508e9), centre_range=(1.495e9, 1.505e9), splitting=A,
-                          target=1e3, n_particles=1000, seed=seed)
-        fs = np.r_[np.linspace(1.492e9, 1.508e9, 24),
-                   np.tile([c + x for c in lines for x in offsets], 6)]
-        for f in fs:
-            y = odmr_model(f, centre, width, depth, 1.0, splitting=A)
-            st.ingest([(f, y + rng.normal(0, sigma), sigma)])
-        return st, st.fit()
-
-    st, _ = run((-0.1e6, 0.0, 0.1e6), 0.05, 5)
+    centre = 1.5003e9  # _triplet_design's line
+    st, _ = _triplet_design((-0.1e6, 0.0, 0.1e6), 0.05, 5)
     assert st._local_fit() is None
     g_centre, g_sd = st._grid_state()
     assert st.centre_uncertainty() == g_sd <= st.std()["centre"]
     assert st.centre() == g_centre and abs(g_centre - centre) < 3 * g_sd
-    st, fit = run((-0.6e6, -0.3e6, -0.17e6, 0.0, 0.17e6, 0.3e6, 0.6e6), 0.02, 0)
+    st, fit = _triplet_design((-0.6e6, -0.3e6, -0.17e6, 0.0, 0.17e6, 0.3e6, 0.6e6), 0.02, 0)
     g_centre, g_sd = st._grid_state()
     assert g_sd == pytest.approx(fit.errors["centre"], rel=0.1)
     assert abs(g_centre - centre) < 3 * g_sd

@@ -24,7 +24,7 @@ import logging
 
 import numpy as np
 
-from mracq.recon.calibration.fits import odmr_model
+from mracq.recon.calibration.fits import odmr_jacobian, odmr_model
 from mracq.recon.protocol import ID_KEY
 
 __all__ = ["AdaptiveODMR"]
@@ -349,17 +349,9 @@ class AdaptiveODMR:
     BASELINE_PRIOR = True
 
     def _jac(self, p, f):
-        """d model / d (centre, width, depth, baseline) at ``p`` for frequencies ``f``."""
-        steps = np.maximum(np.abs(p) * 1e-6, [1.0, 1.0, 1e-6, 1e-6])
-        cols = []
-        for i, h in enumerate(steps):
-            up, dn = p.copy(), p.copy()
-            up[i] += h
-            dn[i] -= h
-            cols.append((odmr_model(f, *up, shape=self.shape, splitting=self.splitting)
-                         - odmr_model(f, *dn, shape=self.shape, splitting=self.splitting))
-                        / (2 * h))
-        return np.array(cols).T  # (len(f), 4)
+        """d model / d (centre, width, depth, baseline) at ``p`` for frequencies ``f``
+        (:func:`~mracq.recon.calibration.fits.odmr_jacobian`), shape ``(len(f), 4)``."""
+        return odmr_jacobian(f, p, shape=self.shape, splitting=self.splitting)
 
     def _design_sd(self, p, cand=None, sigma=None):
         """Centre standard error at parameters ``p`` of the measured design (Fisher
