@@ -519,7 +519,7 @@ class NextSequenceStrategy:
                              t_lo)
                     continue
                 for t in self._grids(te, t_lo, left):
-                    cost = float(np.sum(t + self.overhead))
+                    cost = self.cost(t)  # hardware s: the per-second score and the budget agree
                     if variance:
                         gain = expected_variance_reduction(self.result, c, t, sigma, omega,
                                                           misfit=self.misfit_prior,
