@@ -3,7 +3,7 @@
 Follow-up of `benchmarks/cosy_physics_global.py` (issue 12): without the field a global
 search of a 2-spin cluster's couplings lands on 2/6 maps at 30-50 s. In mracq a COSY
 measurement follows `mracq calibrate`, which gives the field from the ODMR resonance to
-~1 uT; here the search (`mracq.recon.cosy.physics.fit_couplings`) gets the map's true
+~1 uT; here the search (`cosy_coupling_search.fit_couplings`) gets the map's true
 field plus ``--field-error`` (T, random sign) and the sequence's pulse spacing.
 
 Per map (couplings family with ``--spins`` spins, noise 0.1, one random 10 % mask, seeds
@@ -34,10 +34,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cosy_physics_fit import _random_mask  # noqa: E402
-from mracq.recon.cosy.auto import _svt_map  # noqa: E402
-from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
-from mracq.recon.cosy.physics import (  # noqa: E402
+from cosy_coupling_search import (  # noqa: E402
     KHZ,
     _batch_lm,
     _Problem,
@@ -45,6 +42,9 @@ from mracq.recon.cosy.physics import (  # noqa: E402
     fit_couplings,
     pair_starts,
 )
+from cosy_physics_fit import _random_mask  # noqa: E402
+from mracq.recon.cosy.auto import _svt_map  # noqa: E402
+from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
 from mracq.recon.metrics import rmse  # noqa: E402
 from mracq.sim.cosy.couplings import GAMMA_13C  # noqa: E402
 from mracq.sim.cosy.families import family_maps  # noqa: E402
@@ -52,7 +52,7 @@ from mracq.sim.cosy.model import T_GRID  # noqa: E402
 
 
 def true_theta(hyp, dip, b_field) -> np.ndarray:
-    """``theta`` (`mracq.recon.cosy.physics.theta_names`) of one cluster."""
+    """``theta`` (`cosy_coupling_search.theta_names`) of one cluster."""
     m = len(hyp)
     wl = GAMMA_13C * b_field / KHZ
     a = hyp / KHZ
@@ -80,12 +80,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--field-error", type=float, default=2e-6, help="T")
     ap.add_argument("--budget", type=float, default=12.0, help="s of screening per spin count")
     ap.add_argument("--n-lines", type=int, default=16)
+    ap.add_argument("--azimuth-starts", type=int, default=1)
     ap.add_argument("--source", choices=("shared", "scan"), default="shared")
     ap.add_argument("--no-svt", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("mracq.recon.cosy.physics").setLevel(logging.INFO)
+    logging.getLogger("cosy_coupling_search").setLevel(logging.INFO)
     out = args.out or str(Path(__file__).with_name(f"cosy_physics_field_{args.spins}.json"))
     rng = np.random.default_rng([args.seed, 1313, args.spins])
     truths, sel = family_maps("couplings", args.maps, rng, spins=(args.spins,),
@@ -127,7 +128,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
                               spins=s, n_lines=args.n_lines, budget_s=args.budget,
-                              source=args.source)
+                              source=args.source, azimuth_starts=args.azimuth_starts)
                 for s in (args.try_spins or (args.spins,))]
         fit = min(fits, key=lambda f: f.rss / (f.n - len(f.theta) - 2))
         r["search_s"] = time.perf_counter() - t0

@@ -1,4 +1,8 @@
-"""Fit a COSY map by the couplings of its nuclear cluster, with the field known.
+"""Fit a COSY map by the couplings of its nuclear cluster, with the field known (issue 12).
+
+Benchmark code, not product code: it lands in the fit's basin on ~60 % of 2-spin maps at
+~10 s and on none of the 3-spin maps tried at ~25 s (`benchmarks/cosy_physics_field.py`),
+short of what `method="auto"` would need to carry it.
 
 The map is a function of a few couplings (`mracq.sim.cosy.model`): per nucleus its
 hyperfine ``A_zz``, ``A_perp`` and azimuth, per pair a dipolar tensor, and the field. A
@@ -15,12 +19,16 @@ azimuth (``A_zz = wL - sqrt(f1^2 - A_perp^2)``); per pair ``i < j`` a dipolar te
 ``d (1 - 3 n n^T)`` with ``n`` at (polar, azimuth). The map is ``offset + scale P0(theta)``
 (both linear, eliminated). The pulse spacing ``tau`` and count are the sequence's.
 
-Search (`fit_couplings`): the single-spin periodogram of the measured points gives the
-strongest folded lines; every line is unfolded onto the branches within ``wL +- a_zz_max``;
-every set of ``m`` such candidate frequencies is a start (``A_perp`` at a few values).
-All starts take a few Levenberg-Marquardt steps in (f1, A_perp) together (batched
-finite-difference Jacobians); the best take more steps in every parameter from a few
-azimuth / dipolar starts; the lowest residual wins.
+Search (`fit_couplings`): the frequencies of the shared-frequency fit of the measured
+points (`mracq.recon.cosy.shared`) are the folded lines; every line is unfolded onto the
+branches within ``wL +- a_zz_max`` (~4.5 per line: the +-60 kHz A_zz prior spans two
+alias periods, each with two signs); every pair of such candidate frequencies is a start,
+at two dipolar couplings (`DIPOLAR_STARTS`: in ms=0 both nuclei precess at wL, so the
+dipolar coupling mixes them strongly; a d = 0 model fits no better than a constant).
+Successive halving by batched Levenberg-Marquardt (finite-difference Jacobians, every
+parameter free): as many starts as the budget allows take 3 steps, the best eighth 6
+more, the best 8 (each with jittered azimuths and dipolar axis) 20 more; lowest residual
+wins. Three spins: the 3 best pairs plus a third nucleus at every candidate frequency.
 """
 
 from __future__ import annotations
@@ -275,27 +283,29 @@ d = 0 model fits no better than a constant); to first order only its secular par
 ``d (1 - 3 cos^2 polar)`` matters: these start at -2 and +1.5 kHz."""
 
 
-def pair_starts(f1s, wl, m=2, a_perp=25.0) -> np.ndarray:
+def pair_starts(f1s, wl, m=2, a_perp=25.0, azimuth_starts=1) -> np.ndarray:
     """Starting ``theta`` rows: every set of ``m`` candidate frequencies (in the order of
-    ``f1s``, strongest lines first) times `DIPOLAR_STARTS`."""
+    ``f1s``, strongest lines first) times `DIPOLAR_STARTS` times ``azimuth_starts``
+    relative azimuths of the nuclei (0.7 rad apart, then pi more)."""
     rows = []
     for combo in itertools.combinations(range(len(f1s)), m):
         f = [f1s[c] for c in combo]
         if min(np.diff(sorted(f))) < 0.5:
             continue
         for dp in DIPOLAR_STARTS:
-            th = [wl]
-            for j, f1 in enumerate(f):
-                th += [f1, min(a_perp, 0.95 * f1), 0.7 * j]
-            th += [dp[0], dp[1], 0.3] * (m * (m - 1) // 2)
-            rows.append((max(combo), th))
+            for a in range(azimuth_starts):
+                th = [wl]
+                for j, f1 in enumerate(f):
+                    th += [f1, min(a_perp, 0.95 * f1), (0.7 + a * np.pi) * j]
+                th += [dp[0], dp[1], 0.3] * (m * (m - 1) // 2)
+                rows.append((max(combo), th))
     rows.sort(key=lambda r: r[0])  # stable: sets of stronger lines first
     return np.array([r[1] for r in rows], dtype=float).reshape(len(rows), -1)
 
 
 def fit_couplings(values, ij, *, t1, t2, b_field, tau, spins=2, n_lines=16,
                   source="shared", keep=8, budget_s=12.0, screen_iters=3,
-                  dipolar_starts=3, refine_iters=20, a_zz_max=65.0,
+                  azimuth_starts=1, base_pairs=3, dipolar_starts=3, refine_iters=20, a_zz_max=65.0,
                   seed=0) -> CouplingFit | None:
     """Least-squares fit of the cluster's couplings to measured points, field known.
 
@@ -313,12 +323,15 @@ def fit_couplings(values, ij, *, t1, t2, b_field, tau, spins=2, n_lines=16,
     tau : float
         The sequence's decoupling pi-pulse spacing in s.
     spins : int
-        Number of nuclei in the model.
+        Number of nuclei in the model: 2, or 3 (the ``base_pairs`` best 2-spin fits plus
+        a third nucleus at every candidate frequency, `third_starts`).
     n_lines, source, a_zz_max
         Lines unfolded into candidate frequencies (`candidate_f1`), largest |A_zz| (kHz).
     budget_s, screen_iters
         Wall-time cap of the screening (s; starts of the strongest lines first) and its LM
         steps per start (every parameter free).
+    azimuth_starts
+        Relative azimuths started per frequency set (`pair_starts`).
     keep, dipolar_starts, refine_iters
         Screened starts kept, starts per kept one (azimuths and dipolar axis jittered),
         their LM steps.
@@ -339,24 +352,20 @@ def fit_couplings(values, ij, *, t1, t2, b_field, tau, spins=2, n_lines=16,
                        source=source)
     if len(f1s) < spins:
         return None
-    starts = pair_starts(f1s, wl, spins)
+    m = spins
+    pair_budget = budget_s if m == 2 else 0.4 * budget_s
+    starts = pair_starts(f1s, wl, 2, azimuth_starts=azimuth_starts)
     if not len(starts):
         return None
-    allp = np.arange(starts.shape[1])
-    t0 = time.perf_counter()
-    prob.resid(starts[:16])
-    per = (time.perf_counter() - t0) / 16
-    cost = per * (allp.size + 2)  # one LM step of one start
-    room = 0.75 * budget_s - (time.perf_counter() - t_start)
-    # successive halving: every start screen_iters steps, the best eighth 2 screen_iters more
-    n_fit = int(np.clip(room / (cost * screen_iters * 1.25), keep, len(starts)))
-    th, loss = _batch_lm(prob, starts[:n_fit], allp, screen_iters)
-    best = np.argsort(loss)[:max(4 * keep, n_fit // 8)]
-    th, loss = _batch_lm(prob, th[best], allp, 2 * screen_iters)
-    top = th[np.argsort(loss)[:keep]]
+    top, n_fit = _screen(prob, starts, pair_budget - (time.perf_counter() - t_start),
+                         screen_iters, keep)
+    if m == 3:
+        starts = third_starts(top[:base_pairs], f1s)
+        top, n3 = _screen(prob, starts, budget_s - (time.perf_counter() - t_start),
+                          screen_iters, keep)
+        n_fit += n3
     t_screen = time.perf_counter() - t_start
     rng = np.random.default_rng(seed)
-    m = spins
     starts = np.repeat(top, dipolar_starts, axis=0)
     starts[:, 3:1 + 3 * m:3] += rng.normal(0, 0.5, size=(len(starts), m))
     for q in range(m * (m - 1) // 2):
@@ -370,6 +379,37 @@ def fit_couplings(values, ij, *, t1, t2, b_field, tau, spins=2, n_lines=16,
              "%.4g on %d points, %.1f s", m, len(f1s), n_fit, t_screen, fit.rss, fit.n,
              time.perf_counter() - t_start)
     return fit
+
+
+def _screen(prob: _Problem, starts, budget_s, iters, keep):
+    """Successive halving: as many ``starts`` as fit ``budget_s`` (s) take ``iters`` LM
+    steps, the best eighth ``2 iters`` more; the ``keep`` best rows and the count screened."""
+    allp = np.arange(starts.shape[1])
+    t0 = time.perf_counter()
+    prob.resid(starts[:16])
+    per = (time.perf_counter() - t0) / min(16, len(starts))
+    cost = per * (allp.size + 2)  # one LM step of one start
+    room = 0.75 * budget_s - (time.perf_counter() - t0)
+    n_fit = int(np.clip(room / (cost * iters * 1.25), keep, len(starts)))
+    th, loss = _batch_lm(prob, starts[:n_fit], allp, iters)
+    best = np.argsort(loss)[:max(4 * keep, n_fit // 8)]
+    th, loss = _batch_lm(prob, th[best], allp, 2 * iters)
+    return th[np.argsort(loss)[:keep]], n_fit
+
+
+def third_starts(pairs, f1s, a_perp=25.0) -> np.ndarray:
+    """3-spin starts: each fitted 2-spin ``theta`` row of ``pairs`` plus one more nucleus at
+    every candidate frequency of ``f1s`` (strongest lines first), its two dipolar couplings
+    both at one of `DIPOLAR_STARTS`."""
+    rows = []
+    for f in f1s:
+        for th in pairs:
+            if min(abs(f - th[1]), abs(f - th[4])) < 0.5:
+                continue
+            for dp in DIPOLAR_STARTS:
+                rows.append(np.r_[th[:7], [f, min(a_perp, 0.95 * f), 1.4], th[7:10],
+                                  [dp[0], dp[1], 0.3] * 2])
+    return np.array(rows, dtype=float).reshape(len(rows), 19)
 
 
 def _score(fit: CouplingFit) -> float:
