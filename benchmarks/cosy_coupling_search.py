@@ -1,8 +1,12 @@
 """Fit a COSY map by the couplings of its nuclear cluster, with the field known (issue 12).
 
-Benchmark code, not product code: it lands in the fit's basin on ~60 % of 2-spin maps at
-~10 s and on none of the 3-spin maps tried at ~25 s (`benchmarks/cosy_physics_field.py`),
-short of what `method="auto"` would need to carry it.
+Benchmark code, not product code: on a fresh seed (`benchmarks/cosy_physics_field.py`,
+10 maps each) it reaches the started-at-the-truth fit's error (<= 1.5x) on 2/10 2-spin
+maps at 8.7 s and 2/10 3-spin maps at 26 s, and beats auto on 4/10 and 7/10, although a
+start within 1.5 kHz of both (all three) true frequencies is in its list on 8/10 (7/10):
+with the frequencies right, the other couplings (A_perp, azimuths, the dipolar tensor)
+still have several minima, and random starts there land on few maps. Short of the
+>= 80 % in <= 15 s that `method="auto"` would need to carry it.
 
 The map is a function of a few couplings (`mracq.sim.cosy.model`): per nucleus its
 hyperfine ``A_zz``, ``A_perp`` and azimuth, per pair a dipolar tensor, and the field. A

@@ -14,6 +14,9 @@ of its own): ``near`` (LM started at the true couplings: what a hit gives), ``se
 start list, strongest lines first, against the number screened in the budget), ``hit`` (search <=
 1.5 near), ``search_s``.
 
+``--no-svt`` skips the 40 % mask's draw, so the noise and masks after map 0 differ from
+a run with SVT (same clusters).
+
 Run: ``PYTHONPATH=src nice -n 19 python benchmarks/cosy_physics_field.py --maps 10
 --spins 2 --seed S [--budget 15] [--try-spins 2 3]``; writes
 ``cosy_physics_field_<spins>.json``.
