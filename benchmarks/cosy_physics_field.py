@@ -10,6 +10,8 @@ Per map (couplings family with ``--spins`` spins, noise 0.1, one random 10 % mas
 of its own): ``near`` (LM started at the true couplings: what a hit gives), ``search``,
 ``auto`` (`reconstruct`, no field), ``svt40`` (SVT on a 40 % mask of the same noisy map),
 ``f1_in_candidates`` (every true f1 within 1.5 kHz of a candidate frequency),
+``--true-f1-grid``: instead of the search, `grid_refit` from the TRUE f1 pair (the other
+couplings unknown): whether the rest of the fit lands once the frequencies are right.
 ``start_in_basin`` (a start with every f1 within 1.5 kHz of the truth; its rank in the
 start list, strongest lines first, against the number screened in the budget), ``hit`` (search <=
 1.5 near), ``search_s``.
@@ -43,6 +45,7 @@ from cosy_coupling_search import (  # noqa: E402
     _Problem,
     candidate_f1,
     fit_couplings,
+    grid_refit,
     pair_starts,
 )
 from cosy_physics_fit import _random_mask  # noqa: E402
@@ -84,8 +87,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--budget", type=float, default=12.0, help="s of screening per spin count")
     ap.add_argument("--n-lines", type=int, default=16)
     ap.add_argument("--azimuth-starts", type=int, default=1)
+    ap.add_argument("--grid-pairs", type=int, default=0,
+                    help="2 spins: frequency pairs from the screen refit on the "
+                         "(dipolar, azimuth) grid")
     ap.add_argument("--source", choices=("shared", "scan"), default="shared")
     ap.add_argument("--no-svt", action="store_true")
+    ap.add_argument("--true-f1-grid", action="store_true",
+                    help="2 spins, instead of the search: the grid stage started at the TRUE "
+                         "f1 pair (the other couplings unknown)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -129,11 +138,17 @@ def main(argv=None) -> dict:
         inside = [i for i, s in enumerate(st)
                   if np.all(np.abs(np.sort(s[1:1 + 3 * args.spins:3]) - f1) < 1.5)]
         t0 = time.perf_counter()
-        fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
-                              spins=s, n_lines=args.n_lines, budget_s=args.budget,
-                              source=args.source, azimuth_starts=args.azimuth_starts)
-                for s in (args.try_spins or (args.spins,))]
-        fit = min(fits, key=lambda f: f.rss / (f.n - len(f.theta) - 2))
+        if args.true_f1_grid:
+            top = grid_refit(prob, th0[0], [th0])
+            thg, lg = _batch_lm(prob, top, np.arange(10), 20)
+            fit = prob.fit(thg[int(np.argmin(lg))])
+        else:
+            fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
+                                  spins=s, n_lines=args.n_lines, budget_s=args.budget,
+                                  source=args.source, azimuth_starts=args.azimuth_starts,
+                                  grid_pairs=args.grid_pairs)
+                    for s in (args.try_spins or (args.spins,))]
+            fit = min(fits, key=lambda f: f.rss / (f.n - len(f.theta) - 2))
         r["search_s"] = time.perf_counter() - t0
         r["search"] = rmse(fit.grid(), t) if fit is not None else float("nan")
         r["search_spins"] = fit.spins if fit is not None else 0
