@@ -11,7 +11,8 @@ of its own): ``near`` (LM started at the true couplings: what a hit gives), ``se
 ``auto`` (`reconstruct`, no field), ``svt40`` (SVT on a 40 % mask of the same noisy map),
 ``f1_in_candidates`` (every true f1 within 1.5 kHz of a candidate frequency),
 ``--true-f1-grid``: instead of the search, `grid_refit` from the TRUE f1 pair (the other
-couplings unknown): whether the rest of the fit lands once the frequencies are right.
+couplings unknown): whether the rest of the fit lands once the frequencies are right;
+``--true-folded-grid``: the same on every unfolding of the true FOLDED pair.
 ``start_in_basin`` (a start with every f1 within 1.5 kHz of the truth; its rank in the
 start list, strongest lines first, against the number screened in the budget), ``hit`` (search <=
 1.5 near), ``search_s``.
@@ -43,6 +44,7 @@ from cosy_coupling_search import (  # noqa: E402
     KHZ,
     _batch_lm,
     _Problem,
+    _unfold,
     candidate_f1,
     fit_couplings,
     grid_refit,
@@ -95,6 +97,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--true-f1-grid", action="store_true",
                     help="2 spins, instead of the search: the grid stage started at the TRUE "
                          "f1 pair (the other couplings unknown)")
+    ap.add_argument("--true-folded-grid", action="store_true",
+                    help="2 spins, instead of the search: the grid stage on every unfolding "
+                         "of the TRUE folded f1 pair")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -138,8 +143,17 @@ def main(argv=None) -> dict:
         inside = [i for i, s in enumerate(st)
                   if np.all(np.abs(np.sort(s[1:1 + 3 * args.spins:3]) - f1) < 1.5)]
         t0 = time.perf_counter()
-        if args.true_f1_grid:
-            top = grid_refit(prob, th0[0], [th0])
+        if args.true_f1_grid or args.true_folded_grid:
+            pairs = [th0]
+            if args.true_folded_grid:
+                dt = float(T_GRID[1] - T_GRID[0])
+                folded = [min(f % (1e-3 / dt), 1e-3 / dt - f % (1e-3 / dt))
+                          for f in th0[[1, 4]]]
+                fold = [_unfold(2 * np.pi * dt * 1e3 * f, dt, th0[0] - 65, th0[0] + 66)
+                        for f in folded]
+                pairs = [np.r_[th0[0], a, th0[2:4], b, th0[5:]]
+                         for a in fold[0] for b in fold[1] if abs(a - b) >= 0.5]
+            top = grid_refit(prob, th0[0], pairs)
             thg, lg = _batch_lm(prob, top, np.arange(10), 20)
             fit = prob.fit(thg[int(np.argmin(lg))])
         else:
