@@ -40,6 +40,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cosy_anchor_search import anchor_search  # noqa: E402
 from cosy_coupling_search import (  # noqa: E402
     KHZ,
     _batch_lm,
@@ -100,10 +101,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--true-folded-grid", action="store_true",
                     help="2 spins, instead of the search: the grid stage on every unfolding "
                          "of the TRUE folded f1 pair")
+    ap.add_argument("--anchor", type=int, default=0,
+                    help="2 spins: instead of the pair search, `cosy_anchor_search` with this "
+                         "many anchor lines")
+    ap.add_argument("--keep-b", type=int, default=3, help="--anchor: pairs refit on the grid")
+    ap.add_argument("--azimuths", type=int, default=2, help="--anchor: hidden azimuth starts")
+    ap.add_argument("--rescans", type=int, default=2, help="--anchor: rescan rounds")
+    ap.add_argument("--anchor-offsets", type=float, nargs="+", default=[0.0],
+                    help="--anchor: kHz added to each anchor unfolding")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cosy_coupling_search").setLevel(logging.INFO)
+    logging.getLogger("cosy_anchor_search").setLevel(logging.INFO)
     out = args.out or str(Path(__file__).with_name(f"cosy_physics_field_{args.spins}.json"))
     rng = np.random.default_rng([args.seed, 1313, args.spins])
     truths, sel = family_maps("couplings", args.maps, rng, spins=(args.spins,),
@@ -156,6 +166,13 @@ def main(argv=None) -> dict:
             top = grid_refit(prob, th0[0], pairs)
             thg, lg = _batch_lm(prob, top, np.arange(10), 20)
             fit = prob.fit(thg[int(np.argmin(lg))])
+        elif args.anchor:
+            fit = anchor_search(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
+                                n_anchors=args.anchor, keep_b=args.keep_b,
+                                azimuths=args.azimuths, rescans=args.rescans,
+                                anchor_offsets=tuple(args.anchor_offsets))
+            r["found_f1_minus_wL_kHz"] = np.sort(fit.theta[[1, 4]] - fit.theta[0]).round(
+                2).tolist()
         else:
             fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
                                   spins=s, n_lines=args.n_lines, budget_s=args.budget,
@@ -177,7 +194,9 @@ def main(argv=None) -> dict:
               f"svt40 {r.get('svt40', np.nan):.3f} search {r['search']:.3f} "
               f"({r['search_spins']} spins) hit {r['hit']} in_basin {r['start_in_basin']} "
               f"(rank {r['first_start_in_basin']} of {len(st)}; f1 in cands "
-              f"{r['f1_in_candidates']} of {len(f1c)}) {r['search_s']:.1f} s", flush=True)
+              f"{r['f1_in_candidates']} of {len(f1c)}) {r['search_s']:.1f} s "
+              f"true f1-wL {r['true_f1_minus_wL_kHz']} found "
+              f"{r.get('found_f1_minus_wL_kHz')}", flush=True)
     res = {"config": vars(args), "uptime_start": up0, "per_map": rows,
            "uptime_end": os.popen("uptime").read().strip()}
     keys = ["near", "auto", "search", "hit", "start_in_basin", "f1_in_candidates",
