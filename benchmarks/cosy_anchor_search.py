@@ -32,6 +32,7 @@ import numpy as np
 
 from cosy_coupling_search import (
     DIPOLAR_STARTS,
+    GRID_AZIMUTH,
     KHZ,
     CouplingFit,
     _batch_lm,
@@ -42,6 +43,8 @@ from cosy_coupling_search import (
 from mracq.sim.cosy.couplings import GAMMA_13C
 
 log = logging.getLogger(__name__)
+
+HALF_AZIMUTH = GRID_AZIMUTH[:2]
 
 __all__ = ["anchor_lines", "anchor_search", "rescan"]
 
@@ -63,7 +66,7 @@ def anchor_lines(prob: _Problem, wl_khz: float, n: int = 2, larmor_gap_khz: floa
 
 def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.0,
                   scan_step=1.5, azimuths=2, screen_iters=3, keep_b=3, refine_iters=20,
-                  anchor_offsets=(0.0,), rescans=2, scan_iters=4) -> CouplingFit | None:
+                  anchor_offsets=(0.0,), rescans=3, scan_iters=4) -> CouplingFit | None:
     """Two-spin coupling fit: anchor on the seen nucleus, scan the hidden one (module doc).
 
     Parameters
@@ -123,14 +126,15 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
         if len(pairs) == keep_b:
             break
     t_a = time.perf_counter() - t0
-    top = np.vstack([grid_refit(prob, wl, pairs, screen_iters, 8), np.array(pairs)])
+    top = np.vstack([grid_refit(prob, wl, pairs, screen_iters, 8, HALF_AZIMUTH),
+                     np.array(pairs)])
     th, loss = _batch_lm(prob, top, allp, refine_iters)
     i = int(np.argmin(loss))
-    best, best_loss = th[i], loss[i]
+    best, best_loss = th[i], float(loss[i])
     for r in range(rescans):
-        cand, cl = rescan(prob, best, grid, scan_iters, refine_iters)
+        cand, cl = rescan(prob, best, grid, scan_iters, refine_iters, wl=wl)
         log.info("rescan %d: loss %.3f -> %.3f", r, best_loss, cl)
-        if cl >= best_loss - 1e-9:
+        if cl >= best_loss - 1e-3:
             break
         best, best_loss = cand, cl
     fit = prob.fit(best)
@@ -139,10 +143,11 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
     return fit
 
 
-def rescan(prob: _Problem, theta, grid, iters=4, refine_iters=20, keep=3):
+def rescan(prob: _Problem, theta, grid, iters=4, refine_iters=20, keep=3, wl=None):
     """Each nucleus of a 2-spin ``theta`` in turn at every frequency of ``grid`` (kHz),
-    the other couplings as fitted, ``iters`` LM steps; the ``keep`` best distinct refined
-    by ``refine_iters`` steps. Returns the best row and its loss."""
+    the other couplings as fitted, ``iters`` LM steps; the ``keep`` best distinct pairs,
+    each as scanned and (with ``wl``) refit from the half (dipolar, azimuth) grid
+    (`grid_refit`), refined by ``refine_iters`` steps. Returns the best row and its loss."""
     rows = []
     for c in (1, 4):
         other = 4 if c == 1 else 1
@@ -162,6 +167,9 @@ def rescan(prob: _Problem, theta, grid, iters=4, refine_iters=20, keep=3):
             pick.append(i)
         if len(pick) == keep:
             break
-    th, loss = _batch_lm(prob, th[pick], allp, refine_iters)
+    cand = th[pick]
+    if wl is not None:
+        cand = np.vstack([cand, grid_refit(prob, wl, cand, 3, 8, HALF_AZIMUTH)])
+    th, loss = _batch_lm(prob, cand, allp, refine_iters)
     i = int(np.argmin(loss))
     return th[i], float(loss[i])

@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
                          "many anchor lines")
     ap.add_argument("--keep-b", type=int, default=3, help="--anchor: pairs refit on the grid")
     ap.add_argument("--azimuths", type=int, default=2, help="--anchor: hidden azimuth starts")
-    ap.add_argument("--rescans", type=int, default=2, help="--anchor: rescan rounds")
+    ap.add_argument("--rescans", type=int, default=3, help="--anchor: rescan rounds")
     ap.add_argument("--anchor-offsets", type=float, nargs="+", default=[0.0],
                     help="--anchor: kHz added to each anchor unfolding")
     ap.add_argument("--out", default=None)
