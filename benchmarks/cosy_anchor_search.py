@@ -50,23 +50,40 @@ __all__ = ["anchor_lines", "anchor_search", "rescan"]
 
 
 def anchor_lines(prob: _Problem, wl_khz: float, n: int = 2, larmor_gap_khz: float = 3.0,
-                 n_terms: int = 12) -> list[float]:
-    """The first ``n`` frequencies (rad per grid step, folded) of the shared-frequency fit
-    (in the order its greedy path added them) farther than ``larmor_gap_khz`` from the
-    folded Larmor line."""
+                 n_terms: int = 12, max_j_khz: float = 6.0, centres: bool = True
+                 ) -> list[float]:
+    """Folded frequencies (rad per grid step) to anchor the seen nucleus on: the lines of
+    the shared-frequency fit (in the order its greedy path added them) farther than
+    ``larmor_gap_khz`` from the folded Larmor line; with ``centres``, each line is preceded
+    by the centre of the doublet it forms with a later line within ``max_j_khz`` (the
+    seen nucleus shows as ``f +- J/2``, J up to a few kHz: a line can sit outside the
+    ~1.5 kHz basin of ``f``). The first ``n``."""
     from mracq.recon.cosy.shared import fit_shared_path
 
     dt = float(prob.t1[1] - prob.t1[0])
     ph = (2 * np.pi * wl_khz * 1e3 * dt) % (2 * np.pi)
     wlf = min(ph, 2 * np.pi - ph)
-    gap = 2 * np.pi * larmor_gap_khz * 1e3 * dt
+    khz = 2 * np.pi * 1e3 * dt
     freqs = fit_shared_path(prob.y, prob.ij, prob.mask.shape, n_terms)[-1].freqs
-    return [float(f) for f in freqs if abs(f - wlf) > gap][:n]
+    away = [float(f) for f in freqs if abs(f - wlf) > larmor_gap_khz * khz]
+    out: list[float] = []
+    for i, f in enumerate(away):
+        if centres:
+            for g in away[i + 1:]:
+                if 0.3 * khz < abs(g - f) < max_j_khz * khz:
+                    c = 0.5 * (f + g)
+                    if all(abs(c - o) > 0.5 * khz for o in out):
+                        out.append(c)
+                    break
+        if all(abs(f - o) > 0.5 * khz for o in out):
+            out.append(f)
+    return out[:n]
 
 
 def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.0,
                   scan_step=1.5, azimuths=2, screen_iters=3, keep_b=3, refine_iters=20,
-                  anchor_offsets=(0.0,), rescans=3, scan_iters=4) -> CouplingFit | None:
+                  anchor_offsets=(0.0,), rescans=3, scan_iters=4, centres=True
+                  ) -> CouplingFit | None:
     """Two-spin coupling fit: anchor on the seen nucleus, scan the hidden one (module doc).
 
     Parameters
@@ -77,8 +94,9 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
         Evolution times in s (equal uniform steps).
     b_field, tau : float
         Calibrated field along the NV axis (T) and decoupling pulse spacing (s).
-    n_anchors : int
-        Lines tried as the seen nucleus (`anchor_lines`).
+    n_anchors, centres : int, bool
+        Frequencies tried as the seen nucleus (`anchor_lines`: with ``centres`` each
+        line's doublet centre first).
     a_zz_max : float
         Largest |A_zz| in kHz (the prior of every nucleus frequency: ``wL +- a_zz_max``).
     scan_step, azimuths
@@ -104,7 +122,7 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
     prob = _Problem(values, ij, t1, t2, tau)
     wl = GAMMA_13C * float(b_field) / KHZ
     dt = float(prob.t1[1] - prob.t1[0])
-    lines = anchor_lines(prob, wl, n_anchors)
+    lines = anchor_lines(prob, wl, n_anchors, centres=centres)
     if not lines:
         return None
     fa = np.concatenate([_unfold(f, dt, wl - a_zz_max, wl + a_zz_max + 1) for f in lines])

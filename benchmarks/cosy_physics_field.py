@@ -106,6 +106,8 @@ def main(argv=None) -> dict:
                          "many anchor lines")
     ap.add_argument("--keep-b", type=int, default=3, help="--anchor: pairs refit on the grid")
     ap.add_argument("--azimuths", type=int, default=2, help="--anchor: hidden azimuth starts")
+    ap.add_argument("--no-centres", action="store_true",
+                    help="--anchor: lines only, no doublet centres")
     ap.add_argument("--rescans", type=int, default=3, help="--anchor: rescan rounds")
     ap.add_argument("--anchor-offsets", type=float, nargs="+", default=[0.0],
                     help="--anchor: kHz added to each anchor unfolding")
@@ -170,6 +172,7 @@ def main(argv=None) -> dict:
             fit = anchor_search(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
                                 n_anchors=args.anchor, keep_b=args.keep_b,
                                 azimuths=args.azimuths, rescans=args.rescans,
+                                centres=not args.no_centres,
                                 anchor_offsets=tuple(args.anchor_offsets))
             r["found_f1_minus_wL_kHz"] = np.sort(fit.theta[[1, 4]] - fit.theta[0]).round(
                 2).tolist()
