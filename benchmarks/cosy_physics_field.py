@@ -108,6 +108,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--azimuths", type=int, default=2, help="--anchor: hidden azimuth starts")
     ap.add_argument("--no-centres", action="store_true",
                     help="--anchor: lines only, no doublet centres")
+    ap.add_argument("--screen-iters", type=int, default=3, help="--anchor: LM steps per start")
     ap.add_argument("--rescans", type=int, default=3, help="--anchor: rescan rounds")
     ap.add_argument("--anchor-offsets", type=float, nargs="+", default=[0.0],
                     help="--anchor: kHz added to each anchor unfolding")
@@ -173,6 +174,7 @@ def main(argv=None) -> dict:
                                 n_anchors=args.anchor, keep_b=args.keep_b,
                                 azimuths=args.azimuths, rescans=args.rescans,
                                 centres=not args.no_centres,
+                                screen_iters=args.screen_iters,
                                 anchor_offsets=tuple(args.anchor_offsets))
             r["found_f1_minus_wL_kHz"] = np.sort(fit.theta[[1, 4]] - fit.theta[0]).round(
                 2).tolist()
