@@ -13,6 +13,8 @@ of its own): ``near`` (LM started at the true couplings: what a hit gives), ``se
 ``--true-f1-grid``: instead of the search, `grid_refit` from the TRUE f1 pair (the other
 couplings unknown): whether the rest of the fit lands once the frequencies are right;
 ``--true-folded-grid``: the same on every unfolding of the true FOLDED pair.
+``--anchor N``: instead of the pair search, `cosy_anchor_search.anchor_search` (the
+seen nucleus anchored on N doublet centres / lines, the hidden one scanned over the prior).
 ``start_in_basin`` (a start with every f1 within 1.5 kHz of the truth; its rank in the
 start list, strongest lines first, against the number screened in the budget), ``hit`` (search <=
 1.5 near), ``search_s``.
