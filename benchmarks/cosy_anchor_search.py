@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 HALF_AZIMUTH = GRID_AZIMUTH[:2]
 
-__all__ = ["anchor_lines", "anchor_search", "rescan"]
+__all__ = ["add_third", "anchor_lines", "anchor_search", "rescan"]
 
 
 def anchor_lines(prob: _Problem, wl_khz: float, n: int = 2, larmor_gap_khz: float = 3.0,
@@ -96,7 +96,8 @@ def anchor_lines(prob: _Problem, wl_khz: float, n: int = 2, larmor_gap_khz: floa
 
 def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.0,
                   scan_step=1.5, azimuths=2, screen_iters=3, keep_b=3, refine_iters=20,
-                  anchor_offsets=(0.0,), rescans=3, scan_iters=4, centres=True
+                  anchor_offsets=(0.0,), rescans=3, scan_iters=4, centres=True,
+                  spins=2, third_step=3.0
                   ) -> CouplingFit | None:
     """Two-spin coupling fit: anchor on the seen nucleus, scan the hidden one (module doc).
 
@@ -121,6 +122,9 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
     rescans, scan_iters
         Rounds of `rescan` after the fit (each nucleus in turn over the prior, the other
         couplings as fitted: with them right the hidden frequency ranks first), its LM steps.
+    spins, third_step
+        3: the 2-spin fit plus a third nucleus at every ``third_step`` (kHz) over the
+        prior (`add_third`).
     screen_iters, keep_b, refine_iters
         LM steps of every start (the best eighth twice as many more), distinct pairs refit
         on the (dipolar, azimuth) grid (`grid_refit`), final LM steps.
@@ -169,6 +173,9 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
         if cl >= best_loss - 1e-3:
             break
         best, best_loss = cand, cl
+    if spins == 3:
+        best = add_third(prob, best, np.arange(wl - a_zz_max, wl + a_zz_max + 1e-9,
+                                              third_step), screen_iters, refine_iters)
     fit = prob.fit(best)
     log.info("anchor search: %d anchor unfoldings, %d starts %.1f s, total %.1f s",
              len(fa), len(rows), t_a, time.perf_counter() - t0)
@@ -205,3 +212,18 @@ def rescan(prob: _Problem, theta, grid, iters=4, refine_iters=20, keep=3, wl=Non
     th, loss = _batch_lm(prob, cand, allp, refine_iters)
     i = int(np.argmin(loss))
     return th[i], float(loss[i])
+
+
+def add_third(prob: _Problem, theta2, grid, iters=3, refine_iters=20, keep=8):
+    """A 3-spin ``theta`` from a 2-spin fit ``theta2``: a third nucleus at every frequency
+    of ``grid`` (kHz) more than 1 kHz from the other two, A_perp 25 kHz, its two dipolar
+    couplings both at each of `DIPOLAR_STARTS`; ``iters`` LM steps (every parameter
+    free), the ``keep`` best ``refine_iters`` more; the best row."""
+    t = np.asarray(theta2, float)
+    rows = [np.r_[t[:7], f, 25.0, 1.4, t[7:10], [d, pol, 0.3] * 2]
+            for f in grid if min(abs(f - t[1]), abs(f - t[4])) > 1.0
+            for (d, pol) in DIPOLAR_STARTS]
+    allp = np.arange(19)
+    th, loss = _batch_lm(prob, np.array(rows), allp, iters)
+    th, loss = _batch_lm(prob, th[np.argsort(loss)[:keep]], allp, refine_iters)
+    return th[int(np.argmin(loss))]

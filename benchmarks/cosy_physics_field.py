@@ -177,9 +177,10 @@ def main(argv=None) -> dict:
                                 azimuths=args.azimuths, rescans=args.rescans,
                                 centres=not args.no_centres,
                                 screen_iters=args.screen_iters,
+                                spins=args.spins,
                                 anchor_offsets=tuple(args.anchor_offsets))
-            r["found_f1_minus_wL_kHz"] = np.sort(fit.theta[[1, 4]] - fit.theta[0]).round(
-                2).tolist()
+            r["found_f1_minus_wL_kHz"] = np.sort(
+                fit.theta[1:1 + 3 * args.spins:3] - fit.theta[0]).round(2).tolist()
         else:
             fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
                                   spins=s, n_lines=args.n_lines, budget_s=args.budget,
