@@ -29,12 +29,23 @@ C. ``rescans`` rounds of `rescan`: each nucleus in turn over the prior with the 
    couplings as fitted (with those right, the hidden frequency ranks first), grid refit,
    LM; kept while the residual drops.
 
-Result (`benchmarks/cosy_physics_field.py --anchor N`, 2 spins, noise 0.1, 10 %, field
-+-2 uT; hit = RMSE within 1.5x the fit started at the truth), see the report in the
-commit log and ``cosy_anchor_2_fresh*.json``: seed 1796030000 (1 anchor): 5/10, mean
-RMSE 0.035 against auto 0.077 and SVT-40 % 0.083, 13.9 s/map at load 3-7.5. The seen
-nucleus lands on ~9/10 maps; the hidden one exactly on few: most misses are fits whose
-hidden nucleus sits elsewhere at 1.5-2x the true-start RMSE (the map barely depends on it).
+D. 3 spins (``spins=3``): the 2-spin result plus a third nucleus at every ``third_step``
+   over the prior (`add_third`).
+
+Result (`benchmarks/cosy_physics_field.py --anchor N --azimuths 1 --keep-b 8 --rescans 2`,
+2 spins, noise 0.1, 10 %, field +-2 uT; hit = RMSE within 1.5x the fit started at the
+truth; ``cosy_anchor_*_fresh*.json``):
+
+- seed 1796030000, 1 anchor: 5/10, mean RMSE 0.035 (auto 0.077, SVT-40 % 0.083), below
+  auto on 9/10, 13.9 s/map at load 3.2-7.5;
+- seed 1796040000, 2 anchors: 4/10, mean 0.040 (auto 0.073, SVT-40 % 0.089; the better of
+  auto and search per map 0.035), below auto on 8/10, 17.9 s/map at load 2.0-2.7.
+
+The seen nucleus lands on most maps, the hidden one exactly on few: most misses are fits
+whose hidden nucleus sits elsewhere at 1.5-2x the true-start RMSE (the map barely depends
+on it); a few (both nuclei within ~8 kHz of wL, or the anchor not a nucleus) are worse
+than auto, which cross-validation would have to catch. Short of the >= 8/10 in <= 15 s
+that a ``method="auto"`` candidate would need.
 """
 
 from __future__ import annotations
