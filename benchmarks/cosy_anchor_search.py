@@ -108,7 +108,7 @@ def anchor_lines(prob: _Problem, wl_khz: float, n: int = 2, larmor_gap_khz: floa
 def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.0,
                   scan_step=1.5, azimuths=2, screen_iters=3, keep_b=3, refine_iters=20,
                   anchor_offsets=(0.0,), rescans=3, scan_iters=4, centres=True,
-                  spins=2, third_step=3.0
+                  spins=2, third_step=3.0, rescan_azimuths=1
                   ) -> CouplingFit | None:
     """Two-spin coupling fit: anchor on the seen nucleus, scan the hidden one (module doc).
 
@@ -130,7 +130,7 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
     anchor_offsets
         Offsets (kHz) added to each anchor unfolding (a line of the doublet ``f +- J/2``
         may sit up to J/2 ~ 1-3 kHz from the nucleus frequency, outside the ~1.5 kHz basin).
-    rescans, scan_iters
+    rescans, scan_iters, rescan_azimuths
         Rounds of `rescan` after the fit (each nucleus in turn over the prior, the other
         couplings as fitted: with them right the hidden frequency ranks first), its LM steps.
     spins, third_step
@@ -179,7 +179,8 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
     i = int(np.argmin(loss))
     best, best_loss = th[i], float(loss[i])
     for r in range(rescans):
-        cand, cl = rescan(prob, best, grid, scan_iters, refine_iters, wl=wl)
+        cand, cl = rescan(prob, best, grid, scan_iters, refine_iters, wl=wl,
+                          azimuths=rescan_azimuths)
         log.info("rescan %d: loss %.3f -> %.3f", r, best_loss, cl)
         if cl >= best_loss - 1e-3:
             break
@@ -193,21 +194,26 @@ def anchor_search(values, ij, *, t1, t2, b_field, tau, n_anchors=1, a_zz_max=65.
     return fit
 
 
-def rescan(prob: _Problem, theta, grid, iters=4, refine_iters=20, keep=3, wl=None):
+def rescan(prob: _Problem, theta, grid, iters=4, refine_iters=20, keep=3, wl=None,
+           azimuths=1):
     """Each nucleus of a 2-spin ``theta`` in turn at every frequency of ``grid`` (kHz),
-    the other couplings as fitted, ``iters`` LM steps; the ``keep`` best distinct pairs,
-    each as scanned and (with ``wl``) refit from the half (dipolar, azimuth) grid
-    (`grid_refit`), refined by ``refine_iters`` steps. Returns the best row and its loss."""
+    the other couplings as fitted (with ``azimuths`` > 1: the scanned nucleus's azimuth
+    also on that many values, its A_perp at 25 kHz), ``iters`` LM steps; the ``keep`` best
+    distinct pairs, each as scanned and (with ``wl``) refit from the half (dipolar,
+    azimuth) grid (`grid_refit`), refined by ``refine_iters`` steps. Returns the best row
+    and its loss."""
     rows = []
     for c in (1, 4):
         other = 4 if c == 1 else 1
         for f in grid:
             if abs(f - theta[other]) < 1.0:
                 continue
-            r = np.array(theta, float)
-            r[c] = f
-            r[c + 1] = min(r[c + 1], 0.9 * f)
-            rows.append(r)
+            for k in range(azimuths):
+                r = np.array(theta, float)
+                r[c] = f
+                r[c + 1] = min(r[c + 1], 0.9 * f) if azimuths == 1 else 25.0
+                r[c + 2] += 2 * np.pi * k / azimuths
+                rows.append(r)
     allp = np.arange(10)
     th, loss = _batch_lm(prob, np.array(rows), allp, iters)
     pick = []

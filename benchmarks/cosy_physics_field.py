@@ -111,6 +111,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-centres", action="store_true",
                     help="--anchor: lines only, no doublet centres")
     ap.add_argument("--screen-iters", type=int, default=3, help="--anchor: LM steps per start")
+    ap.add_argument("--rescan-azimuths", type=int, default=1,
+                    help="--anchor: azimuth starts of the nucleus rescanned")
     ap.add_argument("--rescans", type=int, default=3, help="--anchor: rescan rounds")
     ap.add_argument("--anchor-offsets", type=float, nargs="+", default=[0.0],
                     help="--anchor: kHz added to each anchor unfolding")
@@ -178,8 +180,9 @@ def main(argv=None) -> dict:
                                 centres=not args.no_centres,
                                 screen_iters=args.screen_iters,
                                 spins=args.spins,
+                                rescan_azimuths=args.rescan_azimuths,
                                 anchor_offsets=tuple(args.anchor_offsets))
-            r["found_f1_minus_wL_kHz"] = np.sort(
+            r["found_f1_minus_wL_kHz"] = None if fit is None else np.sort(
                 fit.theta[1:1 + 3 * args.spins:3] - fit.theta[0]).round(2).tolist()
         else:
             fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
@@ -189,7 +192,9 @@ def main(argv=None) -> dict:
                     for s in (args.try_spins or (args.spins,))]
             fit = min(fits, key=lambda f: f.rss / (f.n - len(f.theta) - 2))
         r["search_s"] = time.perf_counter() - t0
-        r["search"] = rmse(fit.grid(), t) if fit is not None else float("nan")
+        # no fit (e.g. no line away from the Larmor line): auto's map stands in
+        r["search"] = rmse(fit.grid(), t) if fit is not None else r["auto"]
+        r["search_none"] = fit is None
         r["search_spins"] = fit.spins if fit is not None else 0
         r["hit"] = bool(r["search"] <= 1.5 * r["near"])
         r["start_in_basin"] = bool(inside)
