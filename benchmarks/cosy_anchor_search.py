@@ -36,10 +36,18 @@ Result (`benchmarks/cosy_physics_field.py --anchor N --azimuths 1 --keep-b 8 --r
 2 spins, noise 0.1, 10 %, field +-2 uT; hit = RMSE within 1.5x the fit started at the
 truth; ``cosy_anchor_*_fresh*.json``):
 
-- seed 1796030000, 1 anchor: 5/10, mean RMSE 0.035 (auto 0.077, SVT-40 % 0.083), below
-  auto on 9/10, 13.9 s/map at load 3.2-7.5;
+- seed 1796030000, 1 anchor (the first line; run before doublet centres): 5/10, mean
+  RMSE 0.035 (auto 0.077, SVT-40 % 0.083), below auto on 9/10, 13.9 s/map at load
+  3.2-7.5;
 - seed 1796040000, 2 anchors: 4/10, mean 0.040 (auto 0.073, SVT-40 % 0.089; the better of
   auto and search per map 0.035), below auto on 8/10, 17.9 s/map at load 2.0-2.7.
+
+- 3 spins, seed 1796050000, 1 anchor: 4/10, mean 0.062 (auto 0.078, SVT-40 % 0.083), below
+  auto on 7/10 (one map has no line away from wL: no fit), worst 1.12x auto, 16.9 s/map
+  at load 2.6-2.8.
+
+Tried, no gain (dev seed 21): the rescanned nucleus's azimuth on 4 values (2/6 against
+3/6, 19.6 s against 15.5 s).
 
 The seen nucleus lands on most maps, the hidden one exactly on few: most misses are fits
 whose hidden nucleus sits elsewhere at 1.5-2x the true-start RMSE (the map barely depends
