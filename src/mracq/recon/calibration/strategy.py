@@ -170,6 +170,12 @@ class AdaptiveODMR:
     # (benchmarks/calibration.py rigs 1103, 1205); 60 with the dip in the cycle: pulls
     # spread 1.03-1.25 where 40 without it gave 1.84-3.91 (rigs 1100-1211)
     MIN_POINTS = 60
+    # ... and not before this many points after the line was first found (the particles'
+    # robust spread within half the width): search points say nothing of the line's
+    # shape, and runs that found the line late stopped on 40 points on it on a posterior
+    # of a too deep or narrow line with errors 2-7x too small (benchmarks/calibration.py
+    # rigs 1902 draw 1 at z -7.5, 1904 draw 1 at z +3.9); 0: off
+    MIN_AFTER_FOUND = 45
 
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
@@ -663,8 +669,10 @@ class AdaptiveODMR:
     # the fit's own width and depth) from DESIGN_FROM points on, where the line is found
     # and the fit lies within the posterior: the particle cloud's centre gain ignores
     # the width, and runs whose fit the width check refused kept a width 25-30 % off
-    # for 200 points (benchmarks/calibration.py rigs 1800, 1803); 0: off
-    DESIGN_FROM = 30
+    # for 200 points (benchmarks/calibration.py rigs 1800, 1803); from 30 points on, the
+    # design held a too narrow line it had found early (rig 1902 draw 1: stopped at 60
+    # points at z -7.5); 0: off
+    DESIGN_FROM = 60
 
     def _design_fit(self):
         """The fit the design works at: the trusted one (:meth:`_local_fit`), else,
@@ -784,10 +792,28 @@ class AdaptiveODMR:
         n = len(self.measured)
         if n >= self.max_points:
             return True, f"max_points: {n} measured"
-        if n >= self.MIN_POINTS and self.centre_uncertainty() <= self.target:
+        if self.converged(self.target):
             return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
                           f"<= target {self.target:g} Hz")
         return False, None
+
+    def converged(self, target) -> bool:
+        """Whether a run with ``target`` (Hz) would stop now: at least :attr:`MIN_POINTS`
+        points, :attr:`MIN_AFTER_FOUND` of them after the line was found, and the centre's
+        stated uncertainty at most ``target``."""
+        n = len(self.measured)
+        found = self._found_at() if n else 1 << 30
+        return n >= self.MIN_POINTS and n >= found + self.MIN_AFTER_FOUND and \
+            self.centre_uncertainty() <= target
+
+    def _found_at(self) -> int:
+        """Points measured when the line was first found (robust spread of the centre
+        within half the mean width; checked at each stop test), else a large number."""
+        if getattr(self, "_found", None) is None:
+            if self._robust_spread()[1] > 0.5 * self.mean()["width"]:
+                return 1 << 30
+            self._found = len(self.measured)
+        return self._found
 
     def centre(self) -> float:
         """The centre estimate, Hz: the grid posterior's mean where :meth:`centre_uncertainty`
