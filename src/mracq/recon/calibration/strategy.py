@@ -41,9 +41,10 @@ def _log_interval_mass(mu, sd, lo, hi):
     a, b = (lo - mu) / sd, (hi - mu) / sd
     # ln(Phi(b) - Phi(a)), mirrored where both are far in the upper tail
     lb, la = log_ndtr(b), log_ndtr(a)
-    lower = lb + np.log1p(-np.exp(np.minimum(la - lb, -1e-300)))
     ub, ua = log_ndtr(-a), log_ndtr(-b)
-    upper = ub + np.log1p(-np.exp(np.minimum(ua - ub, -1e-300)))
+    with np.errstate(divide="ignore"):  # the branch np.where drops may reach ln 0
+        lower = lb + np.log1p(-np.exp(np.minimum(la - lb, -1e-300)))
+        upper = ub + np.log1p(-np.exp(np.minimum(ua - ub, -1e-300)))
     return np.where(a > 0, upper, lower)
 
 
