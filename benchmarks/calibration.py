@@ -91,7 +91,7 @@ def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
         if trusted is None and st._local_fit() is not None:
             trusted = n
         for name, tgt in (("sweep", sigma_sweep), ("crb", sigma_crb)):
-            if name not in stops and (u <= tgt or st.done):
+            if name not in stops and (st.converged(tgt) or st.done):
                 stops[name] = _stop_state(st, hw, u, truth)
     res = st.result()
     a, b = stops["sweep"], stops["crb"]
