@@ -46,15 +46,21 @@ from mracq.sim.nv import GAMMA_E, HYPERFINE_14N, ZERO_FIELD_SPLITTING, Simulated
 SPLIT = abs(HYPERFINE_14N)
 
 
-def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
-                 adaptive_shots=250_000, criterion="auto") -> dict:
-    """One rig (``seed``) and one noise draw (``draw`` 0: the rig's own generator)."""
+def random_rig(seed: int):
+    """The ``adaptive`` part's rig ``seed``: (SimulatedNV with its own generator, CW power
+    dBm, guess Hz, true centre Hz)."""
     rng = np.random.default_rng(seed)
     guess = rng.uniform(1.2e9, 2.2e9)
     f_true = guess + rng.uniform(-4e6, 4e6)
     nv = SimulatedNV(rabi_frequency=rng.uniform(6e6, 18e6), hyperfine=HYPERFINE_14N,
                      field=(ZERO_FIELD_SPLITTING - f_true) / GAMMA_E, rng=rng)
-    power = rng.uniform(-34, -30)
+    return nv, rng.uniform(-34, -30), guess, f_true
+
+
+def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
+                 adaptive_shots=250_000, criterion="auto") -> dict:
+    """One rig (``seed``) and one noise draw (``draw`` 0: the rig's own generator)."""
+    nv, power, guess, f_true = random_rig(seed)
     prog = odmr_cw()
     if draw:
         nv.rng = np.random.default_rng([seed, draw])
@@ -91,7 +97,7 @@ def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
         if trusted is None and st._local_fit() is not None:
             trusted = n
         for name, tgt in (("sweep", sigma_sweep), ("crb", sigma_crb)):
-            if name not in stops and (u <= tgt or st.done):
+            if name not in stops and (st.converged(tgt) or st.done):
                 stops[name] = _stop_state(st, hw, u, truth)
     res = st.result()
     a, b = stops["sweep"], stops["crb"]

@@ -30,21 +30,11 @@ import os
 
 import numpy as np
 
-from calibration import SPLIT, sweep_expected_sigma  # the script's folder is on sys.path
+# (the script's folder is on sys.path)
+from calibration import SPLIT, random_rig, sweep_expected_sigma
 from mracq.pulses import odmr_cw
 from mracq.recon.calibration.fits import odmr_jacobian
-from mracq.sim.nv import GAMMA_E, HYPERFINE_14N, ZERO_FIELD_SPLITTING, SimulatedNV, normalize
-
-
-def rig_truth(seed: int):
-    """The rig of ``adaptive_rig(seed)``: (nv, program, power dBm, sweep frequencies, f_true)."""
-    rng = np.random.default_rng(seed)
-    guess = rng.uniform(1.2e9, 2.2e9)
-    f_true = guess + rng.uniform(-4e6, 4e6)
-    nv = SimulatedNV(rabi_frequency=rng.uniform(6e6, 18e6), hyperfine=HYPERFINE_14N,
-                     field=(ZERO_FIELD_SPLITTING - f_true) / GAMMA_E, rng=rng)
-    power = rng.uniform(-34, -30)
-    return nv, odmr_cw(), power, guess + np.linspace(-8e6, 8e6, 101), f_true
+from mracq.sim.nv import normalize
 
 
 def per_shot_rows(nv, prog, power, f, p, shots=1_000_000):
@@ -84,7 +74,8 @@ def c_optimal(rows, iters=20000):
 
 
 def one_rig(seed: int) -> dict:
-    nv, prog, power, fs, f_true = rig_truth(seed)
+    nv, power, guess, f_true = random_rig(seed)
+    prog, fs = odmr_cw(), guess + np.linspace(-8e6, 8e6, 101)
     p, sigma_crb = sweep_expected_sigma(nv, prog, power, fs, 1_000_000, f_true)
     sweep = per_shot_rows(nv, prog, power, fs, p)
     v_sweep = c_variance(sweep, np.full(len(fs), 1.0 / len(fs)))

@@ -41,9 +41,10 @@ def _log_interval_mass(mu, sd, lo, hi):
     a, b = (lo - mu) / sd, (hi - mu) / sd
     # ln(Phi(b) - Phi(a)), mirrored where both are far in the upper tail
     lb, la = log_ndtr(b), log_ndtr(a)
-    lower = lb + np.log1p(-np.exp(np.minimum(la - lb, -1e-300)))
     ub, ua = log_ndtr(-a), log_ndtr(-b)
-    upper = ub + np.log1p(-np.exp(np.minimum(ua - ub, -1e-300)))
+    with np.errstate(divide="ignore"):  # the branch np.where drops may reach ln 0
+        lower = lb + np.log1p(-np.exp(np.minimum(la - lb, -1e-300)))
+        upper = ub + np.log1p(-np.exp(np.minimum(ua - ub, -1e-300)))
     return np.where(a > 0, upper, lower)
 
 
@@ -73,10 +74,12 @@ class AdaptiveODMR:
     criterion : {"auto", "centre", "information"}
         How :meth:`utility` ranks candidates; ``"auto"`` (default, best in
         ``benchmarks/calibration.py``): information until the centre is known to better
-        than the line width, then the centre's variance reduction; once the least-squares
-        fit is trusted (:meth:`_local_fit`), every second point from a fixed cycle of the
+        than the line width, then the centre's variance reduction; once the line is found
+        and fitted (:meth:`_design_fit`), every second point from a fixed cycle of the
         lines' maximum-slope flanks, the baseline and the dip (:meth:`_cycle_frequency`),
-        the others minimising the stated centre error after one more point.
+        the others minimising the stated centre error after one more point: the grid
+        posterior's expected centre variance (:meth:`_grid_design`) while the fit is not
+        trusted, the least-squares fit's honest error once it is.
     centre_range : (float, float), optional
         Prior range of the centre, Hz (default ``frequency_range``): the line is known to
         lie there, while its wings reach over the whole candidate range.
@@ -168,6 +171,12 @@ class AdaptiveODMR:
     # (benchmarks/calibration.py rigs 1103, 1205); 60 with the dip in the cycle: pulls
     # spread 1.03-1.25 where 40 without it gave 1.84-3.91 (rigs 1100-1211)
     MIN_POINTS = 60
+    # ... and not before this many points after the line was first found (the particles'
+    # robust spread within half the width): search points say nothing of the line's
+    # shape, and runs that found the line late stopped on 40 points on it on a posterior
+    # of a too deep or narrow line with errors 2-7x too small (benchmarks/calibration.py
+    # rigs 1902 draw 1 at z -7.5, 1904 draw 1 at z +3.9); 0: off
+    MIN_AFTER_FOUND = 45
 
     def _local_fit(self):
         """The least-squares fit once the posterior is one narrow peak, else None.
@@ -246,6 +255,25 @@ class AdaptiveODMR:
         cache = getattr(self, "_grid_cache", None)
         if cache is not None and n - cache[0] < self.GRID_EVERY:
             return cache[1]
+        out = None
+        axes = self._grid_axes()
+        if axes is not None:
+            cs, edges, lw = axes
+            logp = self._grid_posterior(cs, np.exp(lw))
+            p = np.exp(logp - logp.max())
+            p /= p.sum()
+            pc = p.sum(0)
+            m = float(pc @ cs)
+            # the grid must hold the posterior: little mass on its windows' edges
+            if pc[edges].sum() < 1e-3:
+                out = (m, float(np.sqrt(pc @ (cs - m) ** 2)))
+        self._grid_cache = (n, out)
+        return out
+
+    def _grid_axes(self):
+        """(centres, edge mask, ln widths) of the grid posterior, or None where the
+        particles' line is too close to the prior's edge for three centres."""
+        med, spread = self._robust_spread()
         # windows of +- 6 robust spreads at the line and, for a triplet, one splitting to
         # either side (a 14N alias mode of a few % weight: the robust spread ignores it)
         win = np.linspace(-6, 6, self.GRID_CENTRES) * spread
@@ -261,30 +289,26 @@ class AdaptiveODMR:
         q = lw[order][np.minimum(np.searchsorted(cw, (0.005, 0.995)), len(cw) - 1)]
         lw = np.linspace(q[0] - 0.7, q[1] + 0.7, self.GRID_WIDTHS)
         lw = lw[(lw > np.log(self.width_range[0])) & (lw < np.log(self.width_range[1]))]
-        out = None
-        if inside[len(win) * (len(shifts) // 2):][:len(win)].sum() >= 3 and len(lw) >= 3:
-            logp = self._grid_posterior(cs, np.exp(lw))
-            p = np.exp(logp - logp.max())
-            p /= p.sum()
-            pc = p.sum(0)
-            m = float(pc @ cs)
-            # the grid must hold the posterior: little mass on its windows' edges
-            if pc[edges].sum() < 1e-3:
-                out = (m, float(np.sqrt(pc @ (cs - m) ** 2)))
-        self._grid_cache = (n, out)
-        return out
+        if inside[len(win) * (len(shifts) // 2):][:len(win)].sum() < 3 or len(lw) < 3:
+            return None
+        return cs, edges, lw
 
-    def _grid_posterior(self, cs, ws):
+    def _grid_posterior(self, cs, ws, linear=False):
         """ln posterior (up to a constant) on the grid ``ws`` x ``cs`` (widths x centres),
         depth and baseline integrated out: for a fixed centre and width the model is linear
         in (baseline, depth), so with the baseline's normal prior and a flat depth prior on
         ``depth_range`` the integral is Gaussian (the depth's bounds through the normal
-        CDF). Centre flat; width log-uniform (``ws`` evenly spaced in ln width)."""
+        CDF). Centre flat; width log-uniform (``ws`` evenly spaced in ln width). With
+        ``linear``, also each cell's least-squares baseline and depth and their covariance
+        (var b, cov bd, var d), without the depth's bounds: ``(logp, b, d, vbb, vbd, vdd)``,
+        each of shape ``(len(ws), len(cs))``."""
         f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
         wt = 1.0 / sig**2
         b0, sb = self.baseline_prior
         d_lo, d_hi = self.depth_range
         logp = np.empty((len(ws), len(cs)))
+        mb, md = np.empty_like(logp), np.empty_like(logp)
+        cbb, cbd, cdd = np.empty_like(logp), np.empty_like(logp), np.empty_like(logp)
         x = f[None, :] - cs[:, None]  # (n_c, n)
         h_bb = wt.sum() + 1.0 / sb**2
         g_b = (wt * y).sum() + b0 / sb**2
@@ -301,7 +325,50 @@ class AdaptiveODMR:
             sd_d = np.sqrt(h_bb / det)  # the depth's marginal, baseline integrated out
             logp[i] = -0.5 * chi2_min - 0.5 * np.log(det) + np.log(sd_d) + \
                 _log_interval_mass(d_hat, sd_d, d_lo, d_hi)
-        return logp
+            mb[i], md[i] = b_hat, d_hat
+            cbb[i], cbd[i], cdd[i] = h_dd / det, -h_bd / det, h_bb / det
+        return (logp, mb, md, cbb, cbd, cdd) if linear else logp
+
+    # while the line is not found, every SEARCH_REFRESH points from SEARCH_FROM on the
+    # particles are drawn afresh from the posterior on a (centre, ln width) grid over the
+    # whole prior, depth and baseline integrated out (:meth:`_search_refresh`): at low
+    # contrast the particle cloud settles on a wide, shallow line and its moves do not find
+    # the narrow true one (benchmarks/calibration.py rigs 1009, 1011, 1803: the line found
+    # after 70-200 points); 0: off
+    SEARCH_REFRESH = 5
+    SEARCH_FROM = 15
+    SEARCH_CENTRES = 801
+    SEARCH_WIDTHS = 25
+
+    def _search_refresh(self) -> None:
+        """Particles drawn from the grid posterior over the centre's and width's whole prior
+        (centre and ln width jittered within their cell; depth and baseline the cell's
+        least-squares values, clipped to the prior), then Metropolis moves."""
+        cs = np.linspace(self._lower[0], self._upper[0], self.SEARCH_CENTRES)
+        ws = np.exp(np.linspace(*np.log(self.width_range), self.SEARCH_WIDTHS))
+        logp, mb, md, *_ = self._grid_posterior(cs, ws, linear=True)
+        p = np.exp(logp - logp.max()).ravel()
+        p /= p.sum()
+        n = len(self.weights)
+        k = self.rng.choice(p.size, size=n, p=p)
+        iw, ic = np.unravel_index(k, logp.shape)
+        dc, dlw = cs[1] - cs[0], np.log(ws[1] / ws[0])
+        parts = np.column_stack([
+            cs[ic] + self.rng.uniform(-0.5, 0.5, n) * dc,
+            ws[iw] * np.exp(self.rng.uniform(-0.5, 0.5, n) * dlw),
+            md[iw, ic], mb[iw, ic]])
+        span = self._upper[:3] - self._lower[:3]
+        parts[:, :3] = np.clip(parts[:, :3], self._lower[:3] + 1e-9 * span,
+                               self._upper[:3] - 1e-9 * span)
+        self.particles = parts
+        self.weights = np.full(n, 1.0 / n)
+        self._resample(((0.1, 2), (0.02, 2)))
+
+    def _search_refresh_due(self) -> bool:
+        n = len(self.measured)
+        if not self.SEARCH_REFRESH or n < self.SEARCH_FROM or n % self.SEARCH_REFRESH:
+            return False
+        return self._robust_spread()[1] > 0.5 * self.mean()["width"]
 
     def _wider_line_excluded(self, fit) -> bool:
         if not self.WIDER_LINE:
@@ -465,7 +532,9 @@ class AdaptiveODMR:
             logw -= logw.max()
             w = np.exp(logw)
             self.weights = w / w.sum()
-            if 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
+            if self._search_refresh_due():
+                self._search_refresh()
+            elif 1.0 / np.sum(self.weights**2) < 0.5 * len(self.weights):
                 self._resample()
 
     def _loglike(self, particles) -> np.ndarray:
@@ -519,7 +588,11 @@ class AdaptiveODMR:
         if self.criterion == "information" or (
                 self.criterion == "auto" and self._robust_spread()[1] > self.mean()["width"]):
             return 0.5 * np.log1p(var / s**2)
-        fit = self._local_fit() if self.criterion == "auto" else None
+        fit = self._design_fit() if self.criterion == "auto" else None
+        if fit is not None and self.GRID_DESIGN and self._local_fit() is None:
+            v = self._grid_design(s)
+            if v is not None:
+                return -v
         if fit is not None:
             if self.HONESTY_K == 0:
                 return self._centre_gain_local(fit, s)
@@ -592,11 +665,98 @@ class AdaptiveODMR:
     # (flank points alone trade baseline against depth and width)
     _CYCLE = ((0, -1), (0, 1), (-1, -1), (1, 1), (0, 0), (-1, 1), (1, -1))
 
+    # before the fit is trusted (the width check refuses it), the design still minimises
+    # the stated error of the least-squares fit (its centre error and the spread of it over
+    # the fit's own width and depth) from DESIGN_FROM points on, where the line is found
+    # and the fit lies within the posterior: the particle cloud's centre gain ignores
+    # the width, and runs whose fit the width check refused kept a width 25-30 % off
+    # for 200 points (benchmarks/calibration.py rigs 1800, 1803); from 30 points on, the
+    # design held a too narrow line it had found early (rig 1902 draw 1: stopped at 60
+    # points at z -7.5); 0: off
+    DESIGN_FROM = 60
+
+    def _design_fit(self):
+        """The fit the design works at: the trusted one (:meth:`_local_fit`), else,
+        from :attr:`DESIGN_FROM` points on, the least-squares fit where the line is found
+        and the fit is within two spreads of the posterior's median; else None."""
+        fit = self._local_fit()
+        n = len(self.measured)
+        if fit is not None or not self.DESIGN_FROM or n < self.DESIGN_FROM:
+            return fit
+        med, spread = self._robust_spread()
+        if spread > 0.5 * self.mean()["width"]:
+            return None
+        if getattr(self, "_design_cache", (None,))[0] != n:
+            f = self.fit()
+            ok = f is not None and np.isfinite(f.errors["centre"]) and \
+                np.isfinite(f.errors["width"]) and \
+                abs(f["centre"] - med) <= 2 * spread + 2 * f.errors["centre"]
+            self._design_cache = (n, f if ok else None)
+        return self._design_cache[1]
+
+    # until the fit is trusted, the design's points (not the cycle's) minimise the expected
+    # centre variance of the grid posterior (the stated error there) after one more point
+    # (:meth:`_grid_design`): the design at the fit put its points on the fitted line's
+    # flanks, where a wide, shallow line fits as well, and the grid posterior kept it open
+    # for 300 points (benchmarks/calibration.py rig 1009 draw 2: fit width 260 +- 65 kHz,
+    # true 246, grid spread 60-100 kHz against the fit's 25); 0: off
+    GRID_DESIGN = 1
+    GRID_DESIGN_OUTCOMES = 12
+    GRID_DESIGN_CELLS = 800
+    GRID_DESIGN_CANDIDATES = 48
+
+    def _grid_design(self, sigma):
+        """Expected centre variance of the grid posterior (Hz^2) after one more point at
+        each candidate, or None where there is no grid. Depth and baseline are Gaussian
+        within each (centre, width) cell; the outcomes are :attr:`GRID_DESIGN_OUTCOMES`
+        draws from the predictive mixture (the same cells and normal deviates for every
+        candidate)."""
+        axes = self._grid_axes()
+        if axes is None:
+            return None
+        cs, _, lw = axes
+        ws = np.exp(lw)
+        logp, mb, md, cbb, cbd, cdd = self._grid_posterior(cs, ws, linear=True)
+        p = np.exp(logp - logp.max()).ravel()
+        p /= p.sum()
+        r = np.random.default_rng(len(self.measured))
+        # at most GRID_DESIGN_CELLS cells, drawn by weight (systematic; counts as weights)
+        keep, p = np.unique(np.minimum(np.searchsorted(
+            np.cumsum(p), (np.arange(self.GRID_DESIGN_CELLS) + r.uniform()) /
+            self.GRID_DESIGN_CELLS), len(p) - 1), return_counts=True)
+        p = p / p.sum()
+        iw, ic = np.unravel_index(keep, logp.shape)
+        c, w = cs[ic], ws[iw]
+        b, d = mb.ravel()[keep], md.ravel()[keep]
+        vbb, vbd, vdd = cbb.ravel()[keep], cbd.ravel()[keep], cdd.ravel()[keep]
+        shape = odmr_model(self.candidates[:, None] - c[None, :], 0.0, w[None, :], -1.0, 0.0,
+                           shape=self.shape, splitting=self.splitting)  # (K, M)
+        mu = b - d * shape
+        # only the candidates whose prediction the cells disagree on most can inform
+        m = mu @ p
+        top = np.argsort(((mu - m[:, None]) ** 2) @ p)[-self.GRID_DESIGN_CANDIDATES:]
+        shape, mu = shape[top], mu[top]
+        var = sigma**2 + vbb - 2 * shape * vbd + shape**2 * vdd
+        q = self.GRID_DESIGN_OUTCOMES
+        pick = np.minimum(np.searchsorted(np.cumsum(p), (np.arange(q) + r.uniform()) / q),
+                          len(p) - 1)
+        y = mu[:, pick] + np.sqrt(var[:, pick]) * r.standard_normal(q)  # (K, Q)
+        ll = -0.5 * (y[:, :, None] - mu[:, None, :]) ** 2 / var[:, None, :] \
+            - 0.5 * np.log(var[:, None, :])  # (K, Q, M)
+        ll -= ll.max(axis=2, keepdims=True)
+        post = p * np.exp(ll)
+        post /= post.sum(axis=2, keepdims=True)
+        m1 = post @ c
+        m2 = post @ c**2
+        out = np.full(len(self.candidates), np.inf)
+        out[top] = np.mean(np.maximum(m2 - m1**2, 0.0), axis=1)
+        return out
+
     def _cycle_frequency(self):
         if not self.CYCLE_EVERY or self.HONESTY_K == 0 or \
                 len(self.measured) % self.CYCLE_EVERY:
             return None
-        fit = self._local_fit()
+        fit = self._design_fit()
         if fit is not None:
             c, w = fit["centre"], fit["width"]
         else:
@@ -633,10 +793,28 @@ class AdaptiveODMR:
         n = len(self.measured)
         if n >= self.max_points:
             return True, f"max_points: {n} measured"
-        if n >= self.MIN_POINTS and self.centre_uncertainty() <= self.target:
+        if self.converged(self.target):
             return True, (f"converged: centre uncertainty {self.centre_uncertainty():.3g} Hz "
                           f"<= target {self.target:g} Hz")
         return False, None
+
+    def converged(self, target) -> bool:
+        """Whether a run with ``target`` (Hz) would stop now: at least :attr:`MIN_POINTS`
+        points, :attr:`MIN_AFTER_FOUND` of them after the line was found, and the centre's
+        stated uncertainty at most ``target``."""
+        n = len(self.measured)
+        found = self._found_at() if n else 1 << 30
+        return n >= self.MIN_POINTS and n >= found + self.MIN_AFTER_FOUND and \
+            self.centre_uncertainty() <= target
+
+    def _found_at(self) -> int:
+        """Points measured when the line was first found (robust spread of the centre
+        within half the mean width; checked at each stop test), else a large number."""
+        if getattr(self, "_found", None) is None:
+            if self._robust_spread()[1] > 0.5 * self.mean()["width"]:
+                return 1 << 30
+            self._found = len(self.measured)
+        return self._found
 
     def centre(self) -> float:
         """The centre estimate, Hz: the grid posterior's mean where :meth:`centre_uncertainty`
