@@ -40,8 +40,9 @@ truth; ``cosy_anchor_*_fresh*.json``):
   RMSE 0.035 (auto 0.077, SVT-40 % 0.083), below auto on 9/10, 13.9 s/map at load
   3.2-7.5;
 - seed 1796040000, 2 anchors: 4/10, mean 0.040 (auto 0.073, SVT-40 % 0.089; the better of
-  auto and search per map 0.035), below auto on 8/10, 17.9 s/map at load 2.0-2.7.
-
+  auto and search per map 0.035), below auto on 8/10, 17.9 s/map at load 2.0-2.7;
+- seed 1796060000, 2 anchors: 3/10, mean 0.038 (auto 0.058, SVT-40 % 0.080; better of
+  the two 0.037), below auto on 7/10 (one map: no fit), 16.5 s/map at load 1.8-2.8;
 - 3 spins, seed 1796050000, 1 anchor: 4/10, mean 0.062 (auto 0.078, SVT-40 % 0.083), below
   auto on 7/10 (one map has no line away from wL: no fit), worst 1.12x auto, 16.9 s/map
   at load 2.6-2.8.
