@@ -13,6 +13,8 @@ of its own): ``near`` (LM started at the true couplings: what a hit gives), ``se
 ``--true-f1-grid``: instead of the search, `grid_refit` from the TRUE f1 pair (the other
 couplings unknown): whether the rest of the fit lands once the frequencies are right;
 ``--true-folded-grid``: the same on every unfolding of the true FOLDED pair.
+``--anchor N``: instead of the pair search, `cosy_anchor_search.anchor_search` (the
+seen nucleus anchored on N doublet centres / lines, the hidden one scanned over the prior).
 ``start_in_basin`` (a start with every f1 within 1.5 kHz of the truth; its rank in the
 start list, strongest lines first, against the number screened in the budget), ``hit`` (search <=
 1.5 near), ``search_s``.
@@ -40,6 +42,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cosy_anchor_search import anchor_search  # noqa: E402
 from cosy_coupling_search import (  # noqa: E402
     KHZ,
     _batch_lm,
@@ -100,10 +103,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--true-folded-grid", action="store_true",
                     help="2 spins, instead of the search: the grid stage on every unfolding "
                          "of the TRUE folded f1 pair")
+    ap.add_argument("--anchor", type=int, default=0,
+                    help="2 spins: instead of the pair search, `cosy_anchor_search` with this "
+                         "many anchor lines")
+    ap.add_argument("--keep-b", type=int, default=3, help="--anchor: pairs refit on the grid")
+    ap.add_argument("--azimuths", type=int, default=2, help="--anchor: hidden azimuth starts")
+    ap.add_argument("--no-centres", action="store_true",
+                    help="--anchor: lines only, no doublet centres")
+    ap.add_argument("--screen-iters", type=int, default=3, help="--anchor: LM steps per start")
+    ap.add_argument("--rescan-azimuths", type=int, default=1,
+                    help="--anchor: azimuth starts of the nucleus rescanned")
+    ap.add_argument("--rescans", type=int, default=3, help="--anchor: rescan rounds")
+    ap.add_argument("--anchor-offsets", type=float, nargs="+", default=[0.0],
+                    help="--anchor: kHz added to each anchor unfolding")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cosy_coupling_search").setLevel(logging.INFO)
+    logging.getLogger("cosy_anchor_search").setLevel(logging.INFO)
     out = args.out or str(Path(__file__).with_name(f"cosy_physics_field_{args.spins}.json"))
     rng = np.random.default_rng([args.seed, 1313, args.spins])
     truths, sel = family_maps("couplings", args.maps, rng, spins=(args.spins,),
@@ -156,6 +173,17 @@ def main(argv=None) -> dict:
             top = grid_refit(prob, th0[0], pairs)
             thg, lg = _batch_lm(prob, top, np.arange(10), 20)
             fit = prob.fit(thg[int(np.argmin(lg))])
+        elif args.anchor:
+            fit = anchor_search(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
+                                n_anchors=args.anchor, keep_b=args.keep_b,
+                                azimuths=args.azimuths, rescans=args.rescans,
+                                centres=not args.no_centres,
+                                screen_iters=args.screen_iters,
+                                spins=args.spins,
+                                rescan_azimuths=args.rescan_azimuths,
+                                anchor_offsets=tuple(args.anchor_offsets))
+            r["found_f1_minus_wL_kHz"] = None if fit is None else np.sort(
+                fit.theta[1:1 + 3 * args.spins:3] - fit.theta[0]).round(2).tolist()
         else:
             fits = [fit_couplings(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,
                                   spins=s, n_lines=args.n_lines, budget_s=args.budget,
@@ -164,7 +192,9 @@ def main(argv=None) -> dict:
                     for s in (args.try_spins or (args.spins,))]
             fit = min(fits, key=lambda f: f.rss / (f.n - len(f.theta) - 2))
         r["search_s"] = time.perf_counter() - t0
-        r["search"] = rmse(fit.grid(), t) if fit is not None else float("nan")
+        # no fit (e.g. no line away from the Larmor line): auto's map stands in
+        r["search"] = rmse(fit.grid(), t) if fit is not None else r["auto"]
+        r["search_none"] = fit is None
         r["search_spins"] = fit.spins if fit is not None else 0
         r["hit"] = bool(r["search"] <= 1.5 * r["near"])
         r["start_in_basin"] = bool(inside)
@@ -177,7 +207,9 @@ def main(argv=None) -> dict:
               f"svt40 {r.get('svt40', np.nan):.3f} search {r['search']:.3f} "
               f"({r['search_spins']} spins) hit {r['hit']} in_basin {r['start_in_basin']} "
               f"(rank {r['first_start_in_basin']} of {len(st)}; f1 in cands "
-              f"{r['f1_in_candidates']} of {len(f1c)}) {r['search_s']:.1f} s", flush=True)
+              f"{r['f1_in_candidates']} of {len(f1c)}) {r['search_s']:.1f} s "
+              f"true f1-wL {r['true_f1_minus_wL_kHz']} found "
+              f"{r.get('found_f1_minus_wL_kHz')}", flush=True)
     res = {"config": vars(args), "uptime_start": up0, "per_map": rows,
            "uptime_end": os.popen("uptime").read().strip()}
     keys = ["near", "auto", "search", "hit", "start_in_basin", "f1_in_candidates",
