@@ -49,6 +49,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cosy_coupling_search import _scan  # noqa: E402
 from cosy_physics_fit import _random_mask, physics_fit, true_theta  # noqa: E402
 from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
 from mracq.recon.metrics import rmse  # noqa: E402
@@ -159,20 +160,6 @@ def _make_fit(theta, y, mask) -> CouplingFit:
     c = np.linalg.lstsq(a, y, rcond=None)[0]
     return CouplingFit(np.asarray(theta, float), float(c[0]), float(c[1]),
                        float(np.sum((a @ c - y) ** 2)), len(y))
-
-
-def _scan(y, ij, shape, n_f=400):
-    u = ij[:, 0] - (shape[0] - 1) / 2
-    v = ij[:, 1] - (shape[1] - 1) / 2
-    yc = y - y.mean()
-    fs = np.linspace(0, np.pi, n_f)
-    p = np.empty(n_f)
-    for k, f in enumerate(fs):
-        ph = np.column_stack([f * (u + v), f * (u - v), f * u, f * v])
-        a = np.column_stack([np.ones_like(y), np.cos(ph), np.sin(ph)])
-        c, *_ = np.linalg.lstsq(a, yc, rcond=None)
-        p[k] = yc @ (a @ c)
-    return fs, p
 
 
 def _lines(fs, p, n_peaks=8, max_split_khz=6.0):
