@@ -80,6 +80,19 @@ def true_theta(hyp, dip, b_field) -> np.ndarray:
     return np.array(out)
 
 
+def couplings_cases(n: int, spins: int, noise: float, rng):
+    """The benchmark's maps: for each of ``n`` couplings-family maps of ``spins`` spins,
+    ``(k, truth, cluster, noisy map, 10 % mask)``; the map's noise and mask are drawn
+    from ``rng`` when it is asked for (the caller's own draws for map k come before
+    map k+1's)."""
+    truths, sel = family_maps("couplings", n, rng, spins=(spins,), return_clusters=True)
+    for k in range(n):
+        t = truths[k]
+        cl = next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
+        y = t + noise * rng.normal(size=t.shape)
+        yield k, t, cl, y, _random_mask(t.shape, 0.1, rng)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--maps", type=int, default=10)
@@ -123,16 +136,11 @@ def main(argv=None) -> dict:
     logging.getLogger("cosy_anchor_search").setLevel(logging.INFO)
     out = args.out or str(Path(__file__).with_name(f"cosy_physics_field_{args.spins}.json"))
     rng = np.random.default_rng([args.seed, 1313, args.spins])
-    truths, sel = family_maps("couplings", args.maps, rng, spins=(args.spins,),
-                              return_clusters=True)
+    cases = couplings_cases(args.maps, args.spins, args.noise, rng)
     up0 = os.popen("uptime").read().strip()
     print(up0, flush=True)
     rows = []
-    for k in range(args.maps):
-        t = truths[k]
-        cl = next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
-        y = t + args.noise * rng.normal(size=t.shape)
-        m10 = _random_mask(t.shape, 0.1, rng)
+    for k, t, cl, y, m10 in cases:
         b_cal = float(cl.b_field) + args.field_error * rng.choice([-1, 1])
         tau = float(cl.tau)
         th_true = true_theta(cl.hyperfine, cl.dipolar, float(cl.b_field))

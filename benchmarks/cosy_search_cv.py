@@ -43,10 +43,10 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from cosy_anchor_search import anchor_search  # noqa: E402
 from cosy_coupling_search import refine_couplings  # noqa: E402
+from cosy_physics_field import couplings_cases  # noqa: E402
 from cosy_physics_fit import _random_mask  # noqa: E402
 from mracq.recon.cosy.auto import _fold_ids, _svt_map, reconstruct_auto  # noqa: E402
 from mracq.recon.metrics import rmse  # noqa: E402
-from mracq.sim.cosy.families import family_maps  # noqa: E402
 from mracq.sim.cosy.model import T_GRID  # noqa: E402
 
 
@@ -122,16 +122,11 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     out = args.out or str(Path(__file__).with_name(f"cosy_search_cv_{args.spins}.json"))
     rng = np.random.default_rng([args.seed, 1717, args.spins])
-    truths, sel = family_maps("couplings", args.maps, rng, spins=(args.spins,),
-                              return_clusters=True)
+    cases = couplings_cases(args.maps, args.spins, args.noise, rng)
     up0 = os.popen("uptime").read().strip()
     print(up0, flush=True)
     rows = []
-    for k in range(args.maps):
-        t = truths[k]
-        cl = next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
-        y = t + args.noise * rng.normal(size=t.shape)
-        m10 = _random_mask(t.shape, 0.1, rng)
+    for k, t, cl, y, m10 in cases:
         m40 = _random_mask(t.shape, 0.4, rng)
         b_cal = float(cl.b_field) + args.field_error * rng.choice([-1, 1])
         tau = float(cl.tau)
