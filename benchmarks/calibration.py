@@ -89,7 +89,7 @@ def adaptive_rig(seed: int, *, draw=0, sweep_points=101, sweep_shots=1_000_000,
         hw += dur
         st.ingest([(f, v, err)])
         n = len(st.measured)
-        if found is None and st._robust_spread()[1] <= 0.5 * st.mean()["width"]:
+        if found is None and st._line_found():
             found = n
         if n < st.MIN_POINTS:
             continue

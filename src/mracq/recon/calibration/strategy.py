@@ -48,6 +48,13 @@ def _log_interval_mass(mu, sd, lo, hi):
     return np.where(a > 0, upper, lower)
 
 
+def _systematic(p, n, rng) -> np.ndarray:
+    """``n`` indices drawn from the weights ``p`` by systematic resampling (one uniform
+    offset from ``rng``)."""
+    return np.minimum(np.searchsorted(np.cumsum(p), (np.arange(n) + rng.uniform()) / n),
+                      len(p) - 1)
+
+
 class AdaptiveODMR:
     """Particle-filter ODMR line finder.
 
@@ -157,6 +164,18 @@ class AdaptiveODMR:
         q05, q50, q95 = self.centre_quantiles()
         return float(q50), float(q95 - q05) / 3.29
 
+    # the line counts as found once the centre's robust spread is within this fraction of
+    # the particles' mean width (the fit, the grid, the search refresh and the floor after
+    # the find all ask this)
+    FOUND_SPREAD = 0.5
+
+    def _line_found(self, spread: float | None = None) -> bool:
+        """Whether the line is found: the centre's robust spread (``spread``, Hz, if the
+        caller has it) within :attr:`FOUND_SPREAD` of the mean width."""
+        if spread is None:
+            spread = self._robust_spread()[1]
+        return spread <= self.FOUND_SPREAD * self.mean()["width"]
+
     # the least-squares error counts only with the width known to this fraction: a design
     # whose points pile on one offset (the outer flank of the outer 14N line) cannot tell
     # width from depth, and the linearised centre error then understates the posterior's
@@ -194,7 +213,7 @@ class AdaptiveODMR:
         if len(self.measured) < self.MIN_POINTS:
             return None
         med, spread = self._robust_spread()
-        if spread > 0.5 * self.mean()["width"]:
+        if not self._line_found(spread):
             return None
         key = len(self.measured)
         if getattr(self, "_fit_cache", (None,))[0] != key:
@@ -249,8 +268,7 @@ class AdaptiveODMR:
         n = len(self.measured)
         if not self.GRID_EVERY or n < self.MIN_POINTS:
             return None
-        med, spread = self._robust_spread()
-        if spread > 0.5 * self.mean()["width"]:
+        if not self._line_found():
             return None
         cache = getattr(self, "_grid_cache", None)
         if cache is not None and n - cache[0] < self.GRID_EVERY:
@@ -368,7 +386,7 @@ class AdaptiveODMR:
         n = len(self.measured)
         if not self.SEARCH_REFRESH or n < self.SEARCH_FROM or n % self.SEARCH_REFRESH:
             return False
-        return self._robust_spread()[1] > 0.5 * self.mean()["width"]
+        return not self._line_found()
 
     def _wider_line_excluded(self, fit) -> bool:
         if not self.WIDER_LINE:
@@ -684,7 +702,7 @@ class AdaptiveODMR:
         if fit is not None or not self.DESIGN_FROM or n < self.DESIGN_FROM:
             return fit
         med, spread = self._robust_spread()
-        if spread > 0.5 * self.mean()["width"]:
+        if not self._line_found(spread):
             return None
         if getattr(self, "_design_cache", (None,))[0] != n:
             f = self.fit()
@@ -721,9 +739,7 @@ class AdaptiveODMR:
         p /= p.sum()
         r = np.random.default_rng(len(self.measured))
         # at most GRID_DESIGN_CELLS cells, drawn by weight (systematic; counts as weights)
-        keep, p = np.unique(np.minimum(np.searchsorted(
-            np.cumsum(p), (np.arange(self.GRID_DESIGN_CELLS) + r.uniform()) /
-            self.GRID_DESIGN_CELLS), len(p) - 1), return_counts=True)
+        keep, p = np.unique(_systematic(p, self.GRID_DESIGN_CELLS, r), return_counts=True)
         p = p / p.sum()
         iw, ic = np.unravel_index(keep, logp.shape)
         c, w = cs[ic], ws[iw]
@@ -738,8 +754,7 @@ class AdaptiveODMR:
         shape, mu = shape[top], mu[top]
         var = sigma**2 + vbb - 2 * shape * vbd + shape**2 * vdd
         q = self.GRID_DESIGN_OUTCOMES
-        pick = np.minimum(np.searchsorted(np.cumsum(p), (np.arange(q) + r.uniform()) / q),
-                          len(p) - 1)
+        pick = _systematic(p, q, r)
         y = mu[:, pick] + np.sqrt(var[:, pick]) * r.standard_normal(q)  # (K, Q)
         ll = -0.5 * (y[:, :, None] - mu[:, None, :]) ** 2 / var[:, None, :] \
             - 0.5 * np.log(var[:, None, :])  # (K, Q, M)
@@ -811,7 +826,7 @@ class AdaptiveODMR:
         """Points measured when the line was first found (robust spread of the centre
         within half the mean width; checked at each stop test), else a large number."""
         if getattr(self, "_found", None) is None:
-            if self._robust_spread()[1] > 0.5 * self.mean()["width"]:
+            if not self._line_found():
                 return 1 << 30
             self._found = len(self.measured)
         return self._found
