@@ -346,9 +346,32 @@ def held_out_physics(values, ij, fold_ids, *, t1, t2, b_field, tau, n_pulses=N_P
     return {f"physics:{m}": p for m, p in pred.items()}
 
 
-def physics_sequence(field, tau, t1, t2, n_pulses, shape, budget_s) -> dict | None:
-    """The checked sequence of the physics candidates (None: field and tau not given);
-    a one-line ValueError for a bad value or only one of field and tau."""
+def physics_sequence(field, tau, t1, t2, n_pulses, shape, budget_s, search=None
+                     ) -> dict | None:
+    """The checked settings of the physics candidates of ``method="auto"``.
+
+    Parameters
+    ----------
+    field, tau : float or None
+        Calibrated field along the NV axis (T) and decoupling pulse spacing (s); both
+        None: no physics candidates (returns None).
+    t1, t2 : arrays or None
+        Evolution times (s, equal steps); None: the experiment's grid (4 us + 18 us steps,
+        `mracq.sim.cosy.model.T_GRID`) cut to ``shape``.
+    n_pulses : int
+        pi pulses per decoupling block.
+    shape : (int, int)
+        The map's shape.
+    budget_s : float
+        Wall time (s) of the held-out searches (>= 0; 0: none).
+    search : dict, optional
+        Settings of `fit_clusters` (default: those measured as a candidate).
+
+    Raises
+    ------
+    ValueError
+        One line: a bad value, only one of field and tau, or a grid that does not match.
+    """
     if field is None and tau is None:
         return None
     if field is None or tau is None:
@@ -360,19 +383,24 @@ def physics_sequence(field, tau, t1, t2, n_pulses, shape, budget_s) -> dict | No
     if (t1.size, t2.size) != tuple(shape):
         raise ValueError(f"t1, t2 have {t1.size} x {t2.size} times; the map is "
                          f"{shape[0]} x {shape[1]}")
-    if not (np.isfinite(budget_s) and budget_s >= 0):
+    try:
+        budget_s = float(budget_s)
+    except (TypeError, ValueError):
+        raise ValueError(f"physics_budget_s must be a number of s, got {budget_s!r}") from None
+    if not (math.isfinite(budget_s) and budget_s >= 0):
         raise ValueError(f"physics_budget_s must be >= 0 s, got {budget_s!r}")
     return {"t1": t1, "t2": t2, "b_field": field, "tau": tau, "n_pulses": n_pulses,
-            "budget_s": float(budget_s)}
+            "budget_s": budget_s, "search": dict(search or {})}
 
 
 def physics_cv_mse(y, ij, fold_ids, seq) -> dict:
-    """Held-out mean squared errors of the ``physics:<m>`` candidates (honest: the search
-    rerun per fold, `held_out_physics`); a candidate with no start on some fold drops out."""
+    """Held-out mean squared errors ``{"physics:<m>": mse}`` of the physics candidates
+    (honest: the search rerun per fold, `held_out_physics`) on the points ``y`` at ``ij``
+    with folds ``fold_ids``, settings ``seq`` (`physics_sequence`); a candidate without a
+    start on some fold drops out; {} past the budget."""
     if seq["budget_s"] <= 0:
         return {}
-    kw = {k: v for k, v in seq.items() if k != "budget_s"}
-    held = held_out_physics(y, ij, fold_ids, budget_s=seq["budget_s"], **kw)
+    held = held_out_physics(y, ij, fold_ids, budget_s=seq["budget_s"], **_search_kw(seq))
     out = {}
     for name, p in held.items():
         if np.all(np.isfinite(p)):
@@ -383,7 +411,13 @@ def physics_cv_mse(y, ij, fold_ids, seq) -> dict:
     return out
 
 
-def physics_refit(y, ij, spins, seq):
+def physics_refit(y, ij, spins, seq) -> CouplingFit | None:
     """The ``physics:<spins>`` fit on all points (None: no start)."""
-    kw = {k: v for k, v in seq.items() if k != "budget_s"}
-    return fit_clusters(y, ij, spins=(spins,), **kw).get(spins)
+    kw = _search_kw(seq)
+    kw["spins"] = (spins,)
+    return fit_clusters(y, ij, **kw).get(spins)
+
+
+def _search_kw(seq: dict) -> dict:
+    kw = {k: v for k, v in seq.items() if k not in ("budget_s", "search")}
+    return {**kw, **seq["search"]}
