@@ -100,10 +100,11 @@ def test_strategy_scores_disagreement_and_sparsity():
 
 
 def test_plans_record_the_calibrated_field_and_tau_and_reconstruct_with_them(
-        setup, tmp_catalog, caplog):
+        setup, tmp_catalog, tmp_catalog_dir, tmp_path, caplog):
     """The calibration's field and the sequence's tau go into the start document and to
-    auto's physics candidates (budget 0 here: they are set up, not searched); a bad field
-    given to the plan is refused before any run opens."""
+    auto's physics candidates (budget 0 here: they are set up, not searched), and
+    `mracq analyze cosy RUN` reads them back; a bad field given to the plan is refused
+    before any run opens."""
     from mracq.pulses.calibration import PulseCalibration
 
     devices, RE = setup
@@ -121,8 +122,17 @@ def test_plans_record_the_calibrated_field_and_tau_and_reconstruct_with_them(
         assert start["field"] == pytest.approx(cal.field, rel=1e-12)
         assert abs(start["field"] - 0.05) < 1e-3 and start["field_source"] == "calibration"
         assert start["tau"] == 2.1e-6 and start["n_pulses"] == 40
-        assert any(f"field {cal.field:.6f} T, tau 2.1e-06 s" in r.getMessage()
-                   for r in caplog.records)
+        said = f"field {cal.field:.6f} T, tau 2.1e-06 s"
+        assert any(said in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        from mracq.cli import main
+
+        with caplog.at_level("INFO", logger="mracq.recon.cosy"):
+            assert main(["analyze", "cosy", res["uid"], "--data-dir", str(tmp_catalog_dir),
+                         "--out-dir", str(tmp_path), "--physics-budget", "0"]) == 0
+        assert any(said in r.getMessage() for r in caplog.records)
+        got = np.load(tmp_path / f"cosy_{start['scan_id']}_recon.npy")
+        np.testing.assert_allclose(got, res["reconstruction"], rtol=0, atol=1e-12)
         n_runs = len(tmp_catalog)
         for bad in (-1.0, float("nan"), 5.0):
             with pytest.raises(ValueError, match="field"):
