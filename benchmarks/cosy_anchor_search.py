@@ -17,20 +17,7 @@ one at a placeholder frequency, then the scan (stage-A loss 5-7 against the true
 fit's 2.2-2.8: the hidden nucleus's A_perp and azimuth shape the seen doublet's J and the
 ms=0 pattern's amplitudes, so the anchor fit is wrong without it; 0/6).
 
-The search (`anchor_search`):
-A. anchors (`anchor_lines`): the centre of the first doublet of the shared-frequency fit's
-   lines away from the folded Larmor line, then that line, ...; each unfolded over
-   ``wL +- a_zz_max``; with every unfolding, the hidden nucleus at every ``scan_step`` over
-   the same prior (one start each at `DIPOLAR_STARTS`): ~850 starts per anchor, batched
-   LM (every parameter free), the best eighth twice as many steps more;
-B. the ``keep_b`` best distinct pairs refit from the (dipolar, azimuth) grid
-   (`grid_refit`, half the azimuths), ``refine_iters`` LM steps;
-C. ``rescans`` rounds of `rescan`: each nucleus in turn over the prior with the other
-   couplings as fitted (with those right, the hidden frequency ranks first), grid refit,
-   LM; kept while the residual drops.
-
-D. 3 spins (``spins=3``): the 2-spin result plus a third nucleus at every ``third_step``
-   over the prior (`add_third`).
+The search (`anchor_search`, steps A-D): see `mracq.recon.cosy.physics`.
 
 Result (`benchmarks/cosy_physics_field.py --anchor N --azimuths 1 --keep-b 8 --rescans 2`,
 2 spins, noise 0.1, 10 %, field +-2 uT; hit = RMSE within 1.5x the fit started at the

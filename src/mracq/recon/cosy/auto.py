@@ -55,7 +55,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mracq.recon.cosy.dlnet import DLNet, default_net, predict
-from mracq.recon.cosy.physics import physics_cv_mse, physics_refit, physics_sequence
+from mracq.recon.cosy.physics import (
+    PHYSICS_BUDGET_S,
+    physics_cv_mse,
+    physics_refit,
+    physics_sequence,
+)
 from mracq.recon.cosy.shared import fit_shared_path
 from mracq.recon.cosy.spectral import fit_path
 from mracq.recon.svt import svt
@@ -84,9 +89,6 @@ the frequencies they add) and at most `K_SHARED_MAX`."""
 K_SHARED_MAX = 30
 PHYSICS_FOLDS = 5
 """Most folds of the physics candidates' honest cross-validation (each reruns the search)."""
-PHYSICS_BUDGET_S = 300.0
-"""Default wall time (s) of the physics candidates' held-out searches (the final fit of a
-chosen one adds about one fold's time): ~90-130 s on 250 points of a 50 x 50 map."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,11 @@ class AutoReport:
         return (f"auto chose {self.method} by {self.folds}-fold cross-validation on "
                 f"{self.n_points} points: held-out RMS error {self.validation_rmse:.3g}, "
                 f"noise {self.noise:.3g}, estimated map error {self.error:.3g} "
-                f"({self.error_fraction:.1%} of the map's range)")
+                f"({self.error_fraction:.1%} of the map's range)"
+                + ("" if self.couplings is None else
+                   "; couplings A_zz " + ", ".join(f"{a / 1e3:.1f}" for a in
+                                                   self.couplings["a_zz"])
+                   + " kHz at B = " + f"{self.couplings['b_field'] * 1e3:.3f} mT"))
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (stored with a run)."""

@@ -53,9 +53,10 @@ from mracq.sim.cosy.model import N_PULSES, T_GRID
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIELD_RANGE", "SPINS", "TAU_RANGE", "add_third", "anchor_lines", "anchor_search",
-           "check_sequence", "fit_clusters", "held_out_physics", "physics_cv_mse",
-           "physics_refit", "physics_sequence", "rescan"]
+__all__ = ["FIELD_RANGE", "PHYSICS_BUDGET_S", "SPINS", "TAU_RANGE", "add_third",
+           "anchor_lines", "anchor_search", "check_sequence", "fit_clusters",
+           "held_out_physics", "physics_cv_mse", "physics_refit", "physics_sequence",
+           "rescan"]
 
 HALF_AZIMUTH = GRID_AZIMUTH[:2]
 A_ZZ_MAX = 65.0
@@ -68,6 +69,10 @@ TAU_RANGE = (20e-9, 50e-6)
 than 50 us (a 40-pulse block of 2 ms, beyond the NV's coherence)."""
 SPINS = (2, 3)
 """Cluster sizes of the ``physics:<m>`` candidates."""
+PHYSICS_BUDGET_S = 300.0
+"""Default wall time (s) of the physics candidates' held-out searches (the final fit of a
+chosen one adds about one fold's time): ~90-130 s on 250 points of a 50 x 50 map at load
+1, up to ~6 min with the machine shared."""
 
 
 def check_sequence(field, tau, t1=None, t2=None, n: int = N_PULSES):
@@ -291,7 +296,7 @@ def add_third(prob: FitProblem, theta2, grid, iters=3, refine_iters=20, keep=8):
 
 
 def held_out_physics(values, ij, fold_ids, *, t1, t2, b_field, tau, n_pulses=N_PULSES,
-                     spins=SPINS, budget_s=240.0, **search_kw) -> dict[str, np.ndarray]:
+                     spins=SPINS, budget_s=PHYSICS_BUDGET_S, **search_kw) -> dict[str, np.ndarray]:
     """Honest held-out predictions of the ``physics:<m>`` fits: for each fold, the whole
     search (`fit_clusters`) rerun on the other folds' points predicts the fold's points.
 
