@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
                         help="decoupling pulse spacing in s (default: the run's)")
     parser.add_argument("--physics-budget", type=float, default=None, metavar="S",
                         help="wall time of the physics candidates' validation in s "
-                        "(default 300; 0: none)")
+                        "(default 600; 0: none)")
     parser.add_argument(
         "--method", default="auto", choices=["auto", "dlmc", "dl", "svt", "spectral", "orig"],
         help="default auto (picks by cross-validation and reports the validation error)")

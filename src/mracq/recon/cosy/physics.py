@@ -69,10 +69,11 @@ TAU_RANGE = (20e-9, 50e-6)
 than 50 us (a 40-pulse block of 2 ms, beyond the NV's coherence)."""
 SPINS = (2, 3)
 """Cluster sizes of the ``physics:<m>`` candidates."""
-PHYSICS_BUDGET_S = 300.0
+PHYSICS_BUDGET_S = 600.0
 """Default wall time (s) of the physics candidates' held-out searches (the final fit of a
 chosen one adds about one fold's time): ~90-130 s on 250 points of a 50 x 50 map at load
-1, up to ~6 min with the machine shared."""
+1, 95-364 s (mean 154 s, the whole call) with 2 cores shared at load 2-4
+(``benchmarks/cosy_auto_physics_2_fresh.json``)."""
 
 
 def check_sequence(field, tau, t1=None, t2=None, n: int = N_PULSES):
