@@ -89,8 +89,9 @@ def pooled_sigma(sigma, window=0.3) -> np.ndarray:
     where the noise made the point low: by the ``v^2 B`` term and by a large ``B - D``,
     which also lowers ``v``. A weighted fit then leans on the low points and finds the dip
     too deep and too narrow (benchmarks/calibration.py: adaptive ODMR runs 3.5-6.4 standard
-    errors off at 250 000 shots a point, errors spread +-13 % between points of equal
-    shots; with the errors of the true populations instead, within 2). Points of equal
+    errors off at 250 000 shots a point, where corr(value, error) is 0.8 and the errors of
+    equal-shot points spread 7 %; with the errors of the true populations instead, within
+    2). Points of equal
     shots get one error, which no longer depends on their noise; points of other shots
     (errors more than ``exp(window)`` apart) keep theirs.
 
