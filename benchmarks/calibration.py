@@ -368,8 +368,18 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0,
                     help="seed of the first rig (another value: rigs not looked at before)")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("calibration.json"))
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="an AdaptiveODMR class setting for this run, e.g. POOL_SIGMA=0 "
+                         "GRID_HONESTY=0: the rule before the pooled errors")
     a = ap.parse_args()
-    out = {"load_before": os.getloadavg()[0], "first_seed": a.first_seed}
+    settings = {}
+    for item in a.set:
+        name, _, value = item.partition("=")
+        if not name.isupper() or not hasattr(AdaptiveODMR, name):
+            ap.error(f"--set {item!r}: AdaptiveODMR has no setting {name!r}")
+        settings[name] = type(getattr(AdaptiveODMR, name))(float(value))
+        setattr(AdaptiveODMR, name, settings[name])
+    out = {"load_before": os.getloadavg()[0], "first_seed": a.first_seed, "settings": settings}
     t0 = time.perf_counter()
     if "adaptive" in a.parts:
         out["adaptive"] = part_adaptive(a.rigs, a.first_seed, a.adaptive_draws)

@@ -11,7 +11,8 @@ from mracq._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(("Fit", "HYPERFINE_14N_SPLITTING", "fit_odmr", "fit_rabi", "fit_ramsey",
-                     "odmr_jacobian", "odmr_model", "rabi_model", "ramsey_model"), "fits"),
+                     "odmr_jacobian", "odmr_model", "pooled_sigma", "rabi_model", "ramsey_model"),
+                    "fits"),
     **dict.fromkeys(("AdaptiveODMR",), "strategy"),
 }
 __all__ = sorted(_EXPORTS)
