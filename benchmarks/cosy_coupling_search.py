@@ -36,6 +36,10 @@ Successive halving by batched Levenberg-Marquardt (finite-difference Jacobians, 
 parameter free): as many starts as the budget allows take 3 steps, the best eighth 6
 more, the best 8 (each with jittered azimuths and dipolar axis) 20 more; lowest residual
 wins. Three spins: the 3 best pairs plus a third nucleus at every candidate frequency.
+
+The model, the batched LM and the grid stage live in `mracq.recon.cosy.physics_fit` (moved
+there when the anchor search became a candidate of ``method="auto"``); this file keeps the
+pair search measured here.
 """
 
 from __future__ import annotations
@@ -43,184 +47,29 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from mracq.recon.cosy.physics_fit import (
+    DIPOLAR_STARTS,
+    GRID_AZIMUTH,
+    GRID_DIPOLAR,
+    KHZ,
+    CouplingFit,
+    FitProblem,
+    batch_lm,
+    coupling_maps,
+    grid_refit,
+    theta_names,
+    unfold,
+)
 from mracq.sim.cosy.couplings import GAMMA_13C
-from mracq.sim.cosy.model import N_PULSES, cosy_propagators, nuclear_hamiltonians
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CouplingFit", "coupling_maps", "fit_couplings", "refine_couplings", "theta_names"]
-
-KHZ = 2 * np.pi * 1e3
-
-
-def theta_names(m: int) -> list[str]:
-    """Names of ``theta``'s entries for ``m`` nuclei (kHz, rad)."""
-    out = ["wL_kHz"]
-    for j in range(m):
-        out += [f"f1_{j}_kHz", f"A_perp_{j}_kHz", f"azimuth_{j}"]
-    for i, j in itertools.combinations(range(m), 2):
-        out += [f"d_{i}{j}_kHz", f"polar_{i}{j}", f"azimuth_{i}{j}"]
-    return out
-
-
-def _n_spins(p: int) -> int:
-    for m in range(1, 7):
-        if 1 + 3 * m + 3 * m * (m - 1) // 2 == p:
-            return m
-    raise ValueError(f"theta of length {p} matches no spin count")
-
-
-def _steps(m: int) -> np.ndarray:
-    s = [0.02]
-    s += [0.02, 0.1, 0.01] * m
-    s += [0.01, 0.02, 0.02] * (m * (m - 1) // 2)
-    return np.array(s)
-
-
-def coupling_maps(theta: np.ndarray, t1: np.ndarray, t2: np.ndarray, tau: float,
-                  n: int = N_PULSES, ij: np.ndarray | None = None,
-                  batch: int = 256) -> np.ndarray:
-    """Raw P(ms=0) from ``theta`` rows (k, p) (`theta_names`): maps (k, len(t1), len(t2)),
-    or (k, N) at the grid points ``ij`` (N, 2) only.
-
-    ``t1``, ``t2``, ``tau`` in s; ``n`` pi pulses per decoupling block.
-    """
-    th = np.atleast_2d(np.asarray(theta, dtype=float))
-    k, p = th.shape
-    m = _n_spins(p)
-    t1, t2 = np.asarray(t1, float), np.asarray(t2, float)
-    wl = th[:, 0]
-    hyp = np.zeros((k, m, 3))
-    for j in range(m):
-        f1, ap, az = th[:, 1 + 3 * j], th[:, 2 + 3 * j], th[:, 3 + 3 * j]
-        azz = wl - np.sqrt(np.maximum(f1 ** 2 - ap ** 2, 1e-6))
-        hyp[:, j] = KHZ * np.column_stack([ap * np.cos(az), ap * np.sin(az), azz])
-    dip = np.zeros((k, m, m, 3, 3))
-    c = 1 + 3 * m
-    for i, j in itertools.combinations(range(m), 2):
-        d, pol, azn = th[:, c], th[:, c + 1], th[:, c + 2]
-        nv = np.column_stack([np.sin(pol) * np.cos(azn), np.sin(pol) * np.sin(azn),
-                              np.cos(pol)])
-        dip[:, i, j] = KHZ * d[:, None, None] * (np.eye(3) - 3 * nv[:, :, None] * nv[:, None, :])
-        c += 3
-    b = wl * KHZ / GAMMA_13C
-    out = np.empty((k, len(ij)) if ij is not None else (k, t1.size, t2.size))
-    for s in range(0, k, batch):
-        sl = slice(s, s + batch)
-        h0, h1 = nuclear_hamiltonians(hyp[sl], dip[sl], b[sl])
-        pop = cosy_propagators(h0, h1, tau, n).population(t1, t2)
-        out[sl] = pop if ij is None else pop[:, ij[:, 0], ij[:, 1]]
-    return out
-
-
-@dataclass(frozen=True)
-class CouplingFit:
-    """Fitted couplings and their map ``offset + scale * P0(theta)`` on the data's scale.
-
-    ``rss``: residual sum of squares on the ``n`` points fitted; ``t1``, ``t2``, ``tau``
-    (s) the sequence the map belongs to.
-    """
-
-    theta: np.ndarray
-    offset: float
-    scale: float
-    rss: float
-    n: int
-    t1: np.ndarray
-    t2: np.ndarray
-    tau: float
-
-    @property
-    def spins(self) -> int:
-        """Number of nuclei."""
-        return _n_spins(len(self.theta))
-
-    def grid(self) -> np.ndarray:
-        """The fitted map on the sequence's (t1, t2) grid."""
-        return self.offset + self.scale * coupling_maps(self.theta, self.t1, self.t2,
-                                                        self.tau)[0]
-
-    def at(self, ij: np.ndarray) -> np.ndarray:
-        """Values at integer grid points ``ij`` (M, 2)."""
-        ij = np.asarray(ij)
-        return self.grid()[ij[:, 0], ij[:, 1]]
-
-    def couplings(self) -> dict:
-        """Field (T), per nucleus A_zz and A_perp (Hz), per pair d (Hz): plain floats."""
-        th, m = self.theta, self.spins
-        wl = th[0]
-        azz = [wl - np.sqrt(max(th[1 + 3 * j] ** 2 - th[2 + 3 * j] ** 2, 0.0))
-               for j in range(m)]
-        return {"b_field": float(wl * KHZ / GAMMA_13C),
-                "a_zz": [float(a * 1e3) for a in azz],
-                "a_perp": [float(th[2 + 3 * j] * 1e3) for j in range(m)],
-                "d": [float(th[1 + 3 * m + 3 * q] * 1e3) for q in range(m * (m - 1) // 2)]}
-
-
-class _Problem:
-    """Measured points in the mask's (row-major) order and the model on them."""
-
-    def __init__(self, values, ij, t1, t2, tau):
-        self.t1, self.t2, self.tau = np.asarray(t1, float), np.asarray(t2, float), float(tau)
-        shape = (self.t1.size, self.t2.size)
-        ij = np.asarray(ij)
-        self.mask = np.zeros(shape, bool)
-        self.mask[tuple(ij.T)] = True
-        order = np.ravel_multi_index(tuple(ij.T), shape)
-        self.y = np.asarray(values, float)[np.argsort(order)]
-        self.ij = np.argwhere(self.mask)
-
-    def resid(self, theta):
-        maps = coupling_maps(theta, self.t1, self.t2, self.tau, ij=self.ij)
-        sc = maps - maps.mean(axis=1, keepdims=True)
-        yc = self.y - self.y.mean()
-        c = (sc @ yc) / np.maximum((sc * sc).sum(axis=1), 1e-30)
-        return c[:, None] * sc - yc[None, :]
-
-    def fit(self, theta) -> CouplingFit:
-        raw = coupling_maps(theta, self.t1, self.t2, self.tau, ij=self.ij)[0]
-        a = np.column_stack([np.ones(len(self.y)), raw])
-        c = np.linalg.lstsq(a, self.y, rcond=None)[0]
-        return CouplingFit(np.asarray(theta, float), float(c[0]), float(c[1]),
-                           float(np.sum((a @ c - self.y) ** 2)), len(self.y), self.t1,
-                           self.t2, self.tau)
-
-
-def _batch_lm(prob: _Problem, theta, free, iters, lam0=1e-2):
-    """Levenberg-Marquardt on every row of ``theta`` at once over the entries ``free``."""
-    th = np.array(theta, dtype=float)
-    k, p = th.shape
-    free = np.asarray(free)
-    step = _steps(_n_spins(p))[free]
-    q = free.size
-    r = prob.resid(th)
-    loss = (r * r).sum(axis=1)
-    lam = np.full(k, lam0)
-    eye = np.eye(q)
-    for _ in range(iters):
-        pert = np.repeat(th[:, None, :], q, axis=1)
-        pert[:, np.arange(q), free] += step
-        rj = prob.resid(pert.reshape(-1, p)).reshape(k, q, -1)
-        jac = (rj - r[:, None, :]) / step[None, :, None]
-        a = jac @ np.swapaxes(jac, 1, 2)
-        g = (jac @ r[:, :, None])[..., 0]
-        dg = np.diagonal(a, axis1=1, axis2=2)
-        best_th, best_loss, best_r = th.copy(), loss.copy(), r.copy()
-        for mult in (1.0, 10.0):
-            mm = a + (lam * mult)[:, None, None] * ((dg + 1e-9)[:, :, None] * eye[None])
-            tn = th.copy()
-            tn[:, free] -= np.linalg.solve(mm, g[..., None])[..., 0]
-            rn = prob.resid(tn)
-            ln = (rn * rn).sum(axis=1)
-            ok = ln < best_loss
-            best_th[ok], best_loss[ok], best_r[ok] = tn[ok], ln[ok], rn[ok]
-        lam = np.where(best_loss < loss, lam / 3, lam * 10)
-        th, loss, r = best_th, best_loss, best_r
-    return th, loss
+__all__ = ["DIPOLAR_STARTS", "GRID_AZIMUTH", "GRID_DIPOLAR", "KHZ", "CouplingFit", "FitProblem",
+           "batch_lm", "coupling_maps", "fit_couplings", "grid_refit", "refine_couplings",
+           "theta_names", "unfold"]
 
 
 def _scan(y, ij, shape, n_f=400):
@@ -252,14 +101,6 @@ def _lines(fs, p, n_peaks):
     return [(float(fs[i]), float(p[i])) for i in pk]
 
 
-def _unfold(f_rad, dt, lo_khz, hi_khz):
-    alias = 1e-3 / dt
-    fh = f_rad / (2 * np.pi * dt) / 1e3
-    k = np.arange(int(lo_khz // alias) - 1, int(hi_khz // alias) + 2)
-    c = np.concatenate([k * alias + fh, k * alias - fh])
-    return np.unique(c[(c >= lo_khz) & (c <= hi_khz)])
-
-
 def candidate_f1(values, ij, t1, t2, wl_khz, *, n_lines=16, a_zz_max=65.0,
                  source="shared") -> np.ndarray:
     """Candidate ms=-1 frequencies (kHz), each folded line unfolded onto every branch within
@@ -279,15 +120,8 @@ def candidate_f1(values, ij, t1, t2, wl_khz, *, n_lines=16, a_zz_max=65.0,
         folded = list(fit_shared_path(y, ij, shape, n_lines)[-1].freqs)
     else:
         folded = [f for f, _ in _lines(*_scan(y, ij, shape), n_lines)]
-    out = [_unfold(f, dt, wl_khz - a_zz_max, wl_khz + a_zz_max + 1) for f in folded]
+    out = [unfold(f, dt, wl_khz - a_zz_max, wl_khz + a_zz_max + 1) for f in folded]
     return np.concatenate(out) if out else np.zeros(0)
-
-
-DIPOLAR_STARTS = ((1.0, 0.0), (1.5, 1.5))
-"""Dipolar starts (d kHz, polar angle rad of n). In ms=0 both nuclei precess at the Larmor
-frequency, so their dipolar coupling mixes them strongly (it shapes the cross peaks; a
-d = 0 model fits no better than a constant); to first order only its secular part
-``d (1 - 3 cos^2 polar)`` matters: these start at -2 and +1.5 kHz."""
 
 
 def pair_starts(f1s, wl, m=2, a_perp=25.0, azimuth_starts=1) -> np.ndarray:
@@ -357,7 +191,7 @@ def fit_couplings(values, ij, *, t1, t2, b_field, tau, spins=2, n_lines=16,
     if len(values) < 30 or not (np.isfinite(b_field) and b_field > 0 and tau > 0):
         return None
     t_start = time.perf_counter()
-    prob = _Problem(values, ij, t1, t2, tau)
+    prob = FitProblem(values, ij, t1, t2, tau)
     wl = GAMMA_13C * float(b_field) / KHZ
     f1s = candidate_f1(prob.y, prob.ij, t1, t2, wl, n_lines=n_lines, a_zz_max=a_zz_max,
                        source=source)
@@ -387,34 +221,12 @@ def fit_couplings(values, ij, *, t1, t2, b_field, tau, spins=2, n_lines=16,
         starts[:, c + 1] += rng.normal(0, 0.2, size=len(starts))
         starts[:, c + 2] = rng.uniform(0, 2 * np.pi, size=len(starts))
     starts[::dipolar_starts] = top  # each screened start as it is
-    th, loss = _batch_lm(prob, starts, np.arange(starts.shape[1]), refine_iters)
+    th, loss = batch_lm(prob, starts, np.arange(starts.shape[1]), refine_iters)
     fit = prob.fit(th[int(np.argmin(loss))])
     log.info("coupling fit, %d spins: %d candidate f1, %d starts screened in %.1f s, rss "
              "%.4g on %d points, %.1f s", m, len(f1s), n_fit, t_screen, fit.rss, fit.n,
              time.perf_counter() - t_start)
     return fit
-
-
-GRID_DIPOLAR = ((0.5, 0.0), (1.2, 0.0), (2.5, 0.0), (0.8, 0.5 * np.pi), (1.8, 0.5 * np.pi),
-                (3.0, 0.5 * np.pi))
-"""Dipolar (d kHz, polar angle) of the grid stage (secular part -5 to +3 kHz)."""
-GRID_AZIMUTH = tuple(np.arange(4) * 0.5 * np.pi)
-
-
-def grid_refit(prob: _Problem, wl, pairs, iters=3, keep=8, azimuth0=GRID_AZIMUTH
-               ) -> np.ndarray:
-    """Each 2-spin row of ``pairs`` keeps its (f1_0, f1_1); A_perp at 25 kHz, the azimuths
-    and the dipolar coupling start on ``azimuth0`` x `GRID_AZIMUTH` x `GRID_DIPOLAR` (96
-    starts per pair); successive halving (``iters`` steps, the best quarter ``2 iters``
-    more); the ``keep`` best rows. (Turning every azimuth by pi changes the map by ~6 % of
-    its spread, so ``azimuth0`` = (0, pi/2) halves the grid at a small risk.)"""
-    rows = [np.r_[wl, th[1], 25.0, a1, th[4], 25.0, a2, d, pol, 0.3]
-            for th in pairs for (d, pol) in GRID_DIPOLAR
-            for a1 in azimuth0 for a2 in GRID_AZIMUTH]
-    th, loss = _batch_lm(prob, np.array(rows), np.arange(10), iters)
-    best = np.argsort(loss)[:max(keep, len(rows) // 4)]
-    th, loss = _batch_lm(prob, th[best], np.arange(10), 2 * iters)
-    return th[np.argsort(loss)[:keep]]
 
 
 def _distinct(rows, n, tol=0.5):
@@ -429,7 +241,7 @@ def _distinct(rows, n, tol=0.5):
     return out
 
 
-def _screen(prob: _Problem, starts, budget_s, iters, keep):
+def _screen(prob: FitProblem, starts, budget_s, iters, keep):
     """Successive halving: as many ``starts`` as fit ``budget_s`` (s) take ``iters`` LM
     steps, the best eighth ``2 iters`` more; the ``keep`` best rows and the count screened."""
     allp = np.arange(starts.shape[1])
@@ -439,9 +251,9 @@ def _screen(prob: _Problem, starts, budget_s, iters, keep):
     cost = per * (allp.size + 2)  # one LM step of one start
     room = 0.75 * budget_s - (time.perf_counter() - t0)
     n_fit = int(np.clip(room / (cost * iters * 1.25), keep, len(starts)))
-    th, loss = _batch_lm(prob, starts[:n_fit], allp, iters)
+    th, loss = batch_lm(prob, starts[:n_fit], allp, iters)
     best = np.argsort(loss)[:max(4 * keep, n_fit // 8)]
-    th, loss = _batch_lm(prob, th[best], allp, 2 * iters)
+    th, loss = batch_lm(prob, th[best], allp, 2 * iters)
     return th[np.argsort(loss)[:keep]], n_fit
 
 
@@ -466,7 +278,7 @@ def _score(fit: CouplingFit) -> float:
 
 def refine_couplings(fit: CouplingFit, values, ij, iters: int = 8) -> CouplingFit:
     """``fit`` refined by ``iters`` LM steps on other points (e.g. a cross-validation fold)."""
-    prob = _Problem(values, ij, fit.t1, fit.t2, fit.tau)
-    th, _ = _batch_lm(prob, fit.theta[None], np.arange(len(fit.theta)), iters)
+    prob = FitProblem(values, ij, fit.t1, fit.t2, fit.tau)
+    th, _ = batch_lm(prob, fit.theta[None], np.arange(len(fit.theta)), iters)
     return prob.fit(th[0])
 

@@ -13,7 +13,7 @@ of its own): ``near`` (LM started at the true couplings: what a hit gives), ``se
 ``--true-f1-grid``: instead of the search, `grid_refit` from the TRUE f1 pair (the other
 couplings unknown): whether the rest of the fit lands once the frequencies are right;
 ``--true-folded-grid``: the same on every unfolding of the true FOLDED pair.
-``--anchor N``: instead of the pair search, `cosy_anchor_search.anchor_search` (the
+``--anchor N``: instead of the pair search, `mracq.recon.cosy.physics.anchor_search` (the
 seen nucleus anchored on N doublet centres / lines, the hidden one scanned over the prior).
 ``start_in_basin`` (a start with every f1 within 1.5 kHz of the truth; its rank in the
 start list, strongest lines first, against the number screened in the budget), ``hit`` (search <=
@@ -42,20 +42,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cosy_anchor_search import anchor_search  # noqa: E402
-from cosy_coupling_search import (  # noqa: E402
-    KHZ,
-    _batch_lm,
-    _Problem,
-    _unfold,
-    candidate_f1,
-    fit_couplings,
-    grid_refit,
-    pair_starts,
-)
+from cosy_coupling_search import candidate_f1, fit_couplings, pair_starts  # noqa: E402
 from cosy_physics_fit import _random_mask  # noqa: E402
 from mracq.recon.cosy.auto import _svt_map  # noqa: E402
 from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
+from mracq.recon.cosy.physics import anchor_search  # noqa: E402
+from mracq.recon.cosy.physics_fit import (  # noqa: E402
+    KHZ,
+    FitProblem,
+    batch_lm,
+    grid_refit,
+    unfold,
+)
 from mracq.recon.metrics import rmse  # noqa: E402
 from mracq.sim.cosy.couplings import GAMMA_13C  # noqa: E402
 from mracq.sim.cosy.families import family_maps  # noqa: E402
@@ -133,7 +131,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cosy_coupling_search").setLevel(logging.INFO)
-    logging.getLogger("cosy_anchor_search").setLevel(logging.INFO)
+    logging.getLogger("mracq.recon.cosy.physics").setLevel(logging.DEBUG)
     out = args.out or str(Path(__file__).with_name(f"cosy_physics_field_{args.spins}.json"))
     rng = np.random.default_rng([args.seed, 1313, args.spins])
     cases = couplings_cases(args.maps, args.spins, args.noise, rng)
@@ -145,13 +143,13 @@ def main(argv=None) -> dict:
         tau = float(cl.tau)
         th_true = true_theta(cl.hyperfine, cl.dipolar, float(cl.b_field))
         ij = np.argwhere(m10)
-        prob = _Problem(y[m10], ij, T_GRID, T_GRID, tau)
+        prob = FitProblem(y[m10], ij, T_GRID, T_GRID, tau)
         raw = prob.fit(th_true).grid()
         assert np.allclose((raw - raw.mean()) / raw.std(), (t - t.mean()) / t.std(),
                            atol=1e-6), "parametrisation"
         th0 = th_true.copy()
         th0[0] = GAMMA_13C * b_cal / KHZ
-        thn, _ = _batch_lm(prob, th0[None], np.arange(len(th0)), 20)
+        thn, _ = batch_lm(prob, th0[None], np.arange(len(th0)), 20)
         r = {"near": rmse(prob.fit(thn[0]).grid(), t),
              "auto": rmse(reconstruct(np.where(m10, y, np.nan), m10), t)}
         if not args.no_svt:
@@ -174,12 +172,12 @@ def main(argv=None) -> dict:
                 dt = float(T_GRID[1] - T_GRID[0])
                 folded = [min(f % (1e-3 / dt), 1e-3 / dt - f % (1e-3 / dt))
                           for f in th0[[1, 4]]]
-                fold = [_unfold(2 * np.pi * dt * 1e3 * f, dt, th0[0] - 65, th0[0] + 66)
+                fold = [unfold(2 * np.pi * dt * 1e3 * f, dt, th0[0] - 65, th0[0] + 66)
                         for f in folded]
                 pairs = [np.r_[th0[0], a, th0[2:4], b, th0[5:]]
                          for a in fold[0] for b in fold[1] if abs(a - b) >= 0.5]
             top = grid_refit(prob, th0[0], pairs)
-            thg, lg = _batch_lm(prob, top, np.arange(10), 20)
+            thg, lg = batch_lm(prob, top, np.arange(10), 20)
             fit = prob.fit(thg[int(np.argmin(lg))])
         elif args.anchor:
             fit = anchor_search(y[m10], ij, t1=T_GRID, t2=T_GRID, b_field=b_cal, tau=tau,

@@ -41,11 +41,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cosy_anchor_search import anchor_search  # noqa: E402
 from cosy_coupling_search import refine_couplings  # noqa: E402
 from cosy_physics_field import couplings_cases  # noqa: E402
 from cosy_physics_fit import _random_mask  # noqa: E402
 from mracq.recon.cosy.auto import _fold_ids, _svt_map, reconstruct_auto  # noqa: E402
+from mracq.recon.cosy.physics import anchor_search  # noqa: E402
 from mracq.recon.metrics import rmse  # noqa: E402
 from mracq.sim.cosy.model import T_GRID  # noqa: E402
 

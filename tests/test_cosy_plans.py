@@ -97,3 +97,52 @@ def test_strategy_scores_disagreement_and_sparsity():
     assert len(set(sug)) == 10 and all(not s.mask[p] for p in sug)
     d = s.disagreement()
     assert np.all(d[s.mask] == 0) and d.max() > 1e-3
+
+
+def test_plans_record_the_calibrated_field_and_tau_and_reconstruct_with_them(
+        setup, tmp_catalog, tmp_catalog_dir, tmp_path, caplog):
+    """The calibration's field and the sequence's tau go into the start document and to
+    auto's physics candidates (budget 0 here: they are set up, not searched), and
+    `mracq analyze cosy RUN` reads them back; a bad field given to the plan is refused
+    before any run opens."""
+    from mracq.pulses.calibration import PulseCalibration
+
+    devices, RE = setup
+    nv = devices["nv"]
+    before = getattr(nv, "calibration", None)
+    cal = PulseCalibration(ZERO_FIELD_SPLITTING - GAMMA_E * 0.05, 2e3, 40e-9, 0.05e-9,
+                           20e-9, 0.03e-9, power_dbm=0.0)
+    nv.calibration = cal
+    try:
+        with caplog.at_level("INFO", logger="mracq.recon.cosy"):
+            res = RE(cosy_random_mask(nv, 0.3, t1=GRID, t2=GRID, rng=np.random.default_rng(4),
+                                      program_kw={"tau": 2.1e-6}, physics_budget_s=0)
+                     ).plan_result
+        start = get_run(tmp_catalog, res["uid"]).metadata["start"]
+        assert start["field"] == pytest.approx(cal.field, rel=1e-12)
+        assert abs(start["field"] - 0.05) < 1e-3 and start["field_source"] == "calibration"
+        assert start["tau"] == 2.1e-6 and start["n_pulses"] == 40
+        said = f"field {cal.field:.6f} T, tau 2.1e-06 s"
+        assert any(said in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        from mracq.cli import main
+
+        with caplog.at_level("INFO", logger="mracq.recon.cosy"):
+            assert main(["analyze", "cosy", res["uid"], "--data-dir", str(tmp_catalog_dir),
+                         "--out-dir", str(tmp_path), "--physics-budget", "0"]) == 0
+        assert any(said in r.getMessage() for r in caplog.records)
+        got = np.load(tmp_path / f"cosy_{start['scan_id']}_recon.npy")
+        np.testing.assert_allclose(got, res["reconstruction"], rtol=0, atol=1e-12)
+        n_runs = len(tmp_catalog)
+        for bad in (-1.0, float("nan"), 5.0):
+            with pytest.raises(ValueError, match="field"):
+                RE(cosy_random_mask(nv, 0.3, t1=GRID, t2=GRID, field=bad))
+        assert len(tmp_catalog) == n_runs
+        nv.calibration = None
+        res = RE(cosy_adaptive(nv, t1=GRID, t2=GRID, initial=0.1, batch=10, max_coverage=0.2,
+                               method="svt", rng=np.random.default_rng(2))).plan_result
+        start = get_run(tmp_catalog, res["uid"]).metadata["start"]
+        assert start["field"] is None and start["field_source"] is None
+        assert start["tau"] == pytest.approx(2045e-9)
+    finally:
+        nv.calibration = before

@@ -22,8 +22,10 @@ from mracq.devices.soft import SoftSignal
 from mracq.plans._stored import StoredEvents, point_done
 from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses.cosy import cosy_program
+from mracq.recon.cosy.auto import PHYSICS_BUDGET_S
 from mracq.recon.cosy.design import PlaneWaveDesign
 from mracq.recon.cosy.dlmc import reconstruct
+from mracq.recon.cosy.physics import FIELD_RANGE, physics_sequence
 from mracq.recon.cosy.strategy import EnsembleDisagreement
 from mracq.recon.metrics import spectrum2d
 from mracq.sim.cosy.model import T_GRID
@@ -105,7 +107,7 @@ def _close():
     yield from point_done()
 
 
-def _finish(rec, values, mask, method, dry=False):
+def _finish(rec, values, mask, method, dry=False, physics=None):
     measured = np.where(mask, values, np.nan)
     report = None
     if dry:  # dry run: no data to reconstruct, the documents keep their shapes
@@ -113,7 +115,7 @@ def _finish(rec, values, mask, method, dry=False):
         values = np.zeros(mask.shape)
     else:
         noise = rec.noise() if method in ("auto", "spectral") else None
-        recon = reconstruct(measured, mask, method, noise=noise)
+        recon = reconstruct(measured, mask, method, noise=noise, **(physics or {}))
         report = getattr(recon, "report", None)
         recon = np.asarray(recon)
         spec = np.fft.fftshift(spectrum2d(recon))
@@ -149,6 +151,32 @@ def _resumed_points(resume, t1, t2):
             if np.isfinite(c)]
 
 
+def _physics(nv, field, t1, t2, program_kw, method, budget):
+    """The field (T), pulse spacing (s) and pi pulses per block for the reconstruction's
+    physics candidates, checked before the run: ``(reconstruct keywords or {}, start
+    metadata)``. ``field`` None: the calibration's (``nv.calibration.field``), left out
+    (logged) when outside the fit's range; given: a bad value raises."""
+    example = cosy_program(t1[0], t2[0], **program_kw).metadata
+    tau, n = float(example["tau"]), int(example["n"])
+    source = "argument"
+    if field is None:
+        cal = getattr(nv, "calibration", None)
+        field, source = (cal.field, "calibration") if cal is not None else (None, None)
+        if field is not None and not FIELD_RANGE[0] <= field <= FIELD_RANGE[1]:
+            log.warning("COSY: the calibration's field %.4g T is outside the coupling fit's "
+                        "range %s T: no physics candidates", field, FIELD_RANGE)
+            field = None
+    md = {"field": None if field is None else float(field), "field_source": source,
+          "tau": tau, "n_pulses": n}
+    if field is None:
+        return {}, md
+    kw = {"field": field, "tau": tau, "t1": t1, "t2": t2, "n_pulses": n,
+          "physics_budget_s": PHYSICS_BUDGET_S if budget is None else budget}
+    physics_sequence(*(kw[k] for k in ("field", "tau", "t1", "t2", "n_pulses")),
+                     (t1.size, t2.size), kw["physics_budget_s"])
+    return (kw if method == "auto" else {}), md
+
+
 def _md(name, args, nv, t1, t2, program_kw, md):
     example = cosy_program(t1[0], t2[0], **program_kw)
     return {
@@ -167,7 +195,8 @@ def _md(name, args, nv, t1, t2, program_kw, md):
 
 def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int = 150_000,
                      every: int = 50, method: str = "auto", rng=None, live=None,
-                     program_kw: dict | None = None, md: dict | None = None):
+                     program_kw: dict | None = None, md: dict | None = None,
+                     field: float | None = None, physics_budget_s: float | None = None):
     """Measure a random subset of the COSY map and reconstruct it live.
 
     Parameters
@@ -195,6 +224,16 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
         Extra keywords of `cosy_program`.
     md : dict, optional
         Extra start-document metadata.
+    field : float, optional
+        Field along the NV axis in T for the final ``"auto"`` reconstruction's physics
+        candidates (`mracq.recon.cosy.physics`); default the calibration's
+        (``nv.calibration.field``, after `mracq calibrate`). Stored in the start document
+        as ``field`` (with ``field_source``), beside the sequence's ``tau`` (s) and
+        ``n_pulses``; no field: no physics candidates.
+    physics_budget_s : float, optional
+        Wall time (s) of the physics candidates' held-out searches (default
+        `mracq.recon.cosy.auto.PHYSICS_BUDGET_S`, minutes; 0: none). Live reconstructions
+        never run them.
 
     Returns
     -------
@@ -211,6 +250,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
         raise ValueError(f"every must be >= 1, got {every}")
     rng = rng if rng is not None else np.random.default_rng()
     program_kw = calibrated_program_kw(nv, program_kw)
+    physics, phys_md = _physics(nv, field, t1, t2, program_kw, method, physics_budget_s)
     shape = (t1.size, t2.size)
     n = max(1, int(round(coverage * t1.size * t2.size)))
     order = rng.choice(t1.size * t2.size, n, replace=False)
@@ -220,7 +260,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
     nv.shots.check_value(shots)
     rec = _Recorder()
     args = {"coverage": coverage, "shots": shots, "every": every, "method": method}
-    _m = _md("cosy_random_mask", args, nv, t1, t2, program_kw, md)
+    _m = _md("cosy_random_mask", args, nv, t1, t2, program_kw, {**phys_md, **(md or {})})
     _m["num_points"] = n
     _m["hardware_time_estimate"] = nv.estimate_time(programs, shots)
     values = np.full(shape, np.nan)
@@ -240,7 +280,7 @@ def cosy_random_mask(nv, coverage: float = 0.1, *, t1=None, t2=None, shots: int 
             live(r, np.fft.fftshift(spectrum2d(r)), k)
     if dry:
         log.warning("cosy_random_mask: no readings (dry run): nothing reconstructed")
-    measured, recon, spec, val = yield from _finish(rec, values, mask, method, dry)
+    measured, recon, spec, val = yield from _finish(rec, values, mask, method, dry, physics)
     if live is not None and not dry:
         live(recon, spec, n)
     yield from _close()
@@ -253,7 +293,8 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
                   max_hardware_time: float | None = None, members: int = 4,
                   method: str = "auto", strategy: str = "design", rng=None, live=None,
                   program_kw: dict | None = None,
-                  md: dict | None = None, resume: dict | None = None):
+                  md: dict | None = None, resume: dict | None = None,
+                  field: float | None = None, physics_budget_s: float | None = None):
     """Grow the COSY mask in batches where the map is least known (module docstring).
 
     Parameters
@@ -280,8 +321,9 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     strategy : {"design", "ensemble"}
         Next points by V-optimal design under the fitted plane-wave model
         (`PlaneWaveDesign`) or by ensemble disagreement (`EnsembleDisagreement`).
-    method, rng, live, program_kw, md
-        As for `cosy_random_mask` (``live`` is called after each batch).
+    method, rng, live, program_kw, md, field, physics_budget_s
+        As for `cosy_random_mask` (``live`` is called after each batch; the physics
+        candidates only in the final reconstruction).
     resume : dict, optional
         Go on from a stored run (one cut short by a crash, an abort, ...):
         ``{"uid": str, "start": start document, "primary": {"i", "j", "nv_value": arrays}}``
@@ -302,6 +344,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
         raise ValueError(f"batch must be >= 1 and tol > 0, got {batch}, {tol}")
     rng = rng if rng is not None else np.random.default_rng()
     program_kw = calibrated_program_kw(nv, program_kw)
+    physics, phys_md = _physics(nv, field, t1, t2, program_kw, method, physics_budget_s)
     shape = (t1.size, t2.size)
     budget = int(round(max_coverage * t1.size * t2.size))
     if strategy not in ("design", "ensemble"):
@@ -317,7 +360,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     args = {"shots": shots, "initial": initial, "batch": batch, "max_coverage": max_coverage,
             "tol": tol, "max_hardware_time": max_hardware_time, "members": members,
             "method": method, "strategy": kind}
-    _m = _md("cosy_adaptive", args, nv, t1, t2, program_kw, md)
+    _m = _md("cosy_adaptive", args, nv, t1, t2, program_kw, {**phys_md, **(md or {})})
     _m["criterion"] = (
         "V-optimal design: largest drop of the integrated posterior variance of the "
         "linearized plane-wave model fitted to the measured points" if kind == "design" else
@@ -368,7 +411,7 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
             break
         todo = strategy.suggest(batch)
     measured, recon, spec, val = yield from _finish(rec, strategy.values, strategy.mask,
-                                                    method, stop == "dry run")
+                                                    method, stop == "dry run", physics)
     yield from _close()
     return {"uid": uid, "mask": strategy.mask.copy(), "measured": measured,
             "reconstruction": recon, "spectrum": spec, "hardware_time": hw,

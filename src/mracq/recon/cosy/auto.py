@@ -30,6 +30,14 @@ k-term model is the mean of the refit on all points and the K fold fits, which s
 components a few points can tip in or out (on 10 % maps of noise 0.1 it lowers their
 error by a few %); the others are refit on all points.
 
+With the field and the pulse spacing given (``field``, ``tau``: after `mracq calibrate`),
+two more candidates compete: ``physics:2`` and ``physics:3``, the cluster's couplings
+fitted through the simulator (`mracq.recon.cosy.physics`). Their held-out error is honest:
+the whole coupling search is rerun on each fold's training points (auto's folds merged to
+at most `PHYSICS_FOLDS`, so they train on fewer points than the others: a conservative
+comparison on the same held-out points). They take minutes (``physics_budget_s``) and do
+not enter the stack or the aggregate.
+
 What the user gets (`AutoReport`): the chosen candidate, the held-out RMS error of every
 candidate (it includes the noise of the held-out points), and the estimated RMS error of
 the map against the noiseless one: the held-out error less the noise (given, or
@@ -47,9 +55,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mracq.recon.cosy.dlnet import DLNet, default_net, predict
+from mracq.recon.cosy.physics import (
+    PHYSICS_BUDGET_S,
+    physics_cv_mse,
+    physics_refit,
+    physics_sequence,
+)
 from mracq.recon.cosy.shared import fit_shared_path
 from mracq.recon.cosy.spectral import fit_path
 from mracq.recon.svt import svt
+from mracq.sim.cosy.model import N_PULSES
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +87,8 @@ POINTS_PER_TERM = 8
 """The shared-frequency path goes up to N / POINTS_PER_TERM terms (2 amplitudes each plus
 the frequencies they add) and at most `K_SHARED_MAX`."""
 K_SHARED_MAX = 30
+PHYSICS_FOLDS = 5
+"""Most folds of the physics candidates' honest cross-validation (each reruns the search)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,9 @@ class AutoReport:
         ``error`` over the reconstruction's peak-to-peak (the seed's [0, 1] scale).
     folds : int
         Cross-validation folds; ``n_points``: measured points.
+    couplings : dict, optional
+        For a ``physics:<m>`` choice: the fitted field (T), A_zz, A_perp and dipolar
+        couplings d (Hz) (`mracq.recon.cosy.physics_fit.CouplingFit.couplings`).
     """
 
     method: str
@@ -105,13 +125,18 @@ class AutoReport:
     error_fraction: float
     folds: int
     n_points: int
+    couplings: dict | None = None
 
     def summary(self) -> str:
         """One line for a log or the CLI."""
         return (f"auto chose {self.method} by {self.folds}-fold cross-validation on "
                 f"{self.n_points} points: held-out RMS error {self.validation_rmse:.3g}, "
                 f"noise {self.noise:.3g}, estimated map error {self.error:.3g} "
-                f"({self.error_fraction:.1%} of the map's range)")
+                f"({self.error_fraction:.1%} of the map's range)"
+                + ("" if self.couplings is None else
+                   "; couplings A_zz " + ", ".join(f"{a / 1e3:.1f}" for a in
+                                                   self.couplings["a_zz"])
+                   + " kHz at B = " + f"{self.couplings['b_field'] * 1e3:.3f} mT"))
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (stored with a run)."""
@@ -119,7 +144,8 @@ class AutoReport:
                 "noise": self.noise, "error": self.error,
                 "error_fraction": self.error_fraction, "folds": self.folds,
                 "n_points": self.n_points,
-                "cv_rmse": {k: float(v) for k, v in self.cv_rmse.items()}}
+                "cv_rmse": {k: float(v) for k, v in self.cv_rmse.items()},
+                **({"couplings": self.couplings} if self.couplings is not None else {})}
 
 
 class ValidatedMap(np.ndarray):
@@ -186,7 +212,11 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
                      folds: int | None = None, k_max: int | None = None,
                      use_dl: bool = True,
                      only: str | None = None, noise: float | None = None,
-                     seed: int = 0) -> ValidatedMap:
+                     seed: int = 0, field: float | None = None, tau: float | None = None,
+                     t1: np.ndarray | None = None, t2: np.ndarray | None = None,
+                     n_pulses: int = N_PULSES,
+                     physics_budget_s: float = PHYSICS_BUDGET_S,
+                     physics_search: dict | None = None) -> ValidatedMap:
     """Reconstruct with the candidate that predicts held-out measured points best.
 
     Parameters
@@ -212,6 +242,21 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
         default: estimated from the data (module docstring).
     seed : int
         Seed of the fold assignment (the result is a deterministic function of the data).
+    field, tau : float, optional
+        Both given: the calibrated field along the NV axis (T) and the sequence's
+        decoupling pulse spacing (s); adds the ``physics:2`` and ``physics:3`` candidates
+        (module docstring). Checked before any work (`physics_sequence`).
+    t1, t2 : arrays, optional
+        The map's evolution times (s, equal steps); default the experiment's grid
+        (4 us + 18 us steps, `mracq.sim.cosy.model.T_GRID`) cut to the map's shape.
+    n_pulses : int
+        pi pulses per decoupling block of the sequence.
+    physics_budget_s : float
+        Wall time (s) of the physics candidates' held-out searches; past it they are
+        dropped (logged) and auto chooses among the others.
+    physics_search : dict, optional
+        Settings of the coupling search (`mracq.recon.cosy.physics.fit_clusters`; default
+        those measured as a candidate, ``benchmarks/cosy_search_cv.py``).
 
     Returns
     -------
@@ -221,6 +266,8 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     from mracq.recon.cosy.dlmc import _validate, dlmc_post
 
     m, mk = _validate(measured, mask)
+    seq = physics_sequence(field, tau, t1, t2, n_pulses, m.shape, physics_budget_s,
+                           physics_search)
     n = int(mk.sum())
     if folds is None:
         folds = FOLDS_FEW if 2 * FOLDS_FEW <= n < FEW_POINTS else FOLDS
@@ -269,10 +316,22 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     agg = _aggregate(mse, n, min(mse.values())) if only is None else {}
     if len(agg) > 1:
         mse["aggregate"] = float(np.mean((sum(w * held[b] for b, w in agg.items()) - y) ** 2))
+    if seq is not None and only is None:
+        log.info("auto: physics candidates at field %.6f T, tau %.4g s, %d pulses, budget "
+                 "%.0f s", seq["b_field"], seq["tau"], seq["n_pulses"], seq["budget_s"])
+        mse.update(physics_cv_mse(y, ij, fid % min(folds, PHYSICS_FOLDS), seq))
     pool = [k for k in mse if only is None or k.split(":")[0] == only]
     if not pool:
         raise ValueError(f"no candidate of kind {only!r}")
     best = min(pool, key=mse.get)
+    physics_fit = None
+    if best.startswith("physics:"):
+        physics_fit = physics_refit(y, ij, int(best.split(":")[1]), seq)
+        if physics_fit is None:  # no start on all points (it had one on every fold)
+            log.warning("auto: %s found no start on all points; choosing among the others",
+                        best)
+            pool = [k for k in pool if not k.startswith("physics:")]
+            best = min(pool, key=mse.get)
     cv_mse = mse[best]
     err2 = max(cv_mse - noise_var, 0.0)
     cache: dict = {}
@@ -310,7 +369,9 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
             return bagged(kind, int(setting))
         return 0.5 * (bagged(kind.removeprefix("dl+"), int(setting)) + cache["dl"])
 
-    if best == "stack":
+    if physics_fit is not None and best.startswith("physics:"):
+        out = physics_fit.grid()
+    elif best == "stack":
         out = sum(w * refit(b) for b, w in weights.items())
         best = "stack(" + " + ".join(f"{w:.1f} {b}" for b, w in weights.items()) + ")"
     elif best == "aggregate":
@@ -324,7 +385,8 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     ptp = float(np.ptp(out)) or 1.0
     rep = AutoReport(best, {k: float(np.sqrt(v)) * span for k, v in mse.items()},
                      float(np.sqrt(cv_mse)) * span, float(np.sqrt(noise_var)) * span,
-                     float(err) * span, float(err / ptp), folds, n)
+                     float(err) * span, float(err / ptp), folds, n,
+                     physics_fit.couplings() if best.startswith("physics:") else None)
     log.info("%s", rep.summary())
     return ValidatedMap(out * span + lo, rep)
 

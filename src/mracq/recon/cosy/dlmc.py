@@ -102,6 +102,12 @@ def reconstruct(
     *,
     net: DLNet | None = None,
     noise: float | None = None,
+    field: float | None = None,
+    tau: float | None = None,
+    t1: np.ndarray | None = None,
+    t2: np.ndarray | None = None,
+    n_pulses: int | None = None,
+    physics_budget_s: float | None = None,
 ) -> np.ndarray:
     """Reconstruct a full 2D map from its entries where ``mask`` is True.
 
@@ -119,6 +125,21 @@ def reconstruct(
         Network for "dl"/"dlmc" (default: the shipped weights, loaded offline).
     noise : float, optional
         ``"auto"``: known RMS noise per point (input's scale) for its error estimate.
+    field, tau : float, optional
+        ``"auto"``, both given: the calibrated field along the NV axis (T) and the
+        sequence's decoupling pulse spacing (s) add the ``physics:2`` and ``physics:3``
+        candidates (the cluster's couplings fitted through the simulator, scored by honest
+        held-out validation; minutes, `mracq.recon.cosy.auto`). Checked first (a one-line
+        ValueError: non-finite, out of range, only one of the two); other methods ignore
+        them.
+    t1, t2 : arrays, optional
+        With ``field``: the map's evolution times (s, equal steps); default the
+        experiment's grid (4 us + 18 us steps) cut to the map's shape.
+    n_pulses : int, optional
+        With ``field``: pi pulses per decoupling block (default 40).
+    physics_budget_s : float, optional
+        With ``field``: wall time (s) of the physics candidates' held-out searches
+        (default `mracq.recon.cosy.auto.PHYSICS_BUDGET_S`; 0: none).
 
     Returns
     -------
@@ -131,11 +152,22 @@ def reconstruct(
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     m, mk = _validate(measured, mask)
     if method in ("auto", "spectral"):
-        from mracq.recon.cosy.auto import FOLDS, reconstruct_auto
+        from mracq.recon.cosy.auto import FOLDS, PHYSICS_BUDGET_S, reconstruct_auto
+        from mracq.recon.cosy.physics import physics_sequence
+        from mracq.sim.cosy.model import N_PULSES
 
+        phys = {}
+        if method == "auto" and (field is not None or tau is not None):
+            phys = {"field": field, "tau": tau, "t1": t1, "t2": t2,
+                    "n_pulses": N_PULSES if n_pulses is None else n_pulses,
+                    "physics_budget_s": (PHYSICS_BUDGET_S if physics_budget_s is None
+                                         else physics_budget_s)}
+            physics_sequence(*(phys[k] for k in ("field", "tau", "t1", "t2", "n_pulses")),
+                             m.shape, phys["physics_budget_s"])
         if mk.sum() >= 2 * FOLDS:
             return reconstruct_auto(m, mk, net=net, noise=noise,
-                                    only="spectral" if method == "spectral" else None)
+                                    only="spectral" if method == "spectral" else None,
+                                    **phys)
         method = "dlmc"
     lo = m[mk].min()
     span = m[mk].max() - lo
