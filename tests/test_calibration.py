@@ -506,3 +506,44 @@ def test_pooled_sigma_pools_points_of_like_error_only():
     st.ingest(list(zip(np.linspace(1.492e9, 1.508e9, 60), rng.uniform(0.8, 1.0, 60), sig,
                        strict=True)))
     assert np.allclose([m[2] for m in st.measured], out)
+
+
+def test_calibration_field_above_the_level_crossing(tmp_path):
+    """The line at 1.56 GHz is 46 mT or 158 mT (the COSY experiment's field): the
+    resonance alone cannot tell. A calibration made above the level crossing states the
+    high-field branch; the CLI takes the branch from --field; a simulated rig at 158 mT
+    calibrates to its field within 3 sigma."""
+    import argparse
+
+    from mracq.cli import CLIError
+    from mracq.cli.cmd_calibrate import search_range
+    from mracq.config import validate_config
+    from mracq.plans.calibration import calibrate
+    from mracq.pulses.calibration import GAMMA_E, LEVEL_CROSSING_FIELD, line_frequency
+    from mracq.session import make_session
+
+    kw = dict(resonance_frequency=line_frequency(0.158), resonance_frequency_error=1e3,
+              pi_duration=40e-9, pi_duration_error=1e-10, pi2_duration=20e-9,
+              pi2_duration_error=1e-10, power_dbm=0.0)
+    low, high = PulseCalibration(**kw), PulseCalibration(**kw, above_crossing=True)
+    assert high.field == pytest.approx(0.158, rel=1e-12)
+    assert low.field == pytest.approx(2 * LEVEL_CROSSING_FIELD - 0.158, rel=1e-12)
+    assert PulseCalibration.from_dict(high.as_dict()) == high
+    cfg = validate_config({"sim": {"seed": 2, "field": 0.158}})
+    ns = argparse.Namespace(range=None, field=0.158, field_error=2e-3, above_crossing=False)
+    lo, hi, above = search_range(ns, cfg)
+    assert above and (lo + hi) / 2 == pytest.approx(GAMMA_E * 0.158 - 2.870e9)
+    ns.field = LEVEL_CROSSING_FIELD + 1e-3
+    with pytest.raises(CLIError, match="level crossing"):
+        search_range(ns, cfg)
+    with make_session(cfg, data_dir=tmp_path) as s:
+        d = s.devices
+        with pytest.raises(ValueError, match="above_crossing"):
+            s.RE(calibrate(d["nv"], d["mw"], d["laser"], frequency_range=(lo, hi),
+                           above_crossing="yes"))
+        cal = s.RE(calibrate(d["nv"], d["mw"], d["laser"], frequency_range=(lo, hi),
+                             coarse_points=56, fine_points=61, rabi_points=41,
+                             ramsey_times=np.linspace(80e-9, 3.5e-6, 70),
+                             above_crossing=True)).plan_result
+        assert abs(cal.field - 0.158) < 3 * cal.field_error
+        assert cal.field_error < 1e-6

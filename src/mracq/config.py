@@ -327,8 +327,8 @@ SIM_SCHEMA: dict[str, Param] = {
     "bright_rate": Param("float", 0.03, 1e-6, 100, "photons/shot", "NV ms=0 photon rate"),
     "contrast": Param("float", 0.3, 0, 1, "", "fractional dark/bright contrast",
                       lo_open=True),
-    "field": Param("float", 0.05, 0, 0.1, "T", "static field along the NV axis (a number "
-                   "in tesla)"),
+    "field": Param("float", 0.05, 0, 1.0, "T", "static field along the NV axis (a number "
+                   "in tesla; the ms=0 <-> -1 line is at |D - gamma_e B|)"),
     "spectrum": Param("str", "default", description="name of the simulated noise spectrum"),
     "rabi_frequency": Param("float", 12.5e6, 0, 1e9, "Hz", "NV Rabi frequency at 0 dBm",
                             lo_open=True),

@@ -18,22 +18,26 @@ def add_arguments(parser) -> None:
                        help="frequency range to search for the ms=0 <-> -1 line (Hz)")
     parser.add_argument("--field-error", type=float, default=2e-3, metavar="T",
                         help="search half width around --field (T, default 2e-3)")
+    parser.add_argument("--above-crossing", action="store_true",
+                        help="with --range: the field is above the level crossing (~102.4 mT), "
+                             "the line at gamma_e B - D (with --field: from the field)")
     parser.add_argument("--power", type=float, default=0.0, metavar="DBM",
                         help="microwave power of the measurements to come (dBm, default 0)")
     parser.add_argument("--shots", type=int, default=1_000_000,
                         help="shots per point (default 1e6)")
 
 
-def search_range(args, config) -> tuple[float, float]:
-    """Frequencies (Hz) to search, from --range, --field or the simulated rig's field."""
+def search_range(args, config) -> tuple[float, float, bool]:
+    """Frequencies (Hz) to search, from --range, --field or the simulated rig's field, and
+    whether the field is above the level crossing."""
     from mracq.cli import CLIError
-    from mracq.pulses.calibration import GAMMA_E, ZERO_FIELD_SPLITTING
+    from mracq.pulses.calibration import GAMMA_E, LEVEL_CROSSING_FIELD, line_frequency
 
     if args.range:
         lo, hi = args.range
         if not hi > lo:
             raise CLIError("--range LOW HIGH must increase")
-        return lo, hi
+        return lo, hi, bool(args.above_crossing)
     field = args.field
     if field is None:
         if config.instruments["nv"]["backend"] != "sim":
@@ -42,9 +46,14 @@ def search_range(args, config) -> tuple[float, float]:
         field = config.sim.get("field", 0.05)
     if args.field_error <= 0:
         raise CLIError("--field-error must be > 0")
-    centre = ZERO_FIELD_SPLITTING - GAMMA_E * field
+    if not field > 0:
+        raise CLIError(f"--field must be > 0 T, got {field!r}")
+    if abs(field - LEVEL_CROSSING_FIELD) <= args.field_error:
+        raise CLIError(f"--field {field:g} T +- {args.field_error:g} T spans the level "
+                       f"crossing at {LEVEL_CROSSING_FIELD * 1e3:.1f} mT: give --range")
+    centre = line_frequency(field)
     half = GAMMA_E * args.field_error
-    return centre - half, centre + half
+    return centre - half, centre + half, field > LEVEL_CROSSING_FIELD
 
 
 def run_calibration(session, lo, hi, *, power_dbm, shots, out=print, **kw):
@@ -86,7 +95,8 @@ def run(args) -> int:
     if args.shots < 1:
         raise CLIError("--shots must be >= 1")
     try:  # the search range is checked before anything is opened
-        lo, hi = search_range(args, load_config(args.config) if args.config else load_config())
+        lo, hi, above = search_range(args, load_config(args.config) if args.config
+                                     else load_config())
     except (ConfigError, OSError) as exc:
         raise CLIError(str(exc)) from exc
     session = open_session(args)
@@ -94,7 +104,8 @@ def run(args) -> int:
         print(f"mracq calibrate: searching {lo / 1e9:.6f}-{hi / 1e9:.6f} GHz, "
               f"pulses at {args.power:g} dBm; data in {session.url or session.data_dir}")
         try:
-            cal = run_calibration(session, lo, hi, power_dbm=args.power, shots=args.shots)
+            cal = run_calibration(session, lo, hi, power_dbm=args.power, shots=args.shots,
+                                  above_crossing=above)
         except RuntimeError as exc:
             raise CLIError(f"calibration failed: {exc}") from exc
         scan_id = session.catalog[cal.uid].metadata["start"]["scan_id"]

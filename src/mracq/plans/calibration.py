@@ -386,7 +386,7 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
               shots: int = 1_000_000, coarse_points: int = 121, fine_points: int = 61,
               rabi_points: int = 81, ramsey_times=None, ramsey_detuning_hz: float = 2e6,
               coarse_power_dbm: float | None = None, md: dict | None = None,
-              progress=None):
+              progress=None, above_crossing: bool = False):
     """Calibrate an NV: resonance (ODMR, Ramsey), pi and pi/2 durations (Rabi).
 
     Steps, each a stored run: (1) coarse CW ODMR over ``frequency_range`` at
@@ -413,6 +413,10 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
         Evolution times, s (default 100 from just above the pi/2 pulse to 4 us).
     progress : callable, optional
         ``progress(step_name, result_dict)`` after each step (CLI output).
+    above_crossing : bool
+        The field is above the level crossing (~102.4 mT), so the line sits at
+        ``gamma_e B - D``: the calibration's field is then ``(D + f) / gamma_e``
+        (:class:`~mracq.pulses.calibration.PulseCalibration`).
 
     Returns
     -------
@@ -428,6 +432,8 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
     lo, hi = (float(x) for x in frequency_range)
     if not hi > lo:
         raise ValueError(f"frequency_range must increase, got {frequency_range!r}")
+    if not isinstance(above_crossing, bool):
+        raise ValueError(f"above_crossing must be True or False, got {above_crossing!r}")
     p_coarse = power_dbm - 10 if coarse_power_dbm is None else float(coarse_power_dbm)
     for p in (power_dbm, p_coarse):
         mw.power.check_value(p)
@@ -535,7 +541,8 @@ def calibrate(nv, mw, laser, *, frequency_range, power_dbm: float = 0.0,
         resonance_frequency=f_res, resonance_frequency_error=f_err,
         pi_duration=rf["pi_duration"], pi_duration_error=rf.errors["pi_duration"],
         pi2_duration=pi2, pi2_duration_error=rf.errors["pi2_duration"], power_dbm=power_dbm,
-        rabi_frequency=rf["rabi_frequency"], hyperfine_splitting=split, time=time.time(),
+        rabi_frequency=rf["rabi_frequency"], hyperfine_splitting=split,
+        above_crossing=above_crossing, time=time.time(),
         extra=extra)
     uid = yield from store_calibration(cal, md=md)
     yield from bps.mv(mw.frequency, f_res, mw.power, power_dbm)

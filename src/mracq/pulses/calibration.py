@@ -13,11 +13,21 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["DEFAULT_MAX_AGE", "PulseCalibration", "calibration_warnings"]
+__all__ = ["DEFAULT_MAX_AGE", "LEVEL_CROSSING_FIELD", "PulseCalibration", "calibration_warnings",
+           "line_frequency"]
 
 DEFAULT_MAX_AGE = 4 * 3600.0  # s: recalibrate after this (field and power drift)
 ZERO_FIELD_SPLITTING = 2.870e9  # Hz (as mracq.sim.nv; pulses sits below sim)
 GAMMA_E = 28.025e9  # Hz/T
+LEVEL_CROSSING_FIELD = ZERO_FIELD_SPLITTING / GAMMA_E
+"""Field (T, ~102.4 mT) where the ms = -1 level crosses ms = 0: above it the ms = 0 <-> -1
+line is at ``gamma_e B - D``, below at ``D - gamma_e B``."""
+
+
+def line_frequency(field: float) -> float:
+    """The ms = 0 <-> ms = -1 line at ``field`` (T) along the NV axis, Hz:
+    ``|D - gamma_e B|``."""
+    return abs(ZERO_FIELD_SPLITTING - GAMMA_E * float(field))
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,9 @@ class PulseCalibration:
         On-resonance Rabi frequency at ``power_dbm``, Hz.
     hyperfine_splitting : float
         14N splitting found in ODMR, Hz (0: no triplet resolved).
+    above_crossing : bool
+        The field is above :data:`LEVEL_CROSSING_FIELD`, where the line is at
+        ``gamma_e B - D`` (the resonance alone cannot tell: 1.56 GHz is 46 mT or 158 mT).
     time : float
         When it was made, Unix time (s).
     uid : str, optional
@@ -56,6 +69,7 @@ class PulseCalibration:
     power_dbm: float
     rabi_frequency: float = float("nan")
     hyperfine_splitting: float = 0.0
+    above_crossing: bool = False
     time: float = field(default_factory=time.time)
     uid: str | None = None
     extra: dict = field(default_factory=dict, hash=False, compare=False)
@@ -70,8 +84,10 @@ class PulseCalibration:
 
     @property
     def field(self) -> float:
-        """Field along the NV axis from the resonance, ``(D - f) / gamma_e`` (T)."""
-        return (ZERO_FIELD_SPLITTING - self.resonance_frequency) / GAMMA_E
+        """Field along the NV axis from the resonance (T): ``(D - f) / gamma_e``, or
+        ``(D + f) / gamma_e`` :attr:`above_crossing`."""
+        sign = 1.0 if self.above_crossing else -1.0
+        return (ZERO_FIELD_SPLITTING + sign * self.resonance_frequency) / GAMMA_E
 
     @property
     def field_error(self) -> float:

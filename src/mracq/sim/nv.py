@@ -270,7 +270,8 @@ class SimulatedNV:
     rng : numpy.random.Generator
     field : float
         Static field along the NV axis, T (sets the ms = 0 <-> -1 transition,
-        ``D - gamma_e B``).
+        ``|D - gamma_e B|``: above the level crossing at ``D / gamma_e`` ~ 102.4 mT the
+        ms = -1 level lies below ms = 0).
     calibrated_power_dbm : float
         Microwave power at which the Rabi frequency is ``rabi_frequency``, dBm.
     rabi_frequency : float, optional
@@ -302,7 +303,7 @@ class SimulatedNV:
     @property
     def transition_frequency(self) -> float:
         """ms = 0 <-> ms = -1 transition frequency (the m_I = 0 line), Hz."""
-        return ZERO_FIELD_SPLITTING - GAMMA_E * self.field
+        return abs(ZERO_FIELD_SPLITTING - GAMMA_E * self.field)
 
     def pi_duration(self, mw_power_dbm: float) -> float:
         """True pi-pulse duration at ``mw_power_dbm`` on resonance, s (12.5 MHz if nominal)."""
