@@ -17,14 +17,16 @@ def calibrate_rig(session, nv_sim, *, show_truth=True):
     import numpy as np
 
     from mracq.cli.cmd_calibrate import run_calibration
-    from mracq.pulses.calibration import GAMMA_E, ZERO_FIELD_SPLITTING
+    from mracq.pulses.calibration import GAMMA_E, LEVEL_CROSSING_FIELD, line_frequency
 
-    centre = ZERO_FIELD_SPLITTING - GAMMA_E * round(nv_sim.field, 2)
+    nominal = round(nv_sim.field, 2)
+    centre = line_frequency(nominal)
     lo, hi = centre - GAMMA_E * 2e-3, centre + GAMMA_E * 2e-3
     print(f"calibrating (uncalibrated rig): line searched in {lo / 1e9:.4f}-{hi / 1e9:.4f} GHz")
     cal = run_calibration(session, lo, hi, power_dbm=0.0, shots=CALIBRATION_SHOTS,
                           coarse_points=61, fine_points=41, rabi_points=41,
-                          ramsey_times=np.linspace(60e-9, 3e-6, 60))
+                          ramsey_times=np.linspace(60e-9, 3e-6, 60),
+                          above_crossing=nominal > LEVEL_CROSSING_FIELD)
     print(f"calibration: {cal.summary()}; the measurements below use it")
     if show_truth:
         print(f"  (simulated truth: resonance {nv_sim.transition_frequency / 1e9:.6f} GHz, "

@@ -3,6 +3,8 @@
 - `fits`: `fit_odmr` (Lorentzian / Gaussian dips, optionally the 14N triplet), `fit_rabi`
   (damped Rabi oscillation, pi and pi/2 durations), `fit_ramsey` (detuning from fringes);
   each returns a `Fit` with values and standard errors;
+- `grid`: the line's posterior on a (width, centre) grid with depth and baseline integrated
+  out, and the preposterior design on it (used by the strategy);
 - `strategy`: `AdaptiveODMR`, a particle posterior over the line that picks the next
   frequency (suggest/ingest) and stops at a target uncertainty of the centre.
 """

@@ -25,6 +25,7 @@ import logging
 import numpy as np
 
 from mracq.recon.calibration.fits import odmr_jacobian, odmr_model, pooled_sigma
+from mracq.recon.calibration.grid import expected_centre_variance, grid_posterior
 from mracq.recon.protocol import ID_KEY
 
 __all__ = ["AdaptiveODMR"]
@@ -32,27 +33,6 @@ __all__ = ["AdaptiveODMR"]
 log = logging.getLogger(__name__)
 
 PARAMS = ("centre", "width", "depth", "baseline")
-
-
-def _log_interval_mass(mu, sd, lo, hi):
-    """ln P(lo < X < hi), X ~ N(mu, sd^2), elementwise, stable in the tails."""
-    from scipy.special import log_ndtr
-
-    a, b = (lo - mu) / sd, (hi - mu) / sd
-    # ln(Phi(b) - Phi(a)), mirrored where both are far in the upper tail
-    lb, la = log_ndtr(b), log_ndtr(a)
-    ub, ua = log_ndtr(-a), log_ndtr(-b)
-    with np.errstate(divide="ignore"):  # the branch np.where drops may reach ln 0
-        lower = lb + np.log1p(-np.exp(np.minimum(la - lb, -1e-300)))
-        upper = ub + np.log1p(-np.exp(np.minimum(ua - ub, -1e-300)))
-    return np.where(a > 0, upper, lower)
-
-
-def _systematic(p, n, rng) -> np.ndarray:
-    """``n`` indices drawn from the weights ``p`` by systematic resampling (one uniform
-    offset from ``rng``)."""
-    return np.minimum(np.searchsorted(np.cumsum(p), (np.arange(n) + rng.uniform()) / n),
-                      len(p) - 1)
 
 
 class AdaptiveODMR:
@@ -327,40 +307,12 @@ class AdaptiveODMR:
         return cs, edges, lw
 
     def _grid_posterior(self, cs, ws, linear=False):
-        """ln posterior (up to a constant) on the grid ``ws`` x ``cs`` (widths x centres),
-        depth and baseline integrated out: for a fixed centre and width the model is linear
-        in (baseline, depth), so with the baseline's normal prior and a flat depth prior on
-        ``depth_range`` the integral is Gaussian (the depth's bounds through the normal
-        CDF). Centre flat; width log-uniform (``ws`` evenly spaced in ln width). With
-        ``linear``, also each cell's least-squares baseline and depth and their covariance
-        (var b, cov bd, var d), without the depth's bounds: ``(logp, b, d, vbb, vbd, vdd)``,
-        each of shape ``(len(ws), len(cs))``."""
+        """:func:`~mracq.recon.calibration.grid.grid_posterior` of the measured points on
+        the grid ``ws`` x ``cs`` (widths x centres, Hz)."""
         f, y, sig = (np.array(c) for c in zip(*self.measured, strict=True))
-        wt = 1.0 / sig**2
-        b0, sb = self.baseline_prior
-        d_lo, d_hi = self.depth_range
-        logp = np.empty((len(ws), len(cs)))
-        mb, md = np.empty_like(logp), np.empty_like(logp)
-        cbb, cbd, cdd = np.empty_like(logp), np.empty_like(logp), np.empty_like(logp)
-        x = f[None, :] - cs[:, None]  # (n_c, n)
-        h_bb = wt.sum() + 1.0 / sb**2
-        g_b = (wt * y).sum() + b0 / sb**2
-        for i, w in enumerate(ws):
-            shape = odmr_model(x, 0.0, w, -1.0, 0.0, shape=self.shape,
-                               splitting=self.splitting)  # y = b - d * shape
-            h_bd = -(shape @ wt)
-            h_dd = (shape**2) @ wt
-            g_d = -(shape @ (wt * y))
-            det = np.maximum(h_bb * h_dd - h_bd**2, 1e-300)
-            b_hat = (h_dd * g_b - h_bd * g_d) / det
-            d_hat = (h_bb * g_d - h_bd * g_b) / det
-            chi2_min = (wt * y**2).sum() + b0**2 / sb**2 - (b_hat * g_b + d_hat * g_d)
-            sd_d = np.sqrt(h_bb / det)  # the depth's marginal, baseline integrated out
-            logp[i] = -0.5 * chi2_min - 0.5 * np.log(det) + np.log(sd_d) + \
-                _log_interval_mass(d_hat, sd_d, d_lo, d_hi)
-            mb[i], md[i] = b_hat, d_hat
-            cbb[i], cbd[i], cdd[i] = h_dd / det, -h_bd / det, h_bb / det
-        return (logp, mb, md, cbb, cbd, cdd) if linear else logp
+        return grid_posterior(f, y, sig, cs, ws, baseline_prior=self.baseline_prior,
+                              depth_range=self.depth_range, shape=self.shape,
+                              splitting=self.splitting, linear=linear)
 
     # while the line is not found, every SEARCH_REFRESH points from SEARCH_FROM on the
     # particles are drawn afresh from the posterior on a (centre, ln width) grid over the
@@ -754,47 +706,19 @@ class AdaptiveODMR:
 
     def _grid_design(self, sigma):
         """Expected centre variance of the grid posterior (Hz^2) after one more point at
-        each candidate, or None where there is no grid. Depth and baseline are Gaussian
-        within each (centre, width) cell; the outcomes are :attr:`GRID_DESIGN_OUTCOMES`
-        draws from the predictive mixture (the same cells and normal deviates for every
-        candidate)."""
+        each candidate (:func:`~mracq.recon.calibration.grid.expected_centre_variance`),
+        or None where there is no grid. The draws are seeded by the number of points."""
         axes = self._grid_axes()
         if axes is None:
             return None
         cs, _, lw = axes
         ws = np.exp(lw)
-        logp, mb, md, cbb, cbd, cdd = self._grid_posterior(cs, ws, linear=True)
-        p = np.exp(logp - logp.max()).ravel()
-        p /= p.sum()
-        r = np.random.default_rng(len(self.measured))
-        # at most GRID_DESIGN_CELLS cells, drawn by weight (systematic; counts as weights)
-        keep, p = np.unique(_systematic(p, self.GRID_DESIGN_CELLS, r), return_counts=True)
-        p = p / p.sum()
-        iw, ic = np.unravel_index(keep, logp.shape)
-        c, w = cs[ic], ws[iw]
-        b, d = mb.ravel()[keep], md.ravel()[keep]
-        vbb, vbd, vdd = cbb.ravel()[keep], cbd.ravel()[keep], cdd.ravel()[keep]
-        shape = odmr_model(self.candidates[:, None] - c[None, :], 0.0, w[None, :], -1.0, 0.0,
-                           shape=self.shape, splitting=self.splitting)  # (K, M)
-        mu = b - d * shape
-        # only the candidates whose prediction the cells disagree on most can inform
-        m = mu @ p
-        top = np.argsort(((mu - m[:, None]) ** 2) @ p)[-self.GRID_DESIGN_CANDIDATES:]
-        shape, mu = shape[top], mu[top]
-        var = sigma**2 + vbb - 2 * shape * vbd + shape**2 * vdd
-        q = self.GRID_DESIGN_OUTCOMES
-        pick = _systematic(p, q, r)
-        y = mu[:, pick] + np.sqrt(var[:, pick]) * r.standard_normal(q)  # (K, Q)
-        ll = -0.5 * (y[:, :, None] - mu[:, None, :]) ** 2 / var[:, None, :] \
-            - 0.5 * np.log(var[:, None, :])  # (K, Q, M)
-        ll -= ll.max(axis=2, keepdims=True)
-        post = p * np.exp(ll)
-        post /= post.sum(axis=2, keepdims=True)
-        m1 = post @ c
-        m2 = post @ c**2
-        out = np.full(len(self.candidates), np.inf)
-        out[top] = np.mean(np.maximum(m2 - m1**2, 0.0), axis=1)
-        return out
+        post = self._grid_posterior(cs, ws, linear=True)
+        return expected_centre_variance(
+            self.candidates, cs, ws, post, sigma, cells=self.GRID_DESIGN_CELLS,
+            outcomes=self.GRID_DESIGN_OUTCOMES, n_candidates=self.GRID_DESIGN_CANDIDATES,
+            rng=np.random.default_rng(len(self.measured)), shape=self.shape,
+            splitting=self.splitting)
 
     def _cycle_frequency(self):
         if not self.CYCLE_EVERY or self.HONESTY_K == 0 or \
