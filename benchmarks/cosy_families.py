@@ -16,8 +16,16 @@ of a noisy error curve), and the ``oracle`` part: the ceiling of design on the
 plane-wave model, with the noiseless map's frequencies known. The pair/shot-noise
 figures of the original benchmark stay in ``benchmarks/cosy.py`` / ``cosy.json``.
 
+``--field-known``: in the families part, auto at 10 % is run a second time with each
+map's true field along the NV axis plus a seeded Gaussian calibration error
+(``--field-error``, 2 uT), the map's pulse spacing, the experiment's grid and 40 pulses:
+the ``physics:2``/``physics:3`` candidates join (`mracq.recon.cosy.physics`, minutes per
+map), reported as the ``auto_field`` column. Maps, masks and noise are those of the run
+without the option (the field error has its own random stream).
+
 Run: ``PYTHONPATH=src nice -n 10 python benchmarks/cosy_families.py [--maps 10]
-[--adaptive-maps 2] [--parts families adaptive oracle] [--families ...] [--weights FILE]``
+[--adaptive-maps 2] [--parts families adaptive oracle] [--families ...] [--weights FILE]
+[--field-known]``
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import numpy as np  # noqa: E402
 from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
 from mracq.recon.metrics import rmse, snr_db, spectral_regions, ssim  # noqa: E402
 from mracq.sim.cosy.families import FAMILIES, add_noise, family_maps  # noqa: E402
+from mracq.sim.cosy.model import N_PULSES, T_GRID  # noqa: E402
 
 METHODS = ("orig", "svt", "dl", "dlmc", "auto")
 COVERAGES = (0.05, 0.1, 0.2, 0.4)
@@ -47,9 +56,9 @@ def random_mask(shape, coverage, rng):
     return flat.reshape(shape)
 
 
-def evaluate(truth, noisy, mask, method) -> dict:
+def evaluate(truth, noisy, mask, method, **kw) -> dict:
     t0 = time.perf_counter()
-    rec = reconstruct(np.where(mask, noisy, np.nan), mask, method, net=_NET)
+    rec = reconstruct(np.where(mask, noisy, np.nan), mask, method, net=_NET, **kw)
     dt = time.perf_counter() - t0
     peak, blank = spectral_regions(truth)
     out = {"rmse": rmse(rec, truth), "ssim": ssim(rec, truth),
@@ -67,30 +76,40 @@ def _mean(v) -> float:
     return float(np.mean(np.maximum(np.asarray(v, float), -60.0)))
 
 
-def _family_table(truths, noisy, rng) -> dict:
-    """Every method at every coverage on one random mask per map and coverage."""
-    rows = {m: {c: [] for c in COVERAGES} for m in METHODS}
-    for t, y in zip(truths, noisy, strict=True):
+def _family_table(truths, noisy, rng, fields=None) -> dict:
+    """Every method at every coverage on one random mask per map and coverage; with
+    ``fields`` (one `reconstruct` keyword dict per map) also ``auto_field`` at 10 %."""
+    methods = METHODS + (("auto_field",) if fields else ())
+    rows = {m: {c: [] for c in COVERAGES} for m in methods}
+    for k, (t, y) in enumerate(zip(truths, noisy, strict=True)):
         for c in COVERAGES:
             mask = random_mask(t.shape, c, rng)
             for m in METHODS:
                 rows[m][c].append(evaluate(t, y, mask, m))
+            if fields and c == 0.1:
+                r = evaluate(t, y, mask, "auto", **fields[k])
+                rows["auto_field"][c].append(r)
+                print(f"  map {k}: auto_field {r['rmse']:.3f} [{r['chose']}] "
+                      f"({r['time_s']:.0f} s), auto {rows['auto'][c][-1]['rmse']:.3f}, "
+                      f"svt {rows['svt'][c][-1]['rmse']:.3f}", flush=True)
     summ = {m: {f"{int(c * 100)}%": {k: _mean([r[k] for r in rows[m][c]])
                                      for k in ("rmse", "ssim", "snr_gain_db", "time_s")}
-                for c in COVERAGES} for m in METHODS}
+                for c in COVERAGES if rows[m][c]} for m in methods}
     a10 = rows["auto"][0.1]
-    worst = max(a["rmse"] / min(d["rmse"], s["rmse"]) for a, d, s in
-                zip(a10, rows["dl"][0.1], rows["svt"][0.1], strict=True))
     fr = {"methods": summ, "per_map": {m: {f"{int(c * 100)}%": rows[m][c]
-                                           for c in COVERAGES} for m in METHODS},
+                                           for c in COVERAGES if rows[m][c]} for m in methods},
           "auto10_est_rmse": float(np.mean([r["est"] for r in a10])),
-          "auto10_chose": [r["chose"] for r in a10],
-          "done_when": {
-              "auto10_over_svt40_rmse": summ["auto"]["10%"]["rmse"]
-              / summ["svt"]["40%"]["rmse"],
-              "auto10_snr_gain_db": summ["auto"]["10%"]["snr_gain_db"],
-              "auto10_worst_over_best_of_dl_svt": float(worst)}}
-    for m in METHODS:
+          "auto10_chose": [r["chose"] for r in a10], "done_when": {}}
+    for m in methods[len(METHODS) - 1:]:  # auto, and auto_field with fields
+        worst = max(a["rmse"] / min(d["rmse"], s["rmse"]) for a, d, s in
+                    zip(rows[m][0.1], rows["dl"][0.1], rows["svt"][0.1], strict=True))
+        fr["done_when"].update({
+            f"{m}10_over_svt40_rmse": summ[m]["10%"]["rmse"] / summ["svt"]["40%"]["rmse"],
+            f"{m}10_snr_gain_db": summ[m]["10%"]["snr_gain_db"],
+            f"{m}10_worst_over_best_of_dl_svt": float(worst)})
+    if fields:
+        fr["auto_field10_chose"] = [r["chose"] for r in rows["auto_field"][0.1]]
+    for m in methods:
         print(f"  {m:5s} " + "  ".join(
             f"{k}: {s['rmse']:.3f} {s['snr_gain_db']:+5.1f}dB {s['ssim']:.2f}"
             for k, s in summ[m].items()), flush=True)
@@ -189,6 +208,19 @@ def oracle(truth, noisy, seed, k_max=20, start=100, frac=0.7, target_masks=4) ->
     return out
 
 
+def _map_fields(sel, args, fi) -> list[dict]:
+    """`reconstruct` keywords per map from `family_maps`'s clusters: the true field plus a
+    Gaussian error of ``args.field_error`` (own stream: [seed, fi, 3]), and tau."""
+    n = sum(len(o) for o, _ in sel)
+    b, tau = np.empty(n), np.empty(n)
+    for o, c in sel:
+        b[o], tau[o] = c.b_field, c.tau
+    b_cal = b + args.field_error * np.random.default_rng([args.seed, fi, 3]).normal(size=n)
+    return [{"field": float(bk), "tau": float(tk), "t1": T_GRID, "t2": T_GRID,
+             "n_pulses": N_PULSES, "physics_budget_s": args.physics_budget}
+            for bk, tk in zip(b_cal, tau, strict=True)]
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--maps", type=int, default=10)
@@ -203,6 +235,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--noise", type=float, default=0.1)
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--weights", default=None)
+    ap.add_argument("--field-known", action="store_true",
+                    help="families part: also auto at 10 %% with each map's field and tau")
+    ap.add_argument("--field-error", type=float, default=2e-6,
+                    help="T, rms of the Gaussian calibration error (--field-known)")
+    ap.add_argument("--physics-budget", type=float, default=None,
+                    help="s, physics_budget_s of auto_field (default: auto's)")
     ap.add_argument("--out", default=None, help="JSON (default cosy_families.json, or "
                     "cosy_families_adaptive.json without the families part)")
     args = ap.parse_args(argv)
@@ -220,13 +258,16 @@ def main(argv=None) -> dict:
     for fam in args.families:
         fi = FAMILIES.index(fam)
         rng = np.random.default_rng([args.seed, fi])
-        truths = family_maps(fam, n_maps, rng)
+        truths = family_maps(fam, n_maps, rng, return_clusters=args.field_known)
+        fields = None
+        if args.field_known:  # same draws as without: return_clusters only adds output
+            truths, fields = truths[0], _map_fields(truths[1], args, fi)
         noisy = add_noise(truths, args.noise, rng)
         fr = result["families"].setdefault(fam, {})
         print(f"== {fam} (noise {args.noise})", flush=True)
         if "families" in args.parts:
             fr.update(_family_table(truths[:args.maps], noisy[:args.maps],
-                                    np.random.default_rng([args.seed, fi, 0])))
+                                    np.random.default_rng([args.seed, fi, 0]), fields))
         na = args.adaptive_maps
         if "adaptive" in args.parts and na:
             ad = [adaptive(t, y, [args.seed, fi, k, 1], args.target_masks)
