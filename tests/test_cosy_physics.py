@@ -7,8 +7,9 @@ import pytest
 
 from mracq.recon.cosy.auto import reconstruct_auto
 from mracq.recon.cosy.dlmc import reconstruct
-from mracq.recon.cosy.physics import fit_clusters
+from mracq.recon.cosy.physics import fit_clusters, resonant_harmonic, resonant_tau
 from mracq.recon.cosy.physics_fit import KHZ
+from mracq.sim.cosy.families import family_couplings
 from mracq.sim.cosy.model import B_FIELD, T_GRID, TAU, simulate_map
 
 GRID = T_GRID[:32]
@@ -70,6 +71,45 @@ def test_auto_without_field_is_unchanged_and_physics_off_changes_nothing():
     np.testing.assert_array_equal(plain, off)
     assert plain.report.to_dict() == off.report.to_dict()
     assert not any(k.startswith("physics") for k in plain.report.cv_rmse)
+
+
+def test_resonant_harmonic_says_where_the_map_holds_13c_signal():
+    """The seed's tau is the 7th harmonic at 158 mT and off every harmonic at 50 mT (the
+    default simulated rig); `resonant_tau` puts it back. On clusters of three families
+    (their own field and tau: on the 7th harmonic) the simulated map has signal; with tau
+    15 % longer, where the check finds no harmonic, it is flat to < 10 % of that."""
+    assert resonant_harmonic(B_FIELD, TAU) == 7
+    assert resonant_harmonic(0.05, TAU) is None
+    assert resonant_harmonic(0.05, resonant_tau(0.05)) == 7
+    assert resonant_harmonic(0.05, resonant_tau(0.05, 5)) == 5
+    assert resonant_tau(B_FIELD) == pytest.approx(TAU, rel=0.02)
+    rng = np.random.default_rng(31)
+    for fam in ("couplings", "bonded_pair", "lattice2"):
+        cls = family_couplings(fam, 6, rng)
+        for c in (cls if isinstance(cls, list) else [cls]):
+            ptp = {}
+            for f in (1.0, 1.15):
+                assert all((resonant_harmonic(b, t * f) is None) == (f != 1.0)
+                           for b, t in zip(c.b_field, c.tau, strict=True))
+                maps = simulate_map(hyperfine=c.hyperfine, dipolar=c.dipolar, t1=GRID,
+                                    t2=GRID, b_field=c.b_field, tau=c.tau * f)
+                ptp[f] = np.ptp(maps.reshape(len(maps), -1), axis=1)
+            assert np.max(ptp[1.15]) < 0.1 * np.median(ptp[1.0]), (fam, ptp)
+
+
+def test_auto_off_resonance_skips_physics_at_once(caplog):
+    """Field 50 mT with the 158 mT tau (a simulated session at the default field): no
+    physics candidates, a warning with field and tau, and the result of auto without
+    the field, with the default 600 s budget not spent."""
+    m, y, mask = _cluster_map((30.0, -25.0), (20.0, 15.0), 1.5, 0.1, 0.2, 2)
+    x = np.where(mask, y, np.nan)
+    plain = reconstruct_auto(x, mask)
+    with caplog.at_level(logging.WARNING, logger="mracq.recon.cosy"):
+        off = reconstruct_auto(x, mask, field=0.05, tau=TAU)
+    np.testing.assert_array_equal(plain, off)
+    assert not any(k.startswith("physics") for k in off.report.cv_rmse)
+    assert any("no physics candidates at field 0.050000 T, tau 2.045e-06 s" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_auto_with_field_scores_and_picks_physics(caplog):

@@ -114,10 +114,13 @@ def test_plans_record_the_calibrated_field_and_tau_and_reconstruct_with_them(
                            20e-9, 0.03e-9, power_dbm=0.0)
     nv.calibration = cal
     try:
-        with caplog.at_level("INFO", logger="mracq.recon.cosy"):
+        with caplog.at_level("INFO", logger="mracq"):
             res = RE(cosy_random_mask(nv, 0.3, t1=GRID, t2=GRID, rng=np.random.default_rng(4),
                                       program_kw={"tau": 2.1e-6}, physics_budget_s=0)
                      ).plan_result
+        # 2.1 us at 50 mT is off every 13C harmonic: the plan says so, with the 7th's tau
+        assert any("off the 13C resonance at B = 0.0500 T" in r.getMessage()
+                   and "tau = 6.537e-06 s" in r.getMessage() for r in caplog.records)
         start = get_run(tmp_catalog, res["uid"]).metadata["start"]
         assert start["field"] == pytest.approx(cal.field, rel=1e-12)
         assert abs(start["field"] - 0.05) < 1e-3 and start["field_source"] == "calibration"

@@ -60,6 +60,7 @@ from mracq.recon.cosy.physics import (
     physics_cv_mse,
     physics_refit,
     physics_sequence,
+    resonant_harmonic,
 )
 from mracq.recon.cosy.shared import fit_shared_path
 from mracq.recon.cosy.spectral import fit_path
@@ -245,7 +246,10 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     field, tau : float, optional
         Both given: the calibrated field along the NV axis (T) and the sequence's
         decoupling pulse spacing (s); adds the ``physics:2`` and ``physics:3`` candidates
-        (module docstring). Checked before any work (`physics_sequence`).
+        (module docstring). Checked before any work (`physics_sequence`). Where ``tau``
+        puts no odd harmonic of the block near the 13C band at that field
+        (`resonant_harmonic`), the map holds no signal the coupling search could fit:
+        no physics candidates (a warning says so).
     t1, t2 : arrays, optional
         The map's evolution times (s, equal steps); default the experiment's grid
         (4 us + 18 us steps, `mracq.sim.cosy.model.T_GRID`) cut to the map's shape.
@@ -268,6 +272,12 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
     m, mk = _validate(measured, mask)
     seq = physics_sequence(field, tau, t1, t2, n_pulses, m.shape, physics_budget_s,
                            physics_search)
+    if seq is not None and seq["budget_s"] > 0 and resonant_harmonic(
+            seq["b_field"], seq["tau"], seq["n_pulses"]) is None:
+        log.warning("auto: no physics candidates at field %.6f T, tau %.4g s: no odd harmonic "
+                    "of the decoupling block reaches the 13C band at that field, so the map "
+                    "holds no 13C signal to fit", seq["b_field"], seq["tau"])
+        seq = None
     n = int(mk.sum())
     if folds is None:
         folds = FOLDS_FEW if 2 * FOLDS_FEW <= n < FEW_POINTS else FOLDS

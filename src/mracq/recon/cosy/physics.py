@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 __all__ = ["FIELD_RANGE", "PHYSICS_BUDGET_S", "SPINS", "TAU_RANGE", "add_third",
            "anchor_lines", "anchor_search", "check_sequence", "fit_clusters",
            "held_out_physics", "physics_cv_mse", "physics_refit", "physics_sequence",
-           "rescan"]
+           "rescan", "resonant_harmonic", "resonant_tau"]
 
 HALF_AZIMUTH = GRID_AZIMUTH[:2]
 A_ZZ_MAX = 65.0
@@ -350,6 +350,50 @@ def held_out_physics(values, ij, fold_ids, *, t1, t2, b_field, tau, n_pulses=N_P
                  k + 1, len(folds), time.perf_counter() - tf, time.perf_counter() - t0,
                  budget_s)
     return {f"physics:{m}": p for m, p in pred.items()}
+
+
+def resonant_harmonic(field: float, tau: float, n_pulses: int = N_PULSES,
+                      a_zz_max: float = A_ZZ_MAX) -> int | None:
+    """The odd harmonic of the decoupling block that a 13C nucleus of the search's prior
+    can meet, or None when there is none.
+
+    A CPMG/XY block of ``n_pulses`` pi pulses ``tau`` apart passes a nucleus whose mean
+    precession frequency ``(f0 + f1) / 2 ~ f_L - A_zz / 2`` lies within about
+    ``1 / (n_pulses tau)`` of an odd multiple ``h / (2 tau)``; nuclei elsewhere leave the
+    NV alone, and the COSY map holds none of their signal. With ``|A_zz| <= a_zz_max`` the
+    prior's band is ``f_L +- (a_zz_max / 2 + 1 / (n_pulses tau))``. Off every harmonic a
+    simulated cluster's map is flat to ~1e-3 of P(ms=0) against ~1e-2-1e-1 on it
+    (``tau`` detuned by 10-20 %, 120 clusters of three families), so there is nothing
+    for the coupling search to fit.
+
+    Parameters
+    ----------
+    field : float
+        Field along the NV axis in T (13C Larmor frequency ``f_L = gamma_13C B / 2 pi``).
+    tau : float
+        Pulse spacing in s.
+    n_pulses : int
+        pi pulses per decoupling block.
+    a_zz_max : float
+        Largest |A_zz| of the prior in kHz.
+
+    Returns
+    -------
+    int or None
+        The odd ``h`` with ``h / (2 tau)`` in the band nearest ``f_L``; None if none.
+    """
+    f_l = GAMMA_13C * float(field) / KHZ  # kHz
+    half = 1e-3 / (2.0 * float(tau))  # kHz
+    reach = a_zz_max / 2.0 + 1e-3 / (int(n_pulses) * float(tau))
+    h = 2 * np.floor(f_l / half / 2.0) + np.array([-1.0, 1.0, 3.0])  # odd neighbours
+    h = h[(h >= 1) & (np.abs(h * half - f_l) <= reach)]
+    return int(h[np.argmin(np.abs(h * half - f_l))]) if h.size else None
+
+
+def resonant_tau(field: float, harmonic: int = 7) -> float:
+    """Pulse spacing (s) that puts the bare 13C Larmor frequency at ``field`` (T) on the
+    odd ``harmonic`` of the decoupling block: ``harmonic / (2 f_L)``."""
+    return harmonic / (2.0 * GAMMA_13C * float(field) / (2 * np.pi))
 
 
 def physics_sequence(field, tau, t1, t2, n_pulses, shape, budget_s, search=None
