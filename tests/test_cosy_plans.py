@@ -79,6 +79,31 @@ def test_adaptive_plan_grows_mask_without_repeats(setup, tmp_catalog):
     assert len(res["changes"]) >= 3
 
 
+def test_adaptive_couplings_strategy_needs_the_field_and_falls_back_off_resonance(
+        setup, tmp_catalog, caplog):
+    """strategy="couplings" without a field is refused before any run opens; at the
+    default rig's 50 mT with the 158 mT tau the coupling search has nothing to fit (a
+    warning per batch), so the batches are designed on the plane-wave model."""
+    devices, RE = setup
+    nv = devices["nv"]
+    n_runs = len(tmp_catalog)
+    with pytest.raises(ValueError, match="needs method='auto' and the field"):
+        RE(cosy_adaptive(nv, t1=GRID, t2=GRID, strategy="couplings"))
+    with pytest.raises(ValueError, match="needs method='auto' and the field"):
+        RE(cosy_adaptive(nv, t1=GRID, t2=GRID, strategy="couplings", field=0.05,
+                         method="svt"))
+    assert len(tmp_catalog) == n_runs
+    with caplog.at_level("WARNING", logger="mracq"):
+        res = RE(cosy_adaptive(nv, t1=GRID, t2=GRID, initial=0.2, batch=10, max_coverage=0.3,
+                               tol=1e-6, strategy="couplings", field=0.05,
+                               rng=np.random.default_rng(3))).plan_result
+    assert res["n_points"] == round(0.3 * 144) and res["stop_reason"] == "budget"
+    start = get_run(tmp_catalog, res["uid"]).metadata["start"]
+    assert start["field"] == 0.05 and "couplings" in start["criterion"]
+    assert sum("no physics candidates at field 0.050000 T" in r.getMessage()
+               for r in caplog.records) >= 2
+
+
 def test_strategy_scores_disagreement_and_sparsity():
     x = np.cos(np.arange(20) * 0.7)[:, None] * np.cos(np.arange(20) * 0.4)[None, :]
     pick = np.random.default_rng(9).random((20, 20)) < 0.5

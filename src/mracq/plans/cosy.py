@@ -8,7 +8,9 @@ store every measured point (``primary``: ``i``, ``j``, ``t1``, ``t2`` and the se
 spectrum). They return a dict with the same arrays and the simulated hardware time.
 
 Adaptive strategy: `mracq.recon.cosy.design.PlaneWaveDesign` (V-optimal design under the
-fitted plane-wave model, the default) or `mracq.recon.cosy.strategy.EnsembleDisagreement`.
+fitted plane-wave model, the default), `mracq.recon.cosy.design.CouplingDesign` (under the
+cluster couplings fitted with the calibrated field) or
+`mracq.recon.cosy.strategy.EnsembleDisagreement`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from mracq.plans._stored import StoredEvents, point_done
 from mracq.plans.calibration import calibrated_program_kw
 from mracq.pulses.cosy import cosy_program
 from mracq.recon.cosy.auto import PHYSICS_BUDGET_S
-from mracq.recon.cosy.design import PlaneWaveDesign
+from mracq.recon.cosy.design import CouplingDesign, PlaneWaveDesign
 from mracq.recon.cosy.dlmc import reconstruct
 from mracq.recon.cosy.physics import (
     FIELD_RANGE,
@@ -328,9 +330,12 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
         Stop when this much hardware time (s) is spent.
     members : int
         Ensemble size of ``strategy="ensemble"``.
-    strategy : {"design", "ensemble"}
+    strategy : {"design", "couplings", "ensemble"}
         Next points by V-optimal design under the fitted plane-wave model
-        (`PlaneWaveDesign`) or by ensemble disagreement (`EnsembleDisagreement`).
+        (`PlaneWaveDesign`); under the couplings auto fits with the field known, every
+        batch reconstructed with the physics candidates (`CouplingDesign`: needs the field,
+        from the calibration or ``field``, and ``method="auto"``; each batch then costs the
+        coupling search's minutes); or by ensemble disagreement (`EnsembleDisagreement`).
     method, rng, live, program_kw, md, field, physics_budget_s
         As for `cosy_random_mask` (``live`` is called after each batch; the physics
         candidates only in the final reconstruction).
@@ -357,10 +362,19 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     physics, phys_md = _physics(nv, field, t1, t2, program_kw, method, physics_budget_s)
     shape = (t1.size, t2.size)
     budget = int(round(max_coverage * t1.size * t2.size))
-    if strategy not in ("design", "ensemble"):
-        raise ValueError(f"strategy must be 'design' or 'ensemble', got {strategy!r}")
+    if strategy not in ("design", "couplings", "ensemble"):
+        raise ValueError(f"strategy must be 'design', 'couplings' or 'ensemble', got "
+                         f"{strategy!r}")
     kind = strategy
-    if kind == "design":
+    if kind == "couplings":
+        if not physics:
+            raise ValueError("strategy='couplings' needs method='auto' and the field: run "
+                             "mracq calibrate first or pass field= (T)")
+        strategy = CouplingDesign(shape, rng, field=physics["field"], tau=physics["tau"],
+                                  t1=t1, t2=t2, n_pulses=physics["n_pulses"],
+                                  physics_budget_s=physics["physics_budget_s"],
+                                  budget=budget, tol=tol)
+    elif kind == "design":
         strategy = PlaneWaveDesign(shape, rng, method=method, budget=budget, tol=tol)
     else:
         strategy = EnsembleDisagreement(shape, rng, members=members, method=method,
@@ -374,6 +388,8 @@ def cosy_adaptive(nv, *, t1=None, t2=None, shots: int = 150_000, initial: float 
     _m["criterion"] = (
         "V-optimal design: largest drop of the integrated posterior variance of the "
         "linearized plane-wave model fitted to the measured points" if kind == "design" else
+        "V-optimal design under the cluster couplings auto fitted with the field (the "
+        "plane-wave model while auto chooses another candidate)" if kind == "couplings" else
         f"{members} {method} reconstructions from random 80% subsets of the measured "
         "points; next points: largest ensemble std")
     hw = 0.0

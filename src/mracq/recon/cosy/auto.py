@@ -150,9 +150,13 @@ class AutoReport:
 
 
 class ValidatedMap(np.ndarray):
-    """A reconstructed map (plain ndarray behaviour) with its `AutoReport` as ``.report``."""
+    """A reconstructed map (plain ndarray behaviour) with its `AutoReport` as ``.report``
+    and, where a ``physics:<m>`` candidate was chosen, its
+    `~mracq.recon.cosy.physics_fit.CouplingFit` as ``.physics`` (on the [0, 1] scale of
+    the measured points' range; None otherwise)."""
 
     report: AutoReport | None = None
+    physics = None
 
     def __new__(cls, arr, report):
         obj = np.asarray(arr, dtype=float).view(cls)
@@ -398,7 +402,10 @@ def reconstruct_auto(measured: np.ndarray, mask: np.ndarray, *, net: DLNet | Non
                      float(err) * span, float(err / ptp), folds, n,
                      physics_fit.couplings() if best.startswith("physics:") else None)
     log.info("%s", rep.summary())
-    return ValidatedMap(out * span + lo, rep)
+    res = ValidatedMap(out * span + lo, rep)
+    if best.startswith("physics:"):
+        res.physics = physics_fit
+    return res
 
 
 def _stack(held: dict, mse: dict, y: np.ndarray, step: float = 0.1) -> dict:

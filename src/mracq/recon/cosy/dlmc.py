@@ -108,6 +108,7 @@ def reconstruct(
     t2: np.ndarray | None = None,
     n_pulses: int | None = None,
     physics_budget_s: float | None = None,
+    physics_search: dict | None = None,
 ) -> np.ndarray:
     """Reconstruct a full 2D map from its entries where ``mask`` is True.
 
@@ -140,6 +141,9 @@ def reconstruct(
     physics_budget_s : float, optional
         With ``field``: wall time (s) of the physics candidates' held-out searches
         (default `mracq.recon.cosy.auto.PHYSICS_BUDGET_S`; 0: none).
+    physics_search : dict, optional
+        With ``field``: settings of the coupling search
+        (`mracq.recon.cosy.physics.fit_clusters`; default those measured as a candidate).
 
     Returns
     -------
@@ -165,6 +169,8 @@ def reconstruct(
             physics_sequence(*(phys[k] for k in ("field", "tau", "t1", "t2", "n_pulses")),
                              m.shape, phys["physics_budget_s"])
         if mk.sum() >= 2 * FOLDS:
+            if phys and physics_search is not None:
+                phys["physics_search"] = physics_search
             return reconstruct_auto(m, mk, net=net, noise=noise,
                                     only="spectral" if method == "spectral" else None,
                                     **phys)

@@ -129,6 +129,21 @@ class CouplingFit:
         ij = np.asarray(ij)
         return self.grid()[ij[:, 0], ij[:, 1]]
 
+    def jacobian(self) -> np.ndarray:
+        """``d map / d (theta, offset, scale)`` on the grid, (len(t1) * len(t2), P + 2) in
+        row-major order: central differences with the fit's steps (`batch_lm`'s), every
+        coupling free (the field too)."""
+        th = np.asarray(self.theta, float)
+        steps = _steps(self.spins)
+        rows = np.repeat(th[None], 2 * th.size + 1, axis=0)
+        k = np.arange(th.size)
+        rows[1 + 2 * k, k] += steps
+        rows[2 + 2 * k, k] -= steps
+        maps = coupling_maps(rows, self.t1, self.t2, self.tau, self.pulses)
+        maps = maps.reshape(len(rows), -1)
+        d = self.scale * (maps[1::2] - maps[2::2]) / (2 * steps[:, None])
+        return np.column_stack([d.T, np.ones(maps.shape[1]), maps[0]])
+
     def couplings(self) -> dict:
         """Field (T), per nucleus A_zz and A_perp (Hz), per pair d (Hz): plain floats."""
         th, m = self.theta, self.spins

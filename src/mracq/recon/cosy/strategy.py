@@ -74,6 +74,7 @@ class EnsembleDisagreement:
         self.gap_weight = float(gap_weight)
         self.values = np.full(self.shape, np.nan)
         self.mask = np.zeros(self.shape, bool)
+        self.reconstruct_kw: dict = {}  # more keywords of each batch's `reconstruct`
 
     def ingest(self, points) -> None:
         """Record a batch of measured points and update the reconstruction.
@@ -93,7 +94,8 @@ class EnsembleDisagreement:
             n += 1
         if n:
             prev, self.reconstruction = self.reconstruction, reconstruct(
-                np.where(self.mask, self.values, np.nan), self.mask, self.method)
+                np.where(self.mask, self.values, np.nan), self.mask, self.method,
+                **self.reconstruct_kw)
             if prev is not None:
                 cur = self.reconstruction
                 self.changes.append(float(np.sqrt(np.mean((cur - prev) ** 2))
