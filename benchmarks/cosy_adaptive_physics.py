@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,11 +34,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cosy_design_bound_physics import family_clusters  # noqa: E402
 from mracq.recon.cosy.design import CouplingDesign  # noqa: E402
 from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
 from mracq.recon.metrics import rmse  # noqa: E402
-from mracq.sim.cosy.families import FAMILIES, add_noise, family_maps  # noqa: E402
+from mracq.sim.cosy.families import FAMILIES  # noqa: E402
 from mracq.sim.cosy.model import N_PULSES, T_GRID  # noqa: E402
+
+
+def field_kw(cl, field_error: float, rng) -> dict:
+    """`reconstruct` keywords of a map of cluster ``cl``: its field plus a Gaussian
+    calibration error of ``field_error`` (T) drawn from ``rng``, its tau, the grid."""
+    return {"field": float(cl.b_field) + field_error * rng.normal(), "tau": float(cl.tau),
+            "t1": T_GRID, "t2": T_GRID, "n_pulses": N_PULSES}
 
 
 def _run(truth, noisy, strategy, target, start, batch, cap) -> dict:
@@ -76,15 +86,12 @@ def main(argv=None) -> dict:
     path = args.out or Path(__file__).with_name(f"cosy_adaptive_physics_{args.seed}.json")
     for fam in args.families:
         fi = FAMILIES.index(fam)
-        rng = np.random.default_rng([args.seed, fi])
-        truths, sel = family_maps(fam, args.maps, rng, return_clusters=True)
-        noisy = add_noise(truths, args.noise, rng)
+        truths, cls, noisy, _ = family_clusters(fam, args.maps, args.seed, args.noise)
         rows = []
         for k in range(args.maps):
-            cl = next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
+            cl = cls[k]
             mrng = np.random.default_rng([args.seed, fi, k])
-            kw = {"field": float(cl.b_field) + args.field_error * mrng.normal(),
-                  "tau": float(cl.tau), "t1": T_GRID, "t2": T_GRID, "n_pulses": N_PULSES}
+            kw = field_kw(cl, args.field_error, mrng)
             t, y = truths[k], noisy[k]
             n10 = int(round(0.1 * t.size))
             errs, chose = [], []

@@ -50,11 +50,14 @@ def integrated_variance(jac: np.ndarray, rows: np.ndarray) -> float:
     return float(np.einsum("ij,jk,ik->", jac, c, jac) / len(jac))
 
 
-def greedy_design(jac: np.ndarray, n: int, start: np.ndarray) -> np.ndarray:
-    """Greedy V-optimal points: each pick lowers the integrated variance the most."""
+def greedy_curve(jac: np.ndarray, n: int, start) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy V-optimal points: each pick lowers the integrated variance the most. Returns
+    the rows (``start`` first) and the integrated variance (units of sigma^2) after each
+    pick: entry ``q`` is for ``len(start) + q`` points."""
     rows = list(start)
     c = np.linalg.inv(jac[rows].T @ jac[rows] + 1e-9 * np.eye(jac.shape[1]))
     m = jac.T @ jac
+    curve = [np.trace(c @ m) / len(jac)]
     while len(rows) < n:
         jc = jac @ c
         gain = np.einsum("ij,jk,ik->i", jc, m, jc) / (1.0 + np.einsum("ij,ij->i", jc, jac))
@@ -63,7 +66,13 @@ def greedy_design(jac: np.ndarray, n: int, start: np.ndarray) -> np.ndarray:
         rows.append(g)
         v = c @ jac[g]
         c -= np.outer(v, v) / (1.0 + jac[g] @ v)
-    return np.asarray(rows)
+        curve.append(np.trace(c @ m) / len(jac))
+    return np.asarray(rows), np.asarray(curve)
+
+
+def greedy_design(jac: np.ndarray, n: int, start: np.ndarray) -> np.ndarray:
+    """The rows of `greedy_curve`."""
+    return greedy_curve(jac, n, start)[0]
 
 
 def main() -> None:

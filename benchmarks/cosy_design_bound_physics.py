@@ -33,10 +33,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cosy_design_bound import _grid, integrated_variance  # noqa: E402
+from cosy_design_bound import _grid, greedy_curve, integrated_variance  # noqa: E402
 from cosy_physics_field import true_theta  # noqa: E402
 from mracq.recon.cosy.physics_fit import _steps, coupling_maps, n_spins  # noqa: E402
-from mracq.sim.cosy.families import FAMILIES, family_maps  # noqa: E402
+from mracq.sim.cosy.families import FAMILIES, add_noise, family_maps  # noqa: E402
 from mracq.sim.cosy.model import N_PULSES, T_GRID  # noqa: E402
 
 
@@ -58,27 +58,27 @@ def physics_jacobian(theta, tau, scale, fit_field=False) -> np.ndarray:
     return np.column_stack(cols + [np.ones(maps.shape[1]), maps[0]])
 
 
-def greedy_curve(jac: np.ndarray, n_max: int, start: np.ndarray) -> np.ndarray:
-    """Integrated variance (units of sigma^2) of the greedy V-optimal design after each
-    pick, grown from the points ``start``: entry ``q`` is for ``len(start) + q`` points."""
-    rows = list(start)
-    m = jac.T @ jac
-    c = np.linalg.inv(jac[rows].T @ jac[rows] + 1e-9 * np.eye(jac.shape[1]))
-    g = len(jac)
-    out = [np.trace(c @ m) / g]
-    taken = np.zeros(g, bool)
-    taken[rows] = True
-    while len(rows) < n_max:
-        jc = jac @ c
-        gain = np.einsum("ij,jk,ik->i", jc, m, jc) / (1.0 + np.einsum("ij,ij->i", jc, jac))
-        gain[taken] = -np.inf
-        k = int(np.argmax(gain))
-        rows.append(k)
-        taken[k] = True
-        v = c @ jac[k]
-        c -= np.outer(v, v) / (1.0 + jac[k] @ v)
-        out.append(np.trace(c @ m) / g)
-    return np.asarray(out)
+def family_clusters(fam: str, maps: int, seed: int, noise: float | None = None):
+    """``maps`` maps of family ``fam`` from the stream ``[seed, family index]``: the
+    normalised truths, each map's cluster (`Clusters` of one), the noisy maps (noise
+    ``noise`` drawn next from the same stream; None: not drawn) and the stream."""
+    rng = np.random.default_rng([seed, FAMILIES.index(fam)])
+    truths, sel = family_maps(fam, maps, rng, return_clusters=True)
+    cls = [next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
+           for k in range(maps)]
+    noisy = None if noise is None else add_noise(truths, noise, rng)
+    return truths, cls, noisy, rng
+
+
+def true_jacobian(cl, truth, fit_field=False) -> tuple[np.ndarray, float]:
+    """`physics_jacobian` of a normalised map ``truth`` at its cluster's true couplings,
+    and the RMS difference between the coupling model and ``truth`` (~1e-13: the same
+    model)."""
+    th = true_theta(cl.hyperfine, cl.dipolar, float(cl.b_field))
+    raw = coupling_maps(th[None], T_GRID, T_GRID, float(cl.tau), N_PULSES)[0]
+    scale = float(np.ptp(truth) / max(np.ptp(raw), 1e-12))
+    err = float(np.sqrt(np.mean((truth - truth.mean() - scale * (raw - raw.mean())) ** 2)))
+    return physics_jacobian(th, float(cl.tau), scale, fit_field), err
 
 
 def main(argv=None) -> dict:
@@ -96,21 +96,16 @@ def main(argv=None) -> dict:
     out = {"config": {k: str(v) for k, v in vars(args).items()},
            "uptime_start": os.popen("uptime").read().strip(), "families": {}}
     for fam in args.families:
-        rng = np.random.default_rng([args.seed, FAMILIES.index(fam)])
-        truths, sel = family_maps(fam, args.maps, rng, return_clusters=True)
+        truths, cls, _, rng = family_clusters(fam, args.maps, args.seed)
         r = []
         for k in range(args.maps):
-            cl = next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
-            th = true_theta(cl.hyperfine, cl.dipolar, float(cl.b_field))
-            raw = coupling_maps(th[None], T_GRID, T_GRID, float(cl.tau), N_PULSES)[0]
-            scale = float(np.ptp(truths[k]) / max(np.ptp(raw), 1e-12))
-            model_err = float(np.sqrt(np.mean((truths[k] - truths[k].mean() - scale
-                                               * (raw - raw.mean())) ** 2)))
-            jac = physics_jacobian(th, float(cl.tau), scale, args.fit_field)
+            cl = cls[k]
+            jac, model_err = true_jacobian(cl, truths[k], args.fit_field)
             p = jac.shape[1]
             iv = {n: float(np.mean([integrated_variance(jac, rng.choice(g, n, replace=False))
                                     for _ in range(args.random_masks)])) for n in (250, 175)}
-            curve = greedy_curve(jac, 250, rng.choice(g, max(args.start, p + 1), replace=False))
+            curve = greedy_curve(jac, 250, rng.choice(g, max(args.start, p + 1),
+                                                      replace=False))[1]
             n0 = max(args.start, p + 1)
             reach = np.flatnonzero(curve <= iv[250])
             n_star = int(n0 + reach[0]) if reach.size else None

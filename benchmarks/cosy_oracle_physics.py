@@ -30,14 +30,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cosy_adaptive_physics import field_kw  # noqa: E402
 from cosy_design_bound import _grid, greedy_design  # noqa: E402
-from cosy_design_bound_physics import physics_jacobian  # noqa: E402
-from cosy_physics_field import true_theta  # noqa: E402
+from cosy_design_bound_physics import family_clusters, true_jacobian  # noqa: E402
 from mracq.recon.cosy.dlmc import reconstruct  # noqa: E402
-from mracq.recon.cosy.physics_fit import coupling_maps  # noqa: E402
 from mracq.recon.metrics import rmse  # noqa: E402
-from mracq.sim.cosy.families import FAMILIES, add_noise, family_maps  # noqa: E402
-from mracq.sim.cosy.model import N_PULSES, T_GRID  # noqa: E402
+from mracq.sim.cosy.families import FAMILIES  # noqa: E402
 
 
 def _auto(truth, noisy, rows, kw) -> dict:
@@ -68,22 +66,15 @@ def main(argv=None) -> dict:
     path = args.out or Path(__file__).with_name(f"cosy_oracle_physics_{args.seed}.json")
     for fam in args.families:
         fi = FAMILIES.index(fam)
-        rng = np.random.default_rng([args.seed, fi])
-        truths, sel = family_maps(fam, args.maps, rng, return_clusters=True)
-        noisy = add_noise(truths, args.noise, rng)
+        truths, cls, noisy, _ = family_clusters(fam, args.maps, args.seed, args.noise)
         rows = []
         for k in range(args.maps):
-            cl = next(c[int(np.flatnonzero(o == k)[0])] for o, c in sel if k in o)
-            b, tau = float(cl.b_field), float(cl.tau)
-            th = true_theta(cl.hyperfine, cl.dipolar, b)
-            raw = coupling_maps(th[None], T_GRID, T_GRID, tau, N_PULSES)[0]
-            scale = float(np.ptp(truths[k]) / max(np.ptp(raw), 1e-12))
-            jac = physics_jacobian(th, tau, scale)
+            cl = cls[k]
+            jac = true_jacobian(cl, truths[k])[0]
             mrng = np.random.default_rng([args.seed, fi, k])
             start = mrng.choice(g, args.start, replace=False)
             designed = greedy_design(jac, 175, start)
-            kw = {"field": b + args.field_error * mrng.normal(), "tau": tau,
-                  "t1": T_GRID, "t2": T_GRID, "n_pulses": N_PULSES}
+            kw = field_kw(cl, args.field_error, mrng)
             r = {"map": k, "spins": int(len(cl.hyperfine)),
                  "design7": _auto(truths[k], noisy[k], designed, kw),
                  "random7": _auto(truths[k], noisy[k], mrng.choice(g, 175, replace=False), kw),
