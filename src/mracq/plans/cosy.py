@@ -28,6 +28,7 @@ from mracq.recon.cosy.auto import PHYSICS_BUDGET_S
 from mracq.recon.cosy.design import CouplingDesign, PlaneWaveDesign
 from mracq.recon.cosy.dlmc import reconstruct
 from mracq.recon.cosy.physics import (
+    A_ZZ_MAX,
     FIELD_RANGE,
     physics_sequence,
     resonant_harmonic,
@@ -179,9 +180,10 @@ def _physics(nv, field, t1, t2, program_kw, method, budget):
         return {}, md
     if resonant_harmonic(field, tau, n) is None:
         log.warning("COSY: tau %.4g s is off the 13C resonance at B = %.4f T: no odd harmonic "
-                    "of the decoupling block reaches a 13C nucleus with |A_zz| <= 65 kHz, so "
+                    "of the decoupling block reaches a 13C nucleus with |A_zz| <= %.0f kHz, so "
                     "the map will hold no 13C signal; the 7th harmonic at this field is tau = "
-                    "%.4g s (program_kw={'tau': ...})", tau, field, resonant_tau(field))
+                    "%.4g s (program_kw={'tau': ...})", tau, field, A_ZZ_MAX,
+                    resonant_tau(field))
     kw = {"field": field, "tau": tau, "t1": t1, "t2": t2, "n_pulses": n,
           "physics_budget_s": PHYSICS_BUDGET_S if budget is None else budget}
     physics_sequence(*(kw[k] for k in ("field", "tau", "t1", "t2", "n_pulses")),

@@ -53,7 +53,7 @@ from mracq.sim.cosy.model import N_PULSES, T_GRID
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIELD_RANGE", "PHYSICS_BUDGET_S", "SPINS", "TAU_RANGE", "add_third",
+__all__ = ["A_ZZ_MAX", "FIELD_RANGE", "PHYSICS_BUDGET_S", "SPINS", "TAU_RANGE", "add_third",
            "anchor_lines", "anchor_search", "check_sequence", "fit_clusters",
            "held_out_physics", "physics_cv_mse", "physics_refit", "physics_sequence",
            "rescan", "resonant_harmonic", "resonant_tau"]
