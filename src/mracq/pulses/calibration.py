@@ -17,8 +17,8 @@ __all__ = ["DEFAULT_MAX_AGE", "LEVEL_CROSSING_FIELD", "PulseCalibration", "calib
            "line_frequency"]
 
 DEFAULT_MAX_AGE = 4 * 3600.0  # s: recalibrate after this (field and power drift)
-ZERO_FIELD_SPLITTING = 2.870e9  # Hz (as mracq.sim.nv; pulses sits below sim)
-GAMMA_E = 28.025e9  # Hz/T
+ZERO_FIELD_SPLITTING = 2.870e9  # Hz (mracq.sim.nv takes it from here; pulses sits below sim)
+GAMMA_E = 28.025e9  # electron gyromagnetic ratio, Hz/T
 LEVEL_CROSSING_FIELD = ZERO_FIELD_SPLITTING / GAMMA_E
 """Field (T, ~102.4 mT) where the ms = -1 level crosses ms = 0: above it the ms = 0 <-> -1
 line is at ``gamma_e B - D``, below at ``D - gamma_e B``."""

@@ -23,14 +23,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+# GAMMA_E and ZERO_FIELD_SPLITTING (Hz/T, Hz) live in pulses (below sim); imported here too
+from mracq.pulses.calibration import (
+    GAMMA_E,  # noqa: F401
+    ZERO_FIELD_SPLITTING,  # noqa: F401
+    line_frequency,
+)
 from mracq.sim.clock import VirtualClock
 from mracq.sim.filter_function import chi as chi_of
 from mracq.sim.spectra import Spectrum, default_nv_spectrum
 
 log = logging.getLogger(__name__)
 
-ZERO_FIELD_SPLITTING = 2.870e9  # Hz
-GAMMA_E = 28.025e9  # electron gyromagnetic ratio, Hz/T
 HYPERFINE_14N = -2.16e6  # Hz, A_parallel of the 14N nuclear spin (I = 1)
 COHERENCE_SEQUENCES = ("fid", "hahn", "cpmg", "xy8", "udd", "custom")
 
@@ -303,7 +307,7 @@ class SimulatedNV:
     @property
     def transition_frequency(self) -> float:
         """ms = 0 <-> ms = -1 transition frequency (the m_I = 0 line), Hz."""
-        return abs(ZERO_FIELD_SPLITTING - GAMMA_E * self.field)
+        return line_frequency(self.field)
 
     def pi_duration(self, mw_power_dbm: float) -> float:
         """True pi-pulse duration at ``mw_power_dbm`` on resonance, s (12.5 MHz if nominal)."""
