@@ -35,27 +35,18 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from cosy_design_bound import _grid, greedy_curve, integrated_variance  # noqa: E402
 from cosy_physics_field import true_theta  # noqa: E402
-from mracq.recon.cosy.physics_fit import _steps, coupling_maps, n_spins  # noqa: E402
+from mracq.recon.cosy.physics_fit import CouplingFit, coupling_maps  # noqa: E402
 from mracq.sim.cosy.families import FAMILIES, add_noise, family_maps  # noqa: E402
 from mracq.sim.cosy.model import N_PULSES, T_GRID  # noqa: E402
 
 
 def physics_jacobian(theta, tau, scale, fit_field=False) -> np.ndarray:
-    """``d map / d (theta[free], offset, scale)`` (G, P) on the grid, central differences
-    with `physics_fit`'s steps; ``map = offset + scale * P0(theta)``."""
-    theta = np.asarray(theta, float)
-    steps = _steps(n_spins(len(theta)))
-    free = np.arange(0 if fit_field else 1, len(theta))
-    rows = [theta]
-    for k in free:
-        for s in (1, -1):
-            t = theta.copy()
-            t[k] += s * steps[k]
-            rows.append(t)
-    maps = coupling_maps(np.array(rows), T_GRID, T_GRID, tau, N_PULSES).reshape(len(rows), -1)
-    cols = [scale * (maps[1 + 2 * q] - maps[2 + 2 * q]) / (2 * steps[k])
-            for q, k in enumerate(free)]
-    return np.column_stack(cols + [np.ones(maps.shape[1]), maps[0]])
+    """``d map / d (theta[free], offset, scale)`` (G, P) on the grid
+    (`CouplingFit.jacobian`; ``wL`` dropped unless ``fit_field``);
+    ``map = offset + scale * P0(theta)``."""
+    jac = CouplingFit(np.asarray(theta, float), 0.0, scale, 0.0, 0, T_GRID, T_GRID,
+                      tau).jacobian()
+    return jac if fit_field else jac[:, 1:]
 
 
 def family_clusters(fam: str, maps: int, seed: int, noise: float | None = None):

@@ -159,26 +159,35 @@ class PlaneWaveDesign(EnsembleDisagreement):
             return []
         if self.mask.sum() < self.min_fit or self.reconstruction is None:
             flat = self.rng.choice(np.flatnonzero(free), min(n, free.sum()), replace=False)
-            return [tuple(int(v) for v in np.unravel_index(k, self.shape)) for k in flat]
+            return self._cells(flat)
         pw = self._model()
         ij = np.indices(self.shape).reshape(2, -1).T
         jac = plane_wave_jacobian(pw, ij)
         # incoherence: a random part of the batch, and the designed part chosen among a
         # random subset of the free points, so that the mask stays random-like (the greedy
         # periodogram and the cross-validation of auto both assume it)
-        flat_free = np.flatnonzero(free.ravel())
-        n = min(n, flat_free.size)
-        n_rand = int(round(self.explore * n))
-        rand = self.rng.choice(flat_free, n_rand, replace=False)
+        flat_free, n, rand, measured = self._random_part(n)
         allowed = np.zeros(free.size, bool)
         pool = self.rng.choice(flat_free, min(flat_free.size, max(4 * n, flat_free.size // 4)),
                                replace=False)
         allowed[pool] = True
         allowed[rand] = False
+        picks = list(rand) + design_scores(jac, measured, n - len(rand), allowed=allowed)
+        return self._cells(picks)
+
+    def _random_part(self, n: int):
+        """The batch's random part: (free flat indices, batch size capped by them, the
+        ``explore`` fraction drawn at random, the measured mask with those added)."""
+        flat_free = np.flatnonzero(~self.mask.ravel())
+        n = min(n, flat_free.size)
+        rand = self.rng.choice(flat_free, int(round(self.explore * n)), replace=False)
         measured = self.mask.ravel().copy()
         measured[rand] = True
-        picks = list(rand) + design_scores(jac, measured, n - n_rand, allowed=allowed)
-        return [tuple(int(v) for v in np.unravel_index(k, self.shape)) for k in picks]
+        return flat_free, n, rand, measured
+
+    def _cells(self, flat) -> list[tuple[int, int]]:
+        """Grid cells (i, j) of flat indices."""
+        return [tuple(int(v) for v in np.unravel_index(k, self.shape)) for k in flat]
 
 
 class CouplingDesign(PlaneWaveDesign):
@@ -233,16 +242,9 @@ class CouplingDesign(PlaneWaveDesign):
         fit = getattr(self.reconstruction, "physics", None)
         if fit is None or self.mask.sum() < self.min_fit:
             return super()._points(n)
-        free = ~self.mask.ravel()
-        flat_free = np.flatnonzero(free)
-        n = min(n, flat_free.size)
-        n_rand = int(round(self.explore * n))
-        rand = self.rng.choice(flat_free, n_rand, replace=False)
-        measured = self.mask.ravel().copy()
-        measured[rand] = True
-        rep = self.reconstruction.report
+        _, n, rand, measured = self._random_part(n)
         y = self.values[self.mask]
-        noise = (rep.noise / (np.ptp(y) or 1.0)) ** 2  # the fit's [0, 1] scale
-        picks = list(rand) + design_scores(fit.jacobian(), measured, n - n_rand,
+        noise = (self.reconstruction.report.noise / (np.ptp(y) or 1.0)) ** 2  # fit's scale
+        picks = list(rand) + design_scores(fit.jacobian(), measured, n - len(rand),
                                            noise=max(noise, 1e-6))
-        return [tuple(int(v) for v in np.unravel_index(k, self.shape)) for k in picks]
+        return self._cells(picks)
