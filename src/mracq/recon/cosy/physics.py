@@ -25,9 +25,11 @@ D. 3 spins: the 2-spin result plus a third nucleus at every ``third_step`` over 
    (`add_third`).
 
 The alias stage and the near starts (bonded pairs: both nuclei often within 1-9 kHz, so
-strongly coupled, and fits settled a whole fold off) cut the search's wrong basins on
-fresh bonded maps from 4 to 1 in 12 (6 maps x 175 and 250 random points, noise 0.1;
-mean RMSE 0.060 -> 0.040 at 175, 0.035 -> 0.023 at 250) for ~25 % more time.
+strongly coupled, and fits settled a whole fold off) cut the search's missed basins
+(residual > 10 noise variances above LM started at the truth) on fresh bonded maps from
+3 to 1 in 12 (6 maps x 175 and 250 random points, noise 0.1; mean RMSE 0.060 -> 0.040 at
+175, 0.035 -> 0.023 at 250) for ~40 % more time (33 s against 23 s per search at load
+3; ``benchmarks/cosy_search_basins.py``).
 
 On 2-spin couplings maps (noise 0.1, 10 %, field +-2 uT; ``benchmarks/cosy_anchor_*.json``)
 it reaches 0.035-0.040 mean RMSE against auto's 0.058-0.077, but is worse than auto on
