@@ -219,13 +219,21 @@ class CouplingDesign(PlaneWaveDesign):
         Settings of the coupling search (`mracq.recon.cosy.physics.fit_clusters`).
     min_fit, explore, extra, budget, tol
         As `PlaneWaveDesign`.
+    keep_basin : bool
+        Start each batch's final coupling fit also at the last batch's fit (a basin once
+        found stays in the running; the held-out searches do not get it).
+    pool : bool
+        Choose the designed points among a random quarter of the free points (as
+        `PlaneWaveDesign`), so that the mask stays random-like for the search's first
+        stage.
     """
 
     def __init__(self, shape, rng, *, field: float, tau: float, t1=None, t2=None,
                  n_pulses: int | None = None, physics_budget_s: float | None = None,
                  physics_search: dict | None = None, min_fit: int = 40,
                  explore: float = 0.3, extra: int = 2, budget: int | None = None,
-                 tol: float | None = None) -> None:
+                 tol: float | None = None, keep_basin: bool = True,
+                 pool: bool = True) -> None:
         from mracq.recon.cosy.physics import PHYSICS_BUDGET_S, physics_sequence
         from mracq.sim.cosy.model import N_PULSES
 
@@ -237,14 +245,34 @@ class CouplingDesign(PlaneWaveDesign):
         self.reconstruct_kw = {"field": field, "tau": tau, "t1": t1, "t2": t2,
                                "n_pulses": n_pulses, "physics_budget_s": budget_s,
                                "physics_search": physics_search}
+        self._search = dict(physics_search or {})
+        self.keep_basin = bool(keep_basin)
+        self.pool = bool(pool)
+
+    def ingest(self, points) -> None:
+        """As `EnsembleDisagreement.ingest`; with ``keep_basin`` the last batch's 2-spin
+        coupling fit is a start of this batch's final coupling fit."""
+        fit = getattr(self.reconstruction, "physics", None)
+        search = dict(self._search)
+        if self.keep_basin and fit is not None and fit.spins == 2:
+            search["starts"] = [np.asarray(fit.theta, float)]
+        self.reconstruct_kw["physics_search"] = search or None
+        super().ingest(points)
 
     def _points(self, n: int) -> list[tuple[int, int]]:
         fit = getattr(self.reconstruction, "physics", None)
         if fit is None or self.mask.sum() < self.min_fit:
             return super()._points(n)
-        _, n, rand, measured = self._random_part(n)
+        flat_free, n, rand, measured = self._random_part(n)
+        allowed = None
+        if self.pool:  # designed points among a random quarter of the free ones
+            allowed = np.zeros(self.mask.size, bool)
+            allowed[self.rng.choice(flat_free, min(flat_free.size,
+                                                   max(4 * n, flat_free.size // 4)),
+                                    replace=False)] = True
+            allowed[rand] = False
         y = self.values[self.mask]
         noise = (self.reconstruction.report.noise / (np.ptp(y) or 1.0)) ** 2  # fit's scale
         picks = list(rand) + design_scores(fit.jacobian(), measured, n - len(rand),
-                                           noise=max(noise, 1e-6))
+                                           noise=max(noise, 1e-6), allowed=allowed)
         return self._cells(picks)

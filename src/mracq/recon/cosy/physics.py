@@ -204,12 +204,14 @@ def fit_clusters(values, ij, *, t1, t2, b_field, tau, n_pulses=N_PULSES, spins=S
                  n_anchors=2, a_zz_max=A_ZZ_MAX, scan_step=1.5, azimuths=1, screen_iters=3,
                  keep_b=8, refine_iters=20, anchor_offsets=(0.0,), rescans=2, scan_iters=4,
                  centres=True, third_step=3.0, rescan_azimuths=1, aliases=True,
-                 near_khz=NEAR_KHZ) -> dict[int, CouplingFit]:
+                 near_khz=NEAR_KHZ, starts=()) -> dict[int, CouplingFit]:
     """`anchor_search` for every cluster size in ``spins`` (2 and/or 3), sharing the 2-spin
     search: ``{m: CouplingFit}``, empty where it finds no start. The defaults are the
     settings measured as a candidate of auto (``benchmarks/cosy_search_cv.py``);
     ``aliases`` False leaves out the alias stage (`alias_shifts`) of each round;
-    ``near_khz`` 0 the hidden nucleus's starts beside the other (`NEAR_KHZ`)."""
+    ``near_khz`` 0 the hidden nucleus's starts beside the other (`NEAR_KHZ`);
+    ``starts``: more 2-spin ``theta`` rows (e.g. the last fit of a growing data set, so
+    that a basin found before stays in the running) refined with the search's best."""
     values = np.asarray(values, float)
     if len(values) < 30 or not (np.isfinite(b_field) and b_field > 0 and tau > 0):
         return {}
@@ -239,8 +241,9 @@ def fit_clusters(values, ij, *, t1, t2, b_field, tau, n_pulses=N_PULSES, spins=S
         if len(pairs) == keep_b:
             break
     t_a = time.perf_counter() - t0
+    extra = [np.asarray(r, float) for r in starts if len(r) == 10]
     top = np.vstack([grid_refit(prob, wl, pairs, screen_iters, 8, HALF_AZIMUTH),
-                     np.array(pairs)])
+                     np.array(pairs)] + ([np.array(extra)] if extra else []))
     th, loss = batch_lm(prob, top, allp, refine_iters)
     i = int(np.argmin(loss))
     best, best_loss = th[i], float(loss[i])
@@ -543,12 +546,15 @@ def physics_cv_mse(y, ij, fold_ids, seq) -> dict:
 
 
 def physics_refit(y, ij, spins, seq) -> CouplingFit | None:
-    """The ``physics:<spins>`` fit on all points (None: no start)."""
-    kw = _search_kw(seq)
+    """The ``physics:<spins>`` fit on all points (None: no start); the only search
+    that gets the settings' ``starts`` (a start fitted to earlier points, held-out ones
+    among them, would leak them into the held-out searches)."""
+    kw = _search_kw(seq, final=True)
     kw["spins"] = (spins,)
     return fit_clusters(y, ij, **kw).get(spins)
 
 
-def _search_kw(seq: dict) -> dict:
+def _search_kw(seq: dict, final: bool = False) -> dict:
     kw = {k: v for k, v in seq.items() if k not in ("budget_s", "search")}
-    return {**kw, **seq["search"]}
+    search = {k: v for k, v in seq["search"].items() if final or k != "starts"}
+    return {**kw, **search}
