@@ -198,16 +198,11 @@ def test_coupling_design_asks_where_the_fitted_couplings_are_least_known():
     assert np.sqrt(np.mean((strat.reconstruction.physics.grid() - m) ** 2)) < 0.03
 
 
-def test_alias_shift_moves_a_fit_off_the_wrong_fold():
-    """A strongly coupled pair (A_zz -29 and -33 kHz, d 2 kHz, as bonded pairs above the
-    NV; 30 % of 32 x 32, noise 0.05). With the second nucleus one folding frequency
-    (1 / 18 us = 55.6 kHz) low, where the search without the alias stage lands on these
-    points, LM settles in a basin whose map misses the truth by > 0.05 RMS.
-    `alias_shifts` finds the right fold: both frequencies within 0.5 kHz, the map within
-    0.02 of the truth, and a residual lower by more than the noise's share of 100
-    points."""
-    from mracq.recon.cosy.physics import alias_shifts
-    from mracq.recon.cosy.physics_fit import FitProblem, batch_lm, coupling_maps
+def _strong_pair():
+    """A strongly coupled pair on `GRID` (A_zz -29 and -33 kHz, A_perp 20 and 15 kHz, d
+    2.08 kHz): its ``theta``, the true frequencies f1 (kHz), the normalized map, its copy
+    with noise 0.05 and a 30 % random mask."""
+    from mracq.recon.cosy.physics_fit import coupling_maps
 
     wl = GAMMA_13C_KHZ * B_FIELD
     a_perp, a_zz = np.array([20.0, 15.0]), np.array([-29.0, -33.0])
@@ -217,14 +212,28 @@ def test_alias_shift_moves_a_fit_off_the_wrong_fold():
     m = (m - m.min()) / np.ptp(m)
     rng = np.random.default_rng(4)
     mask = rng.random(m.shape) < 0.3
-    y = m + 0.05 * rng.normal(size=m.shape)
+    return th, f1, m, m + 0.05 * rng.normal(size=m.shape), mask
+
+
+def test_alias_shift_moves_a_fit_off_the_wrong_fold():
+    """A strongly coupled pair (A_zz -29 and -33 kHz, d 2 kHz, as bonded pairs above the
+    NV; 30 % of 32 x 32, noise 0.05). With the second nucleus one folding frequency
+    (1 / 18 us = 55.6 kHz) low, where the search without the alias stage lands on these
+    points, LM settles in a basin whose map misses the truth by > 0.05 RMS.
+    `alias_shifts` finds the right fold: both frequencies within 0.5 kHz, the map within
+    0.02 of the truth, and a residual lower by more than the noise's share of 100
+    points."""
+    from mracq.recon.cosy.physics import alias_shifts
+    from mracq.recon.cosy.physics_fit import FitProblem, batch_lm
+
+    th, f1, m, y, mask = _strong_pair()
     prob = FitProblem(y[mask], np.argwhere(mask), GRID, GRID, TAU)
     alias = 1e-3 / (GRID[1] - GRID[0])
     wrong = th + np.r_[0, 0, 0, 0, -alias, 0, 0, 0, 0, 0]
     wrong = batch_lm(prob, wrong[None], np.arange(10), 30)[0][0]
     fw = prob.fit(wrong)
     assert np.sqrt(np.mean((fw.grid() - m) ** 2)) > 0.05
-    best, loss = alias_shifts(prob, wrong, wl, 65.0, GRID[1] - GRID[0])
+    best, loss = alias_shifts(prob, wrong, th[0], 65.0, GRID[1] - GRID[0])
     fit = prob.fit(best)
     assert np.abs(np.sort(best[[1, 4]]) - np.sort(f1)).max() < 0.5
     assert np.sqrt(np.mean((fit.grid() - m) ** 2)) < 0.02
@@ -237,17 +246,8 @@ def test_a_start_keeps_the_basin_and_stays_out_of_the_held_out_searches():
     true frequencies (a basin found on earlier points) it keeps it (< 0.02). Only the
     final fit gets the start: the held-out searches' settings drop it."""
     from mracq.recon.cosy.physics import _search_kw, physics_sequence
-    from mracq.recon.cosy.physics_fit import coupling_maps
 
-    wl = GAMMA_13C_KHZ * B_FIELD
-    a_perp, a_zz = np.array([20.0, 15.0]), np.array([-29.0, -33.0])
-    f1 = np.sqrt((wl - a_zz) ** 2 + a_perp ** 2)
-    th = np.array([wl, f1[0], a_perp[0], 0.4, f1[1], a_perp[1], 2.0, 2.08, 1.0, 0.3])
-    m = coupling_maps(th, GRID, GRID, TAU)[0]
-    m = (m - m.min()) / np.ptp(m)
-    rng = np.random.default_rng(4)
-    mask = rng.random(m.shape) < 0.3
-    y = m + 0.05 * rng.normal(size=m.shape)
+    th, f1, m, y, mask = _strong_pair()
     kw = {"t1": GRID, "t2": GRID, "b_field": B_FIELD, "tau": TAU, "spins": (2,),
           "aliases": False, **LIGHT}
     cold = fit_clusters(y[mask], np.argwhere(mask), **kw)[2]
