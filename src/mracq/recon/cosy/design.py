@@ -173,13 +173,18 @@ class PlaneWaveDesign(EnsembleDisagreement):
         # random subset of the free points, so that the mask stays random-like (the greedy
         # periodogram and the cross-validation of auto both assume it)
         flat_free, n, rand, measured = self._random_part(n)
-        allowed = np.zeros(free.size, bool)
-        pool = self.rng.choice(flat_free, min(flat_free.size, max(4 * n, flat_free.size // 4)),
-                               replace=False)
-        allowed[pool] = True
-        allowed[rand] = False
+        allowed = self._pool(flat_free, n, rand)
         picks = list(rand) + design_scores(jac, measured, n - len(rand), allowed=allowed)
         return self._cells(picks)
+
+    def _pool(self, flat_free, n: int, rand) -> np.ndarray:
+        """The points the designed part may take (bool, flat): a random quarter of the
+        free ones (at least ``4 n``), less the batch's random part ``rand``."""
+        allowed = np.zeros(self.mask.size, bool)
+        allowed[self.rng.choice(flat_free, min(flat_free.size, max(4 * n, flat_free.size // 4)),
+                                replace=False)] = True
+        allowed[rand] = False
+        return allowed
 
     def _random_part(self, n: int):
         """The batch's random part: (free flat indices, batch size capped by them, the
@@ -270,13 +275,7 @@ class CouplingDesign(PlaneWaveDesign):
         if fit is None or self.mask.sum() < self.min_fit:
             return super()._points(n)
         flat_free, n, rand, measured = self._random_part(n)
-        allowed = None
-        if self.pool:  # designed points among a random quarter of the free ones
-            allowed = np.zeros(self.mask.size, bool)
-            allowed[self.rng.choice(flat_free, min(flat_free.size,
-                                                   max(4 * n, flat_free.size // 4)),
-                                    replace=False)] = True
-            allowed[rand] = False
+        allowed = self._pool(flat_free, n, rand) if self.pool else None
         y = self.values[self.mask]
         noise = (self.reconstruction.report.noise / (np.ptp(y) or 1.0)) ** 2  # fit's scale
         picks = list(rand) + design_scores(fit.jacobian(), measured, n - len(rand),

@@ -247,13 +247,13 @@ def fit_clusters(values, ij, *, t1, t2, b_field, tau, n_pulses=N_PULSES, spins=S
     th, loss = batch_lm(prob, top, allp, refine_iters)
     i = int(np.argmin(loss))
     best, best_loss = th[i], float(loss[i])
+    steps = [("rescan", lambda b: rescan(prob, b, grid, scan_iters, refine_iters, wl=wl,
+                                          azimuths=rescan_azimuths, near_khz=near_khz))]
+    if aliases:
+        steps.insert(0, ("alias shifts", lambda b: alias_shifts(
+            prob, b, wl, a_zz_max, dt, screen_iters, refine_iters)))
     for r in range(rescans):
         moved = False
-        steps = [("rescan", lambda b: rescan(prob, b, grid, scan_iters, refine_iters, wl=wl,
-                                              azimuths=rescan_azimuths, near_khz=near_khz))]
-        if aliases:
-            steps.insert(0, ("alias shifts", lambda b: alias_shifts(
-                prob, b, wl, a_zz_max, dt, screen_iters, refine_iters)))
         for name, step in steps:
             cand, cl = step(best)
             log.debug("%s %d: loss %.3f -> %.3f", name, r, best_loss, cl)
