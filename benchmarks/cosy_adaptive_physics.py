@@ -14,8 +14,10 @@ Per map (`mracq.sim.cosy.families`, noise 0.1, the field with a 2 uT Gaussian er
   the RMSE first reaches the target or ``--cap`` points are measured;
 - ``random_seq``: the same protocol with random batches (same start points): the baseline
   of first passage, which reads a little below 1 by itself.
-``--no-keep-basin --no-pool``: `CouplingDesign` as first measured (session 7: no start
-at the last batch's fit, designed points among all free ones).
+``--no-keep-basin --physics-explore 0.3``: `CouplingDesign` as first measured (session 7:
+no start at the last batch's fit, 30 % random); ``--pool --physics-explore 0.3``: session
+8's defaults. Runs before the design's ridge was fixed (``design_scores``, see
+``cosy_design_protocol.py``) designed with the old one.
 ``ratio`` = points / random 10 %'s points (a run that does not reach the target counts
 at the cap, ``reached`` False).
 
@@ -83,8 +85,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--runs", nargs="+", default=["couplings", "random_seq"])
     ap.add_argument("--keep-basin", action=argparse.BooleanOptionalAction, default=True,
                     help="CouplingDesign's keep_basin (both runs)")
-    ap.add_argument("--pool", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--pool", action=argparse.BooleanOptionalAction, default=False,
                     help="CouplingDesign's pool")
+    ap.add_argument("--physics-explore", type=float, default=0.0,
+                    help="CouplingDesign's physics_explore (random part under the couplings)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     out = {"config": {k: str(v) for k, v in vars(args).items()},
@@ -118,7 +122,7 @@ def main(argv=None) -> dict:
                 srng = np.random.default_rng([args.seed, fi, k, 1])  # same start points
                 strat = CouplingDesign(t.shape, srng, field=kw["field"], tau=kw["tau"],
                                        t1=T_GRID, t2=T_GRID, keep_basin=args.keep_basin,
-                                       pool=args.pool,
+                                       pool=args.pool, physics_explore=args.physics_explore,
                                        min_fit=(args.start if name == "couplings"
                                                 else t.size + 1))
                 print(f"  {name}:", flush=True)

@@ -41,20 +41,21 @@ End to end this design needs 0.95 and 1.00 of random 10 %'s points (fresh seeds 
 Hence the random part of each batch (``explore``) and the random pool.
 
 With the field known the map is a function of its cluster's couplings (auto's
-``physics:<m>`` candidates, `mracq.recon.cosy.physics`), and there the bound is looser:
-linearised at the TRUE couplings, a V-optimal design reaches random 10 %'s integrated
-variance with 0.44-0.69 of the points (mean 0.60 over the six families;
-``benchmarks/cosy_design_bound_physics.py``), because every point informs the few
-couplings that set the whole map. `CouplingDesign` designs under the couplings auto
-fitted, whenever auto chose them (each batch is then reconstructed with the field: the
-coupling search takes minutes, against ~30 min of hardware time for a batch of 25
-points), and under the plane-wave model otherwise. Measured end to end it has not yet
-beaten random batches (bonded pair, two fresh maps: 1.20 and 0.80 of random 10 %'s
-points, random batches 1.00 and 0.50; ``benchmarks/cosy_adaptive_physics*.json``): after
-designed batches the search left the basin it had found. Hence ``keep_basin`` (the last
-fit starts the next final fit) and ``pool`` (designed points among a random quarter of
-the free ones): with them the basin was kept, but the design still needed 0.50 and 1.10
-of the points against random batches' 0.50 and 0.90 (two maps).
+``physics:<m>`` candidates, `mracq.recon.cosy.physics`). `CouplingDesign` designs under
+the couplings auto fitted, whenever auto chose them (each batch is then reconstructed
+with the field: the coupling search takes minutes, against ~30 min of hardware time for a
+batch of 25 points), and under the plane-wave model otherwise. There every point informs
+the few couplings that set the whole map, but the gain is bounded too. Linearised at the
+TRUE couplings, a greedy V-optimal design grown from 100 random points reaches random
+10 %'s integrated variance with 0.65-0.71 of the points (mean 0.68 over the six
+families; ``benchmarks/cosy_design_bound_physics.py``; Fedorov exchange on its picks
+lowers the variance by < 0.7 %, ``cosy_design_exchange.py``). Designing from a fit in
+its basin, in batches of 25, needs 0.74 (0.79 in whole batches; 0.70 from 50 random
+points; ``benchmarks/cosy_design_protocol.py``). Hence no
+random part and no pool under the couplings by default (``physics_explore=0``,
+``pool=False``): with them it needed 0.79, and 0.86 with the former ridge of
+`design_scores`. ``keep_basin`` starts each batch's final fit also at the last batch's
+fit: after designed batches the search had left the basin it had found.
 
 `PlaneWaveDesign` is a pure suggest/ingest strategy (bluesky-adaptive 1.0's optimizer
 protocol, `mracq.recon.protocol`), with the same outcome format, ``should_stop`` (tol,
@@ -79,20 +80,28 @@ def plane_wave_jacobian(pw, ij: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones(len(u)), c, s, d * u[:, :1], d * u[:, 1:]])
 
 
-def design_scores(jac: np.ndarray, measured: np.ndarray, n: int, *, ridge: float = 1e-3,
+def design_scores(jac: np.ndarray, measured: np.ndarray, n: int, *, ridge: float = 1e-5,
                   noise: float = 1.0, allowed: np.ndarray | None = None) -> list[int]:
     """Greedy V-optimal batch: ``n`` row indices of ``jac`` not in ``measured`` (bool).
 
-    ``jac``: (M, P) Jacobian over the candidate points; ``ridge`` (relative to the mean
-    diagonal of ``J^T J``) keeps C finite when the measured rows do not determine every
-    parameter; ``noise``: s^2 in units of the Jacobian's scale squared; ``allowed``
-    (bool, M): the rows that may be picked (default: every unmeasured one).
+    ``jac``: (M, P) Jacobian over the candidate points; ``noise``: s^2 in units of the
+    Jacobian's scale squared; ``allowed`` (bool, M): the rows that may be picked
+    (default: every unmeasured one); ``ridge``: keeps C finite when the measured rows do
+    not determine every parameter, ``ridge * diag(J^T J)``, each parameter relative to its
+    own column.
+
+    The columns are scaled to unit norm first (the integrated variance does not depend
+    on the parameters' units). A couplings map's columns span up to 11 decades (the
+    field's against a weak A_perp's): unscaled, the rank-one updates of C lost the small
+    directions to round-off, and a ridge set by the mean diagonal read them as known; the
+    design then ignored them (``benchmarks/cosy_design_protocol.py``: 0.05-0.2 more
+    points for the same variance).
     """
+    norm = np.linalg.norm(jac, axis=0)
+    jac = jac / np.maximum(norm, 1e-12 * max(norm.max(), 1e-300))
     js = jac[measured]
     g = jac.T @ jac
-    a = js.T @ js
-    a = a + ridge * (np.trace(g) / len(g)) * np.eye(len(g))
-    cov = np.linalg.inv(a) * noise
+    cov = np.linalg.inv(js.T @ js + ridge * np.eye(len(g))) * noise
     free = ~measured.copy() if allowed is None else allowed & ~measured
     picks = []
     for _ in range(min(n, int(free.sum()))):
@@ -186,12 +195,14 @@ class PlaneWaveDesign(EnsembleDisagreement):
         allowed[rand] = False
         return allowed
 
-    def _random_part(self, n: int):
+    def _random_part(self, n: int, explore: float | None = None):
         """The batch's random part: (free flat indices, batch size capped by them, the
-        ``explore`` fraction drawn at random, the measured mask with those added)."""
+        ``explore`` fraction (default ``self.explore``) drawn at random, the measured
+        mask with those added)."""
         flat_free = np.flatnonzero(~self.mask.ravel())
         n = min(n, flat_free.size)
-        rand = self.rng.choice(flat_free, int(round(self.explore * n)), replace=False)
+        explore = self.explore if explore is None else explore
+        rand = self.rng.choice(flat_free, int(round(explore * n)), replace=False)
         measured = self.mask.ravel().copy()
         measured[rand] = True
         return flat_free, n, rand, measured
@@ -229,14 +240,19 @@ class CouplingDesign(PlaneWaveDesign):
     physics_search : dict, optional
         Settings of the coupling search (`mracq.recon.cosy.physics.fit_clusters`).
     min_fit, explore, extra, budget, tol
-        As `PlaneWaveDesign`.
+        As `PlaneWaveDesign` (``explore``: while the design is the plane-wave one).
+    physics_explore : float
+        Fraction of each batch drawn at random while the design is under the couplings.
+        Default 0: in the fit's basin a random part only dilutes the design (linearised,
+        ``benchmarks/cosy_design_protocol.py``: 0.30 random and the pool cost 0.03-0.06
+        of random 10 %'s points).
     keep_basin : bool
         Start each batch's final coupling fit also at the last batch's fit (a basin once
         found stays in the running; the held-out searches do not get it).
     pool : bool
-        Choose the designed points among a random quarter of the free points (as
+        Choose the coupling design's points among a random quarter of the free points (as
         `PlaneWaveDesign`), so that the mask stays random-like for the search's first
-        stage.
+        stage. Default off: with ``keep_basin`` the basin is kept without it.
     """
 
     def __init__(self, shape, rng, *, field: float, tau: float, t1=None, t2=None,
@@ -244,7 +260,7 @@ class CouplingDesign(PlaneWaveDesign):
                  physics_search: dict | None = None, min_fit: int = 40,
                  explore: float = 0.3, extra: int = 2, budget: int | None = None,
                  tol: float | None = None, keep_basin: bool = True,
-                 pool: bool = True) -> None:
+                 pool: bool = False, physics_explore: float = 0.0) -> None:
         from mracq.recon.cosy.physics import PHYSICS_BUDGET_S, physics_sequence
         from mracq.sim.cosy.model import N_PULSES
 
@@ -257,8 +273,11 @@ class CouplingDesign(PlaneWaveDesign):
                                "n_pulses": n_pulses, "physics_budget_s": budget_s,
                                "physics_search": physics_search}
         self._search = dict(physics_search or {})
+        if not 0 <= physics_explore <= 1:
+            raise ValueError(f"physics_explore must be in [0, 1], got {physics_explore}")
         self.keep_basin = bool(keep_basin)
         self.pool = bool(pool)
+        self.physics_explore = float(physics_explore)
 
     def ingest(self, points) -> None:
         """As `EnsembleDisagreement.ingest`; with ``keep_basin`` the last batch's 2-spin
@@ -274,7 +293,7 @@ class CouplingDesign(PlaneWaveDesign):
         fit = getattr(self.reconstruction, "physics", None)
         if fit is None or self.mask.sum() < self.min_fit:
             return super()._points(n)
-        flat_free, n, rand, measured = self._random_part(n)
+        flat_free, n, rand, measured = self._random_part(n, self.physics_explore)
         allowed = self._pool(flat_free, n, rand) if self.pool else None
         y = self.values[self.mask]
         noise = (self.reconstruction.report.noise / (np.ptp(y) or 1.0)) ** 2  # fit's scale
