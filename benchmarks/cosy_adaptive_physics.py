@@ -8,16 +8,16 @@ random sampling are judged with the same reconstruction.
 Per map (`mracq.sim.cosy.families`, noise 0.1, the field with a 2 uT Gaussian error):
 - target: auto's RMSE against the noiseless map on ``--target-masks`` random 10 % masks
   of the same noisy map, averaged;
-- ``couplings``: `CouplingDesign` from ``--start`` random points, ``--batch`` points at a
-  time (30 % random, the rest V-optimal under the fitted couplings, or under the plane-wave
-  model while auto picks another candidate), auto with the field after each batch, until
-  the RMSE first reaches the target or ``--cap`` points are measured;
+- ``couplings``: `CouplingDesign` (its defaults) from ``--start`` random points,
+  ``--batch`` points at a time: V-optimal under the fitted couplings once a batch has
+  confirmed the fit, random before; auto with the field after each batch, until the RMSE
+  first reaches the target or ``--cap`` points are measured;
 - ``random_seq``: the same protocol with random batches (same start points): the baseline
   of first passage, which reads a little below 1 by itself.
-``--no-keep-basin --physics-explore 0.3``: `CouplingDesign` as first measured (session 7:
-no start at the last batch's fit, 30 % random); ``--pool --physics-explore 0.3``: session
-8's defaults. Runs before the design's ridge was fixed (``design_scores``, see
-``cosy_design_protocol.py``) designed with the old one.
+``--no-keep-basin --physics-explore 0.3 --confirm 0``: `CouplingDesign` as first
+measured (session 7: no start at the last batch's fit, 30 % random, designed under any
+fit); ``--pool --physics-explore 0.3 --confirm 0``: session 8's defaults. Runs before
+session 9 designed with the old ridge of ``design_scores`` (``cosy_design_protocol.py``).
 ``ratio`` = points / random 10 %'s points (a run that does not reach the target counts
 at the cap, ``reached`` False).
 
@@ -89,6 +89,8 @@ def main(argv=None) -> dict:
                     help="CouplingDesign's pool")
     ap.add_argument("--physics-explore", type=float, default=0.0,
                     help="CouplingDesign's physics_explore (random part under the couplings)")
+    ap.add_argument("--confirm", type=float, default=0.5,
+                    help="CouplingDesign's confirm (0: None, design under any fit)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     out = {"config": {k: str(v) for k, v in vars(args).items()},
@@ -123,6 +125,7 @@ def main(argv=None) -> dict:
                 strat = CouplingDesign(t.shape, srng, field=kw["field"], tau=kw["tau"],
                                        t1=T_GRID, t2=T_GRID, keep_basin=args.keep_basin,
                                        pool=args.pool, physics_explore=args.physics_explore,
+                                       confirm=args.confirm or None,
                                        min_fit=(args.start if name == "couplings"
                                                 else t.size + 1))
                 print(f"  {name}:", flush=True)

@@ -161,9 +161,11 @@ def test_coupling_jacobian_predicts_a_small_change_of_the_couplings():
 
 def test_coupling_design_asks_where_the_fitted_couplings_are_least_known():
     """`CouplingDesign` on the strong-A_perp cluster: after 90 random points auto picks
-    ``physics:2`` and the strategy keeps its fit; the next 30 points (all V-optimal under
-    the fit: ``physics_explore=0``) lower the integrated variance of the map linearised at
-    the fit (within the noise of the truth) below each of 20 draws of 30 random points."""
+    ``physics:2``; no batch has confirmed that fit yet, so the next 30 points are random.
+    The next fit starts also at the first (keep_basin), stays in its basin and agrees with
+    it (confirmed). Then the 30 points are all V-optimal under the fit and lower the
+    integrated variance of the map linearised at the fit below each of 20 draws of 30
+    random points."""
     from mracq.recon.cosy.design import CouplingDesign
 
     m, y, mask = _cluster_map((30.0, -25.0), (45.0, 40.0), 2.5, 0.02, 0.08, 3)
@@ -171,29 +173,39 @@ def test_coupling_design_asks_where_the_fitted_couplings_are_least_known():
                            t1=GRID, t2=GRID, physics_search={**LIGHT, "spins": (2,)},
                            physics_budget_s=120)
     strat.ingest([(int(i), int(j), float(y[i, j])) for i, j in np.argwhere(mask)])
+    first = strat.reconstruction.physics
+    assert first is not None and first.spins == 2 and not strat.confirmed
+
+    def answer(sug):
+        picked = np.array([(s["i"], s["j"]) for s in sug])
+        assert len({tuple(p) for p in picked}) == len(sug)
+        assert not strat.mask[tuple(picked.T)].any()
+        strat.ingest([{"_id": s["_id"], "value": float(y[s["i"], s["j"]])} for s in sug])
+        return picked
+
+    answer(strat.suggest(30))  # random: the fit is not confirmed yet
+    assert np.array_equal(strat.reconstruct_kw["physics_search"]["starts"][0], first.theta)
     fit = strat.reconstruction.physics
-    assert fit is not None and fit.spins == 2
+    # in the basin (measured 0.018 at noise 0.02; a wrong basin is > 0.05 off), and the two
+    # fits' maps agree to < 0.5 noise (measured 0.004)
+    assert fit is not None and np.sqrt(np.mean((fit.grid() - m) ** 2)) < 0.03
+    assert strat.confirmed
+    base = np.flatnonzero(strat.mask.ravel())
     sug = strat.suggest(30)
     picked = np.array([(s["i"], s["j"]) for s in sug])
-    assert len({tuple(p) for p in picked}) == 30 and not mask[tuple(picked.T)].any()
-    jac = fit.jacobian()  # near the truth: the map is within the noise of it
-    assert np.sqrt(np.mean((strat.reconstruction - m) ** 2)) < 0.02
+    assert len({tuple(p) for p in picked}) == 30 and not strat.mask[tuple(picked.T)].any()
+    jac = fit.jacobian()
 
     def iv(flat):
         a = jac[flat].T @ jac[flat]
         return np.trace(np.linalg.solve(a + 1e-9 * np.eye(len(a)), jac.T @ jac))
 
-    base = list(np.ravel_multi_index(tuple(np.argwhere(mask).T), m.shape))
-    designed = iv(base + list(np.ravel_multi_index(tuple(picked.T), m.shape)))
+    designed = iv(list(base) + list(np.ravel_multi_index(tuple(picked.T), m.shape)))
     rng = np.random.default_rng(5)
     free = np.setdiff1d(np.arange(m.size), base)
-    rand = [iv(base + list(rng.choice(free, 30, replace=False))) for _ in range(20)]
+    rand = [iv(list(base) + list(rng.choice(free, 30, replace=False))) for _ in range(20)]
+    # measured: 67.6 against random 82.6-88.3 (mean 85.1)
     assert designed < min(rand) and designed < 0.95 * np.mean(rand), (designed, rand)
-    # the next batch's final fit also starts at this fit (keep_basin), and stays in its
-    # basin (measured 0.021 at noise 0.02; a wrong basin is > 0.05 off)
-    strat.ingest([{"_id": s["_id"], "value": float(y[s["i"], s["j"]])} for s in sug])
-    assert np.array_equal(strat.reconstruct_kw["physics_search"]["starts"][0], fit.theta)
-    assert np.sqrt(np.mean((strat.reconstruction.physics.grid() - m) ** 2)) < 0.03
 
 
 def test_design_scores_counts_every_coupling_whatever_its_units():

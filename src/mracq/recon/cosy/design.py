@@ -54,8 +54,12 @@ its basin, in batches of 25, needs 0.74 (0.79 in whole batches; 0.70 from 50 ran
 points; ``benchmarks/cosy_design_protocol.py``). Hence no
 random part and no pool under the couplings by default (``physics_explore=0``,
 ``pool=False``): with them it needed 0.79, and 0.86 with the former ridge of
-`design_scores`. ``keep_basin`` starts each batch's final fit also at the last batch's
-fit: after designed batches the search had left the basin it had found.
+`design_scores`. That is the design's gain once the fit is in its basin. Before, a design
+under a wrong basin kept the search from landing: on bonded pairs, random batches landed
+at 125 points where designed ones landed at 200, or not by 225. Hence ``confirm``: the design
+starts only once two successive fits agree, and until then every batch is random.
+``keep_basin`` starts each batch's final fit also at the last batch's fit (after designed
+batches the search had left the basin it had found).
 
 `PlaneWaveDesign` is a pure suggest/ingest strategy (bluesky-adaptive 1.0's optimizer
 protocol, `mracq.recon.protocol`), with the same outcome format, ``should_stop`` (tol,
@@ -253,6 +257,15 @@ class CouplingDesign(PlaneWaveDesign):
         Choose the coupling design's points among a random quarter of the free points (as
         `PlaneWaveDesign`), so that the mask stays random-like for the search's first
         stage. Default off: with ``keep_basin`` the basin is kept without it.
+    confirm : float or None
+        Design only under a fit the last batch confirmed: the maps of this batch's and the
+        last batch's coupling fits differ by less than ``confirm`` times auto's noise
+        estimate (RMS). Otherwise (no fit, a fit that moved, or auto chose another
+        candidate) the whole batch is random, which helps the search land; designed points
+        under a wrong basin kept it from landing (``cosy_adaptive_physics*.json``). In the
+        basin two fits 25 points apart differ by about the fit's error (0.02-0.03 at noise
+        0.1); two basins by more than 0.05. None: design under any fit auto chose, and
+        under the plane-wave model otherwise (session 8).
     """
 
     def __init__(self, shape, rng, *, field: float, tau: float, t1=None, t2=None,
@@ -260,7 +273,8 @@ class CouplingDesign(PlaneWaveDesign):
                  physics_search: dict | None = None, min_fit: int = 40,
                  explore: float = 0.3, extra: int = 2, budget: int | None = None,
                  tol: float | None = None, keep_basin: bool = True,
-                 pool: bool = False, physics_explore: float = 0.0) -> None:
+                 pool: bool = False, physics_explore: float = 0.0,
+                 confirm: float | None = 0.5) -> None:
         from mracq.recon.cosy.physics import PHYSICS_BUDGET_S, physics_sequence
         from mracq.sim.cosy.model import N_PULSES
 
@@ -278,6 +292,11 @@ class CouplingDesign(PlaneWaveDesign):
         self.keep_basin = bool(keep_basin)
         self.pool = bool(pool)
         self.physics_explore = float(physics_explore)
+        if confirm is not None and not confirm > 0:
+            raise ValueError(f"confirm must be > 0 or None, got {confirm}")
+        self.confirm = confirm
+        self.confirmed = False  # the last ingest's fit agreed with the one before
+        self._last_physics_map = None  # the last batch's map where it was a coupling fit
 
     def ingest(self, points) -> None:
         """As `EnsembleDisagreement.ingest`; with ``keep_basin`` the last batch's 2-spin
@@ -288,9 +307,22 @@ class CouplingDesign(PlaneWaveDesign):
             search["starts"] = [np.asarray(fit.theta, float)]
         self.reconstruct_kw["physics_search"] = search or None
         super().ingest(points)
+        rec = self.reconstruction
+        self.confirmed = bool(
+            fit is not None and getattr(rec, "physics", None) is not None
+            and self.confirm is not None and self._last_physics_map is not None
+            and np.sqrt(np.mean((np.asarray(rec) - self._last_physics_map) ** 2))
+            < self.confirm * rec.report.noise)
+        self._last_physics_map = (np.array(rec) if getattr(rec, "physics", None) is not None
+                                  else None)
 
     def _points(self, n: int) -> list[tuple[int, int]]:
         fit = getattr(self.reconstruction, "physics", None)
+        if self.confirm is not None and self.mask.sum() >= self.min_fit and not (
+                fit is not None and self.confirmed):
+            flat_free = np.flatnonzero(~self.mask.ravel())
+            return self._cells(self.rng.choice(flat_free, min(n, flat_free.size),
+                                               replace=False))
         if fit is None or self.mask.sum() < self.min_fit:
             return super()._points(n)
         flat_free, n, rand, measured = self._random_part(n, self.physics_explore)
