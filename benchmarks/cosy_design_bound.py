@@ -33,7 +33,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from mracq.recon.cosy.design import plane_wave_jacobian  # noqa: E402
+from mracq.recon.cosy.design import plane_wave_jacobian, unit_columns  # noqa: E402
 from mracq.recon.cosy.spectral import PlaneWaves  # noqa: E402
 
 N_GRID = 50
@@ -44,17 +44,12 @@ def _grid() -> np.ndarray:
     return np.column_stack([ii.ravel(), jj.ravel()])
 
 
-def _unit_columns(jac: np.ndarray) -> np.ndarray:
-    """``jac`` with every column scaled to unit norm (zero columns left as they are)."""
-    norm = np.linalg.norm(jac, axis=0)
-    return jac / np.where(norm > 0, norm, 1.0)
-
-
 def integrated_variance(jac: np.ndarray, rows: np.ndarray) -> float:
     """``tr(J (J_S^T J_S)^-1 J^T) / G`` (in units of sigma^2), with the columns of ``J``
-    scaled to unit norm first (the same value; a couplings Jacobian's columns span ~11
-    decades, and unscaled the inverse loses its small directions to round-off)."""
-    jac = _unit_columns(jac)
+    scaled to unit norm first (`unit_columns`: the same value; a couplings Jacobian's
+    columns span ~11 decades, and unscaled the inverse loses its small directions to
+    round-off)."""
+    jac = unit_columns(jac)
     c = np.linalg.inv(jac[rows].T @ jac[rows])
     return float(np.einsum("ij,jk,ik->", jac, c, jac) / len(jac))
 
@@ -66,7 +61,7 @@ def greedy_curve(jac: np.ndarray, n: int, start) -> tuple[np.ndarray, np.ndarray
     norm (`integrated_variance`): before, the rank-one updates on the raw couplings
     Jacobian drifted and under-read the variance (lattice 3: 0.52 of the points read off
     the drifted curve, 0.73 on the same picks evaluated stably)."""
-    jac = _unit_columns(jac)
+    jac = unit_columns(jac)
     rows = list(start)
     c = np.linalg.inv(jac[rows].T @ jac[rows] + 1e-9 * np.eye(jac.shape[1]))
     m = jac.T @ jac

@@ -24,8 +24,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cosy_design_bound import _unit_columns, greedy_curve  # noqa: E402
+from cosy_design_bound import greedy_curve  # noqa: E402
 from cosy_design_bound_physics import family_clusters, true_jacobian  # noqa: E402
+from mracq.recon.cosy.design import unit_columns  # noqa: E402
 
 
 def exchange(jac, start, design, sweeps=3):
@@ -65,7 +66,7 @@ def main(argv=None) -> dict:
         truths, cls, _, rng = family_clusters(fam, args.maps, args.seed)
         ratios = []
         for k in range(args.maps):
-            jac = _unit_columns(true_jacobian(cls[k], truths[k], fit_field=True)[0])
+            jac = unit_columns(true_jacobian(cls[k], truths[k], fit_field=True)[0])
             start = rng.choice(len(jac), 100, replace=False)
             rows = greedy_curve(jac, 175, start)[0]
             greedy = float(np.trace(np.linalg.solve(jac[rows].T @ jac[rows], jac.T @ jac)))

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cosy_design_bound import integrated_variance  # noqa: E402
 from cosy_design_bound_physics import family_clusters, true_jacobian  # noqa: E402
 from cosy_physics_field import true_theta  # noqa: E402
-from mracq.recon.cosy.design import design_scores  # noqa: E402
+from mracq.recon.cosy.design import design_scores, greedy_v_optimal  # noqa: E402
 from mracq.recon.cosy.physics_fit import FitProblem, batch_lm  # noqa: E402
 from mracq.sim.cosy.families import FAMILIES  # noqa: E402
 from mracq.sim.cosy.model import N_PULSES, T_GRID  # noqa: E402
@@ -61,22 +61,12 @@ PROTOCOLS = {
 
 
 def old_ridge_scores(jac, measured, n, noise, allowed):
-    """`design_scores` with its former ridge: ``1e-3 * tr(J^T J) / P`` on every parameter."""
+    """`design_scores` with its former ridge, ``1e-3 * tr(J^T J) / P`` on every parameter,
+    and the raw (unscaled) columns."""
     g = jac.T @ jac
     a = jac[measured].T @ jac[measured] + 1e-3 * np.trace(g) / len(g) * np.eye(len(g))
-    cov = np.linalg.inv(a) * noise
     free = ~measured if allowed is None else allowed & ~measured
-    picks = []
-    for _ in range(min(n, int(free.sum()))):
-        jc = jac @ cov
-        var = np.einsum("mp,mp->m", jc, jac)
-        gain = np.einsum("mp,pq,mq->m", jc, g, jc) / (noise + var)
-        gain[~free] = -np.inf
-        k = int(np.argmax(gain))
-        picks.append(k)
-        free[k] = False
-        cov = cov - np.outer(jc[k], jc[k]) / (noise + var[k])
-    return picks
+    return greedy_v_optimal(jac, np.linalg.inv(a) * noise, free, n, noise)
 
 
 def protocol_curve(jac_true, theta, tau, noisy, proto, rng, sigma, cap=300):

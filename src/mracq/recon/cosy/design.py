@@ -72,7 +72,8 @@ import numpy as np
 
 from mracq.recon.cosy.strategy import EnsembleDisagreement
 
-__all__ = ["CouplingDesign", "PlaneWaveDesign", "design_scores", "plane_wave_jacobian"]
+__all__ = ["CouplingDesign", "PlaneWaveDesign", "design_scores", "greedy_v_optimal",
+           "plane_wave_jacobian", "unit_columns"]
 
 
 def plane_wave_jacobian(pw, ij: np.ndarray) -> np.ndarray:
@@ -101,12 +102,26 @@ def design_scores(jac: np.ndarray, measured: np.ndarray, n: int, *, ridge: float
     design then ignored them (``benchmarks/cosy_design_protocol.py``: 0.05-0.2 more
     points for the same variance).
     """
-    norm = np.linalg.norm(jac, axis=0)
-    jac = jac / np.maximum(norm, 1e-12 * max(norm.max(), 1e-300))
+    jac = unit_columns(jac)
     js = jac[measured]
-    g = jac.T @ jac
-    cov = np.linalg.inv(js.T @ js + ridge * np.eye(len(g))) * noise
+    cov = np.linalg.inv(js.T @ js + ridge * np.eye(jac.shape[1])) * noise
     free = ~measured.copy() if allowed is None else allowed & ~measured
+    return greedy_v_optimal(jac, cov, free, n, noise)
+
+
+def unit_columns(jac: np.ndarray) -> np.ndarray:
+    """``jac`` with every column scaled to unit norm (norms below 1e-12 of the largest
+    count as that floor): the integrated variance does not change, its round-off does."""
+    norm = np.linalg.norm(jac, axis=0)
+    return jac / np.maximum(norm, 1e-12 * max(norm.max(), 1e-300))
+
+
+def greedy_v_optimal(jac: np.ndarray, cov: np.ndarray, free: np.ndarray, n: int,
+                     noise: float) -> list[int]:
+    """The greedy loop of `design_scores`: ``n`` rows of ``jac`` among ``free`` (bool, M;
+    changed in place), each lowering ``tr(J C J^T)`` the most, ``cov`` (C, P x P: the
+    parameters' covariance before the picks) updated by rank one after each pick."""
+    g = jac.T @ jac
     picks = []
     for _ in range(min(n, int(free.sum()))):
         jc = jac @ cov  # (M, P)
@@ -173,12 +188,10 @@ class PlaneWaveDesign(EnsembleDisagreement):
         return fit_path(y, ij, self.shape, k)[-1]
 
     def _points(self, n: int) -> list[tuple[int, int]]:
-        free = ~self.mask
-        if not free.any():
+        if self.mask.all():
             return []
         if self.mask.sum() < self.min_fit or self.reconstruction is None:
-            flat = self.rng.choice(np.flatnonzero(free), min(n, free.sum()), replace=False)
-            return self._cells(flat)
+            return self._random_cells(n)
         pw = self._model()
         ij = np.indices(self.shape).reshape(2, -1).T
         jac = plane_wave_jacobian(pw, ij)
@@ -210,6 +223,11 @@ class PlaneWaveDesign(EnsembleDisagreement):
         measured = self.mask.ravel().copy()
         measured[rand] = True
         return flat_free, n, rand, measured
+
+    def _random_cells(self, n: int) -> list[tuple[int, int]]:
+        """``n`` free grid cells at random (fewer if fewer are free)."""
+        flat_free = np.flatnonzero(~self.mask.ravel())
+        return self._cells(self.rng.choice(flat_free, min(n, flat_free.size), replace=False))
 
     def _cells(self, flat) -> list[tuple[int, int]]:
         """Grid cells (i, j) of flat indices."""
@@ -296,12 +314,12 @@ class CouplingDesign(PlaneWaveDesign):
             raise ValueError(f"confirm must be > 0 or None, got {confirm}")
         self.confirm = confirm
         self.confirmed = False  # the last ingest's fit agreed with the one before
-        self._last_physics_map = None  # the last batch's map where it was a coupling fit
 
     def ingest(self, points) -> None:
         """As `EnsembleDisagreement.ingest`; with ``keep_basin`` the last batch's 2-spin
         coupling fit is a start of this batch's final coupling fit."""
-        fit = getattr(self.reconstruction, "physics", None)
+        prev = self.reconstruction
+        fit = getattr(prev, "physics", None)
         search = dict(self._search)
         if self.keep_basin and fit is not None and fit.spins == 2:
             search["starts"] = [np.asarray(fit.theta, float)]
@@ -309,20 +327,15 @@ class CouplingDesign(PlaneWaveDesign):
         super().ingest(points)
         rec = self.reconstruction
         self.confirmed = bool(
-            fit is not None and getattr(rec, "physics", None) is not None
-            and self.confirm is not None and self._last_physics_map is not None
-            and np.sqrt(np.mean((np.asarray(rec) - self._last_physics_map) ** 2))
+            self.confirm is not None and fit is not None
+            and getattr(rec, "physics", None) is not None
+            and np.sqrt(np.mean((np.asarray(rec) - np.asarray(prev)) ** 2))
             < self.confirm * rec.report.noise)
-        self._last_physics_map = (np.array(rec) if getattr(rec, "physics", None) is not None
-                                  else None)
 
     def _points(self, n: int) -> list[tuple[int, int]]:
         fit = getattr(self.reconstruction, "physics", None)
-        if self.confirm is not None and self.mask.sum() >= self.min_fit and not (
-                fit is not None and self.confirmed):
-            flat_free = np.flatnonzero(~self.mask.ravel())
-            return self._cells(self.rng.choice(flat_free, min(n, flat_free.size),
-                                               replace=False))
+        if self.confirm is not None and self.mask.sum() >= self.min_fit and not self.confirmed:
+            return self._random_cells(n)
         if fit is None or self.mask.sum() < self.min_fit:
             return super()._points(n)
         flat_free, n, rand, measured = self._random_part(n, self.physics_explore)
